@@ -1,0 +1,26 @@
+"""Store backup artifacts on any storage, through wrappers that never lie
+about what the storage underneath can do."""
+
+from django_snapshots.exceptions import (
+    SnapshotError,
+    SnapshotIntegrityError,
+    SnapshotStorageCapabilityError,
+    SnapshotStorageError,
+    SnapshotStoragePathError,
+)
+from django_snapshots.storage import (
+    AdvancedSnapshotStorage,
+    SnapshotStorage,
+    requires_advanced_storage,
+)
+
+__all__ = [
+    "AdvancedSnapshotStorage",
+    "SnapshotError",
+    "SnapshotIntegrityError",
+    "SnapshotStorage",
+    "SnapshotStorageCapabilityError",
+    "SnapshotStorageError",
+    "SnapshotStoragePathError",
+    "requires_advanced_storage",
+]

@@ -1,0 +1,78 @@
+"""The whole error vocabulary of django-snapshots.
+
+Every error the library raises on purpose derives from :class:`SnapshotError`,
+so ``except SnapshotError`` catches them all.  Two built-in exceptions keep
+their usual meaning and are not wrapped: :class:`FileNotFoundError` for a
+missing key, and :class:`TypeError` for calling an API with the wrong kind of
+object.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SnapshotError",
+    "SnapshotIntegrityError",
+    "SnapshotStorageCapabilityError",
+    "SnapshotStorageError",
+    "SnapshotStoragePathError",
+]
+
+
+class SnapshotError(Exception):
+    """Base class of every error raised by django-snapshots.
+
+    .. versionadded:: 0.1
+    """
+
+
+class SnapshotStorageCapabilityError(SnapshotError):
+    """The storage lacks a capability the operation needs.
+
+    Raised by :func:`~django_snapshots.requires_advanced_storage` when a
+    basic-tier storage is asked for an advanced-tier operation.
+
+    .. versionadded:: 0.1
+    """
+
+
+class SnapshotIntegrityError(SnapshotError):
+    """Stored data does not match its recorded digest, or has none.
+
+    .. versionadded:: 0.1
+    """
+
+
+class SnapshotStoragePathError(SnapshotError, ValueError):
+    """A key or a prefix breaks the key rules.
+
+    Raised before any I/O happens.  It is also a :class:`ValueError`, so code
+    that validates user input generically still catches it.
+
+    .. versionadded:: 0.1
+    """
+
+
+class SnapshotStorageError(SnapshotError):
+    """A storage operation failed.
+
+    *transient* says whether trying the same operation again may succeed
+    (a dropped connection, a throttled request).  The
+    :class:`~django_snapshots.storage.Retry` wrapper retries only transient
+    errors.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep ``transient`` across pickling (multiprocessing, caches).
+        return (_rebuild_storage_error, (type(self), str(self), self.transient))
+
+
+def _rebuild_storage_error(
+    cls: type[SnapshotStorageError], message: str, transient: bool
+) -> SnapshotStorageError:
+    return cls(message, transient=transient)

@@ -1,0 +1,17 @@
+"""Storage protocols, backends and wrappers."""
+
+from django_snapshots.storage.memory import MemoryBackend
+from django_snapshots.storage.protocols import (
+    AdvancedSnapshotStorage,
+    SnapshotStorage,
+    requires_advanced_storage,
+)
+from django_snapshots.storage.wrappers import StorageWrapper
+
+__all__ = [
+    "AdvancedSnapshotStorage",
+    "MemoryBackend",
+    "SnapshotStorage",
+    "StorageWrapper",
+    "requires_advanced_storage",
+]

@@ -1,0 +1,132 @@
+"""Key and prefix rules shared by every built-in backend and by ``Prefix``.
+
+A *key* names one stored object: a non-empty string of at most 1024 UTF-8
+bytes made of ``/``-separated segments.  Every segment is non-empty and is
+neither ``.`` nor ``..``; no backslash, no control character (below U+0020,
+or U+007F) appears anywhere.  So a key can never climb out of a directory,
+be mistaken for an absolute path, or smuggle a second line into a listing::
+
+    >>> validate_key("db/2026-11-26.dump")
+    'db/2026-11-26.dump'
+    >>> validate_key("../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    django_snapshots.exceptions.SnapshotStoragePathError: invalid key '../etc/passwd': segment '..' is not allowed
+
+A *list prefix* filters keys by plain string comparison; it is valid when it
+is ``""`` or when ``prefix + "x"`` would be a valid key (``"snap"``,
+``"snap/"`` and ``"a/.."`` are valid filters, ``"../"`` is not).
+
+Every rule is checked before any I/O, and a broken rule raises
+:class:`~django_snapshots.exceptions.SnapshotStoragePathError` naming the key
+and the rule.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django_snapshots.exceptions import SnapshotStoragePathError
+
+__all__ = [
+    "MAX_KEY_BYTES",
+    "validate_dir_prefix",
+    "validate_key",
+    "validate_prefix",
+    "validate_sync_prefixes",
+]
+
+MAX_KEY_BYTES = 1024
+
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def validate_key(key: object) -> str:
+    """Return *key* unchanged if it obeys the key rules, else raise.
+
+    .. versionadded:: 0.1
+    """
+    _check_key(key, what="key", shown=key)
+    return key  # type: ignore[return-value]  # _check_key proved it is a str
+
+
+def validate_prefix(prefix: object) -> str:
+    """Return *prefix* unchanged if it is a valid list prefix, else raise.
+
+    ``""`` lists everything; otherwise ``prefix + "x"`` must be a valid key.
+
+    .. versionadded:: 0.1
+    """
+    if not isinstance(prefix, str):
+        raise SnapshotStoragePathError(
+            f"invalid prefix {_show(prefix)}: must be a str, not {type(prefix).__name__}"
+        )
+    if prefix:
+        _check_key(prefix + "x", what="prefix", shown=prefix)
+    return prefix
+
+
+def validate_dir_prefix(prefix: object) -> str:
+    """Return *prefix* if it is a directory-like prefix (non-empty, ending in
+    ``/``, and a valid list prefix), else raise.
+
+    .. versionadded:: 0.1
+    """
+    validate_prefix(prefix)
+    assert isinstance(prefix, str)
+    if not prefix or not prefix.endswith("/"):
+        raise SnapshotStoragePathError(
+            f"invalid directory prefix {_show(prefix)}: must be non-empty and end with '/'"
+        )
+    return prefix
+
+
+def validate_sync_prefixes(src_prefix: object, dst_prefix: object) -> tuple[str, str]:
+    """Validate the two prefixes of a ``sync``: both directory-like and
+    neither inside the other.
+
+    .. versionadded:: 0.1
+    """
+    src = validate_dir_prefix(src_prefix)
+    dst = validate_dir_prefix(dst_prefix)
+    if src.startswith(dst) or dst.startswith(src):
+        raise SnapshotStoragePathError(
+            f"sync prefixes {_show(src)} and {_show(dst)} overlap: "
+            "neither may start with the other"
+        )
+    return src, dst
+
+
+def _check_key(key: object, *, what: str, shown: object) -> None:
+    def fail(rule: str) -> SnapshotStoragePathError:
+        return SnapshotStoragePathError(f"invalid {what} {_show(shown)}: {rule}")
+
+    if not isinstance(key, str):
+        raise fail(f"must be a str, not {type(key).__name__}")
+    if not key:
+        raise fail("must not be empty")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise fail("is not valid UTF-8 (lone surrogate)") from None
+    if size > MAX_KEY_BYTES:
+        raise fail(f"is {size} UTF-8 bytes long, more than {MAX_KEY_BYTES}")
+    bad = _FORBIDDEN.search(key)
+    if bad:
+        raise fail(f"character {bad.group()!r} is not allowed")
+    if key.startswith("/"):
+        raise fail("must not start with '/'")
+    if key.endswith("/"):
+        raise fail("must not end with '/'")
+    for segment in key.split("/"):
+        if not segment:
+            raise fail("empty segment ('//') is not allowed")
+        if segment in (".", ".."):
+            raise fail(f"segment {segment!r} is not allowed")
+
+
+def _show(value: object) -> str:
+    # Keys come from users and tenants: quote them, escape control
+    # characters, and keep hostile megabyte-long strings out of logs.
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."

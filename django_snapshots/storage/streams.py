@@ -1,0 +1,145 @@
+"""Streaming helpers shared by the backends and the wrappers.
+
+Artifacts can be many gigabytes, so nothing here ever holds more than one
+chunk in memory: :func:`iter_chunks` turns a file object into chunks,
+:class:`ChunkReader` turns chunks back into a file object, and
+:class:`ObservedReader` is the base of every file object a wrapper hands out
+(it sees each chunk as it passes, and the end of the stream).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+__all__ = ["CHUNK_SIZE", "ChunkReader", "ObservedReader", "iter_chunks"]
+
+#: Size of the chunks the built-in backends read, write and yield.
+CHUNK_SIZE = 1024 * 1024
+
+
+def iter_chunks(content: IO[bytes], size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Yield *content* in non-empty chunks of at most *size* bytes until EOF.
+
+    Works for non-seekable streams and never closes *content*.
+
+    .. versionadded:: 0.1
+    """
+    read = content.read
+    while True:
+        chunk = read(size)
+        if chunk is None:  # a non-blocking raw stream with nothing ready yet
+            continue
+        if not chunk:
+            return
+        yield bytes(chunk) if not isinstance(chunk, bytes) else chunk
+
+
+class ChunkReader(io.RawIOBase):
+    """A readable binary file object over an iterable of ``bytes`` chunks.
+
+    Closing it closes the underlying iterator (so a generator's ``finally``
+    runs and its resources are released).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        super().__init__()
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._pending:
+            try:
+                self._pending = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            close = getattr(self._chunks, "close", None)
+            self._pending = memoryview(b"")
+            try:
+                if close is not None:
+                    close()
+            finally:
+                super().close()
+
+
+class ObservedReader(io.RawIOBase):
+    """A readable file object that passes *source* through, chunk by chunk.
+
+    Subclasses override :meth:`_on_data` (each chunk delivered),
+    :meth:`_on_eof` (the source reported end of stream; may raise to refuse
+    the data, e.g. on a digest mismatch) and :meth:`_on_close` (called once,
+    whether or not EOF was reached).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, source: IO[bytes]) -> None:
+        super().__init__()
+        self._source = source
+        self._eof = False
+        self._finished = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._eof:
+            return 0
+        view = memoryview(buffer).cast("B")
+        if not view:
+            return 0
+        n = _read_into(self._source, view)
+        if n:
+            self._on_data(view[:n])
+            return n
+        self._eof = True
+        self._on_eof()
+        return 0
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._source.close()
+        finally:
+            super().close()
+            if not self._finished:
+                self._finished = True
+                self._on_close()
+
+    def _on_data(self, chunk: memoryview) -> None:
+        """Called with each chunk as it is delivered to the reader."""
+
+    def _on_eof(self) -> None:
+        """Called once when the source reports the end of the stream."""
+
+    def _on_close(self) -> None:
+        """Called once when the reader is closed."""
+
+
+def _read_into(source: IO[bytes], view: memoryview) -> int:
+    readinto: Callable[[memoryview], int | None] | None = getattr(source, "readinto", None)
+    if readinto is not None:
+        while True:
+            n = readinto(view)
+            if n is not None:
+                return n
+    while True:
+        data = source.read(len(view))
+        if data is not None:
+            view[: len(data)] = data
+            return len(data)

@@ -1,0 +1,5 @@
+"""Composable, tier-preserving storage wrappers."""
+
+from django_snapshots.storage.wrappers.base import StorageWrapper
+
+__all__ = ["StorageWrapper"]
