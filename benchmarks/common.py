@@ -1,0 +1,86 @@
+"""Shared measuring tools for the benchmark suite (run: ``python -m benchmarks``).
+
+Every figure is a ratio of two measurements taken side by side in the same
+run, so the machine's speed cancels out.  Nothing here asserts on timings.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table: *measured* against *baseline*."""
+
+    name: str
+    baseline: str
+    ratio: float | None = None
+    target: str = ""
+    detail: str = ""
+
+
+
+def best_of(fn: Callable[[], object], *, repeat: int = 5, number: int = 1) -> float:
+    """Return the best (lowest) time in seconds of *number* calls of *fn*, over *repeat* rounds."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - start) / number)
+    return min(times)
+
+
+def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int = 7, number: int = 1) -> dict[str, float]:
+    """Time several variants in alternation (ABCABC...) and return each one's median,
+    so that drift of the machine affects all variants alike."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            samples[name].append((time.perf_counter() - start) / number)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def peak_rss_delta(fn: Callable[[], object]) -> int:
+    """Run *fn* in a forked child and return its peak resident memory above
+    the child's baseline, in bytes (Linux: ``/proc/self/status`` ``VmHWM``)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_end)
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset the peak (VmHWM) to the current RSS
+            baseline = _status_kib("VmRSS")
+            fn()
+            result: object = (_status_kib("VmHWM") - baseline) * 1024
+        except BaseException as exc:  # reported to the parent
+            result = exc
+        with os.fdopen(write_end, "wb") as out:
+            pickle.dump(result, out)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as inp:
+        result = pickle.load(inp)
+    os.waitpid(pid, 0)
+    if isinstance(result, BaseException):
+        raise result
+    assert isinstance(result, int)
+    return result
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
