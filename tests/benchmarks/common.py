@@ -1,4 +1,4 @@
-"""Shared measuring tools for the benchmark suite (run: ``python -m benchmarks``).
+"""Shared measuring tools for the benchmark suite (run: ``python -m tests.benchmarks``).
 
 Every figure is a ratio of two measurements taken side by side in the same
 run, so the machine's speed cancels out.  Nothing here asserts on timings.
