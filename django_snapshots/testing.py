@@ -2,14 +2,17 @@
 
 - :func:`assert_intercepts_every_method` fails when a wrapper leaves a
   protocol method of its tier un-intercepted.
+- :class:`Chaos` injects faults into any storage: operations fail before
+  they start, or in the middle of a read or a write.
 """
 
 from __future__ import annotations
 
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 from django_snapshots.storage.wrappers.base import StorageWrapper, missing_intercepts
+from django_snapshots.storage.wrappers.chaos import Chaos
 
-__all__ = ["assert_intercepts_every_method"]
+__all__ = ["Chaos", "assert_intercepts_every_method"]
 
 
 def assert_intercepts_every_method(proxy: object) -> None:

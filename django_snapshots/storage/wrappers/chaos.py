@@ -1,0 +1,360 @@
+"""Fault injection for testing code that stores artifacts.
+
+:class:`Chaos` wraps any storage and makes a share of its operations fail the
+way a flaky network does: before they start, in the middle of a download
+(after some bytes were delivered) and in the middle of an upload (after part
+of the input was consumed).  Use it to prove that your own stack or backup
+code survives such failures::
+
+    >>> import io
+    >>> from django_snapshots.storage import MemoryBackend
+    >>> from django_snapshots.testing import Chaos
+    >>> flaky = Chaos(MemoryBackend(), failure_rate=0.5, seed=7)
+    >>> flaky
+    Chaos(MemoryBackend(), failure_rate=0.5, seed=7, latency=0.0, errors=(ConnectionError,))
+    >>> outcomes = []
+    >>> for attempt in range(6):
+    ...     try:
+    ...         flaky.write("db.dump", io.BytesIO(b"payload"))
+    ...         outcomes.append("ok")
+    ...     except ConnectionError:
+    ...         outcomes.append("failed")
+    >>> sorted(set(outcomes))
+    ['failed', 'ok']
+
+The same seed gives the same faults at the same places for the same
+sequence of calls, so a failing test can be replayed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, cast, overload
+
+from django_snapshots.exceptions import SnapshotStorageError
+from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
+from django_snapshots.storage.streams import ChunkReader, ObservedReader, iter_chunks
+from django_snapshots.storage.wrappers.base import StorageWrapper
+
+if TYPE_CHECKING:
+    from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
+
+__all__ = ["AdvancedChaos", "Chaos"]
+
+# Mid-stream faults strike at a byte offset whose order of magnitude is
+# uniform between 1 byte and 1 GiB, so that tiny test objects and
+# multi-gigabyte artifacts both see failures inside the transfer.
+_MAX_OFFSET_BITS = 30
+
+
+class Chaos(StorageWrapper):
+    """Make a share of the operations on *storage* fail like a flaky network.
+
+    Each operation first sleeps *latency* seconds, then fails with
+    probability *failure_rate* by raising one of the *errors* types (picked
+    at random, message saying the fault was injected).  A failing
+    ``read``, ``write``, ``stream_read`` or ``stream_write`` fails either
+    before it starts or in the middle of the transfer, with equal odds:
+
+    - a read returns a file object (or iterator) that raises after some bytes
+      were delivered, instead of returning more data or the end of stream;
+    - a write hands the wrapped storage an input that raises after part of
+      the caller's content was consumed, exactly like a dropped connection,
+      so the wrapped storage sees its input fail.
+
+    The other operations fail before they start.  Keys and prefixes are
+    validated first, so invalid input is always reported as such, never
+    hidden behind an injected fault.  An injected
+    :class:`~django_snapshots.SnapshotStorageError` is marked transient.
+
+    *seed* makes the faults reproducible: the same seed and the same
+    sequence of calls give the same faults at the same byte offsets.  Calls
+    from several threads draw from one generator under a lock, so which
+    thread meets which fault depends on scheduling: determinism across
+    threads is best-effort.
+
+    Calling ``Chaos(storage)`` returns an :class:`AdvancedChaos` when
+    *storage* is of the advanced tier.
+
+    .. versionadded:: 0.1
+    """
+
+    if TYPE_CHECKING:
+
+        @overload
+        def __new__(
+            cls,
+            storage: AdvancedSnapshotStorage,
+            /,
+            *,
+            failure_rate: float = ...,
+            seed: int | str | bytes | None = ...,
+            latency: float = ...,
+            errors: type[Exception] | tuple[type[Exception], ...] = ...,
+        ) -> AdvancedChaos: ...
+
+        @overload
+        def __new__(
+            cls,
+            storage: SnapshotStorage,
+            /,
+            *,
+            failure_rate: float = ...,
+            seed: int | str | bytes | None = ...,
+            latency: float = ...,
+            errors: type[Exception] | tuple[type[Exception], ...] = ...,
+        ) -> Chaos: ...
+
+        def __new__(cls, storage: SnapshotStorage, /, **options: Any) -> Any: ...
+
+    def __init__(
+        self,
+        storage: SnapshotStorage,
+        /,
+        *,
+        failure_rate: float = 0.1,
+        seed: int | str | bytes | None = None,
+        latency: float = 0.0,
+        errors: type[Exception] | tuple[type[Exception], ...] = (ConnectionError,),
+    ) -> None:
+        rate = _check_number("failure_rate", failure_rate)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"Chaos failure_rate must be between 0 and 1, got {failure_rate!r}")
+        delay = _check_number("latency", latency)
+        if delay < 0:
+            raise ValueError(f"Chaos latency must be >= 0 seconds, got {latency!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, str, bytes))):
+            raise TypeError(
+                f"Chaos seed must be an int, str, bytes or None, not {type(seed).__name__}"
+            )
+        types = _check_errors(errors)
+        super().__init__(storage)
+        self._self_failure_rate = rate
+        self._self_seed = seed
+        self._self_latency = delay
+        self._self_errors = types
+        self._self_random = random.Random(seed)
+        self._self_lock = threading.Lock()
+
+    def _repr_options(self) -> list[str]:
+        names = ", ".join(t.__name__ for t in self._self_errors)
+        if len(self._self_errors) == 1:
+            names += ","
+        return [
+            f"failure_rate={self._self_failure_rate!r}",
+            f"seed={self._self_seed!r}",
+            f"latency={self._self_latency!r}",
+            f"errors=({names})",
+        ]
+
+    # The five operations of the basic tier.
+
+    def read(self, path: str) -> IO[bytes]:
+        """Return the object at *path*, possibly failing before or while it is read."""
+        validate_key(path)
+        fault = self._draw(f"read {path!r}", streaming=True)
+        reader = self.__wrapped__.read(path)
+        if fault is None:
+            return reader
+        return cast(IO[bytes], _FaultyReader(reader, fault))
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        """Store *content* at *path*, possibly failing before or while it is consumed."""
+        validate_key(path)
+        fault = self._draw(f"write {path!r}", streaming=True)
+        if fault is None:
+            self.__wrapped__.write(path, content)
+            return
+        faulty = ChunkReader(_faulty_chunks(iter_chunks(content), fault))
+        try:
+            self.__wrapped__.write(path, faulty)  # type: ignore[arg-type]
+        finally:
+            faulty.close()
+
+    def list(self, prefix: str) -> list[str]:
+        """Return the keys under *prefix*, or fail before asking."""
+        validate_prefix(prefix)
+        self._draw(f"list {prefix!r}")
+        return self.__wrapped__.list(prefix)
+
+    def delete(self, path: str) -> None:
+        """Delete *path*, or fail before asking."""
+        validate_key(path)
+        self._draw(f"delete {path!r}")
+        self.__wrapped__.delete(path)
+
+    def exists(self, path: str) -> bool:
+        """Tell whether *path* exists, or fail before asking."""
+        validate_key(path)
+        self._draw(f"exists {path!r}")
+        return self.__wrapped__.exists(path)
+
+    def _draw(self, operation: str, *, streaming: bool = False) -> _Fault | None:
+        # Sleep and decide before any I/O.  A fault that strikes before the
+        # start is raised here; a mid-stream fault is returned to the caller.
+        if self._self_latency:
+            time.sleep(self._self_latency)
+        rng = self._self_random
+        with self._self_lock:
+            if rng.random() >= self._self_failure_rate:
+                return None
+            error = rng.choice(self._self_errors)
+            offset = None
+            if streaming and rng.random() < 0.5:
+                offset = rng.randint(0, 2 ** rng.randint(0, _MAX_OFFSET_BITS))
+        fault = _Fault(operation=operation, error=error, offset=offset)
+        if offset is None:
+            raise fault.exception("before it started")
+        return fault
+
+
+class AdvancedChaos(Chaos, tier="advanced"):
+    """The advanced-tier twin of :class:`Chaos`; ``Chaos(storage)`` picks it.
+
+    .. versionadded:: 0.1
+    """
+
+    def stream_read(self, path: str) -> Iterator[bytes]:
+        """Yield the object at *path*, possibly failing before or while it is read."""
+        validate_key(path)
+        fault = self._draw(f"stream_read {path!r}", streaming=True)
+        chunks = self.__wrapped__.stream_read(path)  # type: ignore[attr-defined]
+        if fault is None:
+            return chunks  # type: ignore[no-any-return]
+        return _faulty_chunks(chunks, fault)
+
+    def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
+        """Store *chunks* at *path*, possibly failing before or while they are consumed."""
+        validate_key(path)
+        fault = self._draw(f"stream_write {path!r}", streaming=True)
+        if fault is None:
+            self.__wrapped__.stream_write(path, chunks)  # type: ignore[attr-defined]
+            return
+        faulty = _faulty_chunks(chunks, fault)
+        try:
+            self.__wrapped__.stream_write(path, faulty)  # type: ignore[attr-defined]
+        finally:
+            faulty.close()
+
+    def atomic_move(self, src: str, dst: str) -> None:
+        """Move *src* to *dst*, or fail before asking."""
+        validate_key(src)
+        validate_key(dst)
+        self._draw(f"atomic_move {src!r} -> {dst!r}")
+        self.__wrapped__.atomic_move(src, dst)  # type: ignore[attr-defined]
+
+    def recursive_list(self, prefix: str) -> list[str]:
+        """Return the keys under *prefix*, or fail before asking."""
+        validate_prefix(prefix)
+        self._draw(f"recursive_list {prefix!r}")
+        return self.__wrapped__.recursive_list(prefix)  # type: ignore[attr-defined, no-any-return]
+
+    def sync(self, src_prefix: str, dst_prefix: str) -> None:
+        """Mirror *src_prefix* to *dst_prefix*, or fail before asking."""
+        validate_sync_prefixes(src_prefix, dst_prefix)
+        self._draw(f"sync {src_prefix!r} -> {dst_prefix!r}")
+        self.__wrapped__.sync(src_prefix, dst_prefix)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class _Fault:
+    """One injected failure: which operation, which error, and for a
+    mid-stream fault the number of bytes that get through first."""
+
+    operation: str
+    error: type[Exception]
+    offset: int | None
+
+    def exception(self, when: str) -> Exception:
+        message = f"Chaos injected {self.error.__name__}: {self.operation} failed {when}"
+        if issubclass(self.error, SnapshotStorageError):
+            return self.error(message, transient=True)
+        return self.error(message)
+
+    def mid_stream(self, transferred: int) -> Exception:
+        return self.exception(f"after {transferred} bytes")
+
+
+def _faulty_chunks(chunks: Iterable[bytes], fault: _Fault) -> Generator[bytes, None, None]:
+    """Pass *chunks* through until *fault.offset* bytes went by, then raise
+    (also when the chunks end first: the fault hides the end of the stream)."""
+    assert fault.offset is not None
+    remaining = fault.offset
+    source = iter(chunks)
+    try:
+        for chunk in source:
+            if len(chunk) >= remaining:
+                if remaining:
+                    yield chunk[:remaining]
+                remaining = 0
+                break
+            remaining -= len(chunk)
+            yield chunk
+        raise fault.mid_stream(fault.offset - remaining)
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+class _FaultyReader(ObservedReader):
+    """A reader that delivers *fault.offset* bytes of *source*, then raises
+    on every further read (also when *source* ends first)."""
+
+    def __init__(self, source: IO[bytes], fault: _Fault) -> None:
+        super().__init__(source)
+        self._fault = fault
+        self._delivered = 0
+        self._failed = False
+
+    def readinto(self, buffer: Any) -> int:
+        assert self._fault.offset is not None
+        remaining = self._fault.offset - self._delivered
+        if self._failed or remaining <= 0:
+            self._fail()
+        view = memoryview(buffer).cast("B")
+        if not view:
+            return 0
+        n = super().readinto(view[:remaining])
+        self._delivered += n
+        return n
+
+    def _on_eof(self) -> None:
+        self._fail()
+
+    def _fail(self) -> None:
+        self._failed = True
+        raise self._fault.mid_stream(self._delivered)
+
+
+def _check_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Chaos {name} must be a number, not {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"Chaos {name} must be finite, got {value!r}")
+    return number
+
+
+def _check_errors(errors: object) -> tuple[type[Exception], ...]:
+    types = (errors,) if isinstance(errors, type) else errors
+    if not isinstance(types, tuple) or not types:
+        raise TypeError(
+            f"Chaos errors must be an exception type or a non-empty tuple of them, not {errors!r}"
+        )
+    for error in types:
+        if not (isinstance(error, type) and issubclass(error, Exception)):
+            raise TypeError(f"Chaos errors must be Exception subclasses, got {error!r}")
+        try:
+            _Fault(operation="check", error=error, offset=None).exception("check")
+        except TypeError as exc:
+            raise TypeError(
+                f"Chaos cannot raise {error.__name__}: it must accept a single message "
+                f"argument ({type(exc).__name__}: {exc})"
+            ) from None
+    return types
