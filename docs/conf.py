@@ -1,0 +1,156 @@
+"""Sphinx configuration for the django-snapshots documentation."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from importlib.metadata import version as distribution_version
+from pathlib import Path
+from typing import Any
+
+import django
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# autodoc imports modules that read Django settings; give them a minimal,
+# self-contained configuration instead of depending on a project.
+if not settings.configured:
+    settings.configure(
+        INSTALLED_APPS=[
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "django_snapshots",
+        ],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        USE_TZ=True,
+    )
+    django.setup()
+
+project = "django-snapshots"
+author = "django-snapshots contributors"
+copyright = "django-snapshots contributors"  # noqa: A001
+release = distribution_version("django-snapshots")
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.viewcode",
+]
+
+exclude_patterns = ["_build"]
+root_doc = "index"
+nitpicky = True
+
+# Shell, ini and text snippets are marked as such; an unmarked ``::`` block
+# must not be mistaken for Python, which the test suite executes.
+highlight_language = "text"
+
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+autodoc_member_order = "bysource"
+autodoc_preserve_defaults = True
+autodoc_default_options = {"show-inheritance": True}
+autoclass_content = "both"
+
+html_theme = "furo"
+html_title = f"django-snapshots {release}"
+html_static_path: list[str] = []
+
+
+# No intersphinx inventories are reachable when the docs are built offline, so
+# references are resolved here: a name the library re-exports (for instance
+# ``django_snapshots.SnapshotStorage`` or the defining module's
+# ``django_snapshots.storage.protocols.SnapshotStorage``) links to the page
+# where the object is documented, and a reference to an object of Python or of
+# another library renders as plain code.  A reference to one of the library's
+# own objects that is documented nowhere still fails the build.
+
+_PY_ROLES = {"class", "exc", "func", "meth", "obj", "data", "attr", "mod", "const"}
+
+
+def _import_dotted(name: str) -> tuple[bool, Any]:
+    parts = name.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        except Exception:
+            return False, None
+        try:
+            for attr in parts[split:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False, None
+        return True, obj
+    return False, None
+
+
+_documented: dict[int, str] = {}
+
+
+def _forget_documented(app: Any, env: Any) -> None:
+    # Called once every page has been read: the next lookup rebuilds the map.
+    _documented.clear()
+
+
+def _documented_by_identity(env: Any) -> dict[int, str]:
+    if not _documented:
+        for fullname in env.get_domain("py").objects:
+            found, obj = _import_dotted(fullname)
+            if found and obj is not None:
+                _documented.setdefault(id(obj), fullname)
+    return _documented
+
+
+def _resolve_missing(app: Any, env: Any, node: Any, contnode: Any) -> Any:
+    if node.get("refdomain") != "py" or node.get("reftype") not in _PY_ROLES:
+        return None
+    target = node["reftarget"]
+    if "." in target and target.split(".")[0] != "django_snapshots":
+        # Python's or another library's object: nothing to link to offline.
+        return contnode
+    candidates = [target]
+    module, cls = node.get("py:module"), node.get("py:class")
+    if module and "." not in target:
+        if cls:
+            candidates.append(f"{module}.{cls}.{target}")
+        candidates.append(f"{module}.{target}")
+    for candidate in candidates:
+        found, obj = _import_dotted(candidate)
+        if not found:
+            continue
+        owner = getattr(obj, "__module__", None) or getattr(obj, "__name__", None)
+        ours = candidate.startswith("django_snapshots.") or (
+            isinstance(owner, str) and owner.split(".")[0] == "django_snapshots"
+        )
+        if not ours:
+            return contnode
+        documented = _documented_by_identity(env).get(id(obj))
+        if documented is None:
+            return None
+        return env.get_domain("py").resolve_xref(
+            env, node["refdoc"], app.builder, "obj", documented, node, contnode
+        )
+    return None
+
+
+def _hide_private_bases(app: Any, name: str, obj: Any, options: Any, bases: list[Any]) -> None:
+    # Show a class's public ancestry only: a private base is an implementation
+    # detail, so it is replaced by its own bases.
+    index = 0
+    while index < len(bases):
+        base = bases[index]
+        if getattr(base, "__name__", "").startswith("_"):
+            bases[index : index + 1] = [b for b in base.__bases__ if b is not object]
+        else:
+            index += 1
+
+
+def setup(app: Any) -> dict[str, Any]:
+    app.connect("env-check-consistency", _forget_documented)
+    app.connect("missing-reference", _resolve_missing)
+    app.connect("autodoc-process-bases", _hide_private_bases)
+    return {"parallel_read_safe": True}
