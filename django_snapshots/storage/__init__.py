@@ -6,11 +6,13 @@ from django_snapshots.storage.protocols import (
     SnapshotStorage,
     requires_advanced_storage,
 )
-from django_snapshots.storage.wrappers import StorageWrapper
+from django_snapshots.storage.wrappers import Logging, Prefix, StorageWrapper
 
 __all__ = [
     "AdvancedSnapshotStorage",
+    "Logging",
     "MemoryBackend",
+    "Prefix",
     "SnapshotStorage",
     "StorageWrapper",
     "requires_advanced_storage",
