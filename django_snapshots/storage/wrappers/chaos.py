@@ -28,6 +28,7 @@ sequence of calls, so a failing test can be replayed.
 
 from __future__ import annotations
 
+import io
 import math
 import random
 import threading
@@ -38,7 +39,7 @@ from typing import IO, TYPE_CHECKING, Any, cast, overload
 
 from django_snapshots.exceptions import SnapshotStorageError
 from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
-from django_snapshots.storage.streams import ChunkReader, ObservedReader, iter_chunks
+from django_snapshots.storage.streams import ObservedReader
 from django_snapshots.storage.wrappers.base import StorageWrapper
 
 if TYPE_CHECKING:
@@ -170,9 +171,11 @@ class Chaos(StorageWrapper):
         if fault is None:
             self.__wrapped__.write(path, content)
             return
-        faulty = ChunkReader(_faulty_chunks(iter_chunks(content), fault))
+        # The storage pulls the caller's content through a reader that stops
+        # at the fault: nothing beyond it is consumed, as on a dropped upload.
+        faulty = _FaultyReader(content, fault, owns_source=False)
         try:
-            self.__wrapped__.write(path, faulty)  # type: ignore[arg-type]
+            self.__wrapped__.write(path, cast(IO[bytes], faulty))
         finally:
             faulty.close()
 
@@ -304,11 +307,13 @@ def _faulty_chunks(chunks: Iterable[bytes], fault: _Fault) -> Generator[bytes, N
 
 class _FaultyReader(ObservedReader):
     """A reader that delivers *fault.offset* bytes of *source*, then raises
-    on every further read (also when *source* ends first)."""
+    on every further read (also when *source* ends first).  Closing it closes
+    *source* only if it *owns_source*."""
 
-    def __init__(self, source: IO[bytes], fault: _Fault) -> None:
+    def __init__(self, source: IO[bytes], fault: _Fault, *, owns_source: bool = True) -> None:
         super().__init__(source)
         self._fault = fault
+        self._owns_source = owns_source
         self._delivered = 0
         self._failed = False
 
@@ -323,6 +328,12 @@ class _FaultyReader(ObservedReader):
         n = super().readinto(view[:remaining])
         self._delivered += n
         return n
+
+    def close(self) -> None:
+        if self._owns_source:
+            super().close()
+        else:
+            io.RawIOBase.close(self)
 
     def _on_eof(self) -> None:
         self._fail()
