@@ -15,6 +15,7 @@ threads; every operation is atomic.  Nothing is persisted.
 
 from __future__ import annotations
 
+import builtins
 import io
 import threading
 from collections.abc import Iterator
@@ -88,7 +89,7 @@ class MemoryBackend:
                 raise FileNotFoundError(f"no object at {src!r}")
             self._objects[dst] = self._objects.pop(src)
 
-    def recursive_list(self, prefix: str) -> list[str]:
+    def recursive_list(self, prefix: str) -> builtins.list[str]:
         """Same as :meth:`list`."""
         return self.list(prefix)
 

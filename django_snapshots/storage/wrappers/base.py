@@ -102,7 +102,7 @@ class StorageWrapper(_Proxy):
             # derive the twin so that Sub(advanced) is advanced too.
             cls._advanced_tier = None
             if parent_advanced is not None:
-                type(cls)(f"Advanced{cls.__name__}", (cls, parent_advanced),
+                type(cls)(f"Advanced{cls.__name__}", (cls, parent_advanced),  # type: ignore[misc]
                           {"__module__": cls.__module__, "__qualname__": f"Advanced{cls.__qualname__}"},
                           tier="advanced")
         else:
@@ -123,29 +123,33 @@ class StorageWrapper(_Proxy):
                 )
             target = cls
         else:
-            target = cls.__dict__.get("_advanced_tier") if advanced else None
-            target = target or cls
+            target = (cls.__dict__.get("_advanced_tier") if advanced else None) or cls
         missing = missing_intercepts(target)
         if missing:
             raise TypeError(
                 f"{target.__name__} does not intercept {', '.join(missing)}: a wrapper must "
                 "define every protocol method of its tier, or calls would bypass it"
             )
-        return super().__new__(target)  # type: ignore[call-arg]
+        return super().__new__(target)
 
     def __init__(self, storage: SnapshotStorage, /) -> None:
         super().__init__(storage)  # type: ignore[call-arg]
 
-    def __getattr__(self, name: str) -> Any:
-        # Reached only when the proxy's class lacks *name*.  A protocol method
-        # the wrapper does not define must not leak through to the wrapped
-        # storage: that would bypass the wrapper (unlogged, unscoped).
-        if name in _PROTOCOL_METHODS:
-            raise AttributeError(
-                f"{self._basic_tier.__name__} proxy of the "
-                f"{'advanced' if self._is_advanced_tier else 'basic'} tier has no {name!r}"
-            )
-        return getattr(self.__wrapped__, name)
+    if not TYPE_CHECKING:
+        # Hidden from type checkers: they would take a __getattr__ as
+        # providing every protocol method, so a wrapper of a basic storage
+        # would type as advanced.
+
+        def __getattr__(self, name: str) -> Any:
+            # Reached only when the proxy's class lacks *name*.  A protocol method
+            # the wrapper does not define must not leak through to the wrapped
+            # storage: that would bypass the wrapper (unlogged, unscoped).
+            if name in _PROTOCOL_METHODS:
+                raise AttributeError(
+                    f"{self._basic_tier.__name__} proxy of the "
+                    f"{'advanced' if self._is_advanced_tier else 'basic'} tier has no {name!r}"
+                )
+            return getattr(self.__wrapped__, name)
 
     def __dir__(self) -> list[str]:
         own = set(dir(type(self)))

@@ -258,7 +258,9 @@ class _LoggedReader(ObservedReader):
         except BaseException as exc:
             if not self._logged:
                 self._logged = True
-                _log_error(self._wrapper, "read", self._start, exc, path=self._path, bytes=self._bytes)
+                _log_error(
+                    self._wrapper, "read", self._start, exc, path=self._path, bytes=self._bytes
+                )
             raise
 
     def _on_data(self, chunk: memoryview) -> None:
@@ -357,8 +359,7 @@ class _CountedContent(io.RawIOBase):
         data = self._content.read(-1 if size is None else size)
         if data:
             self._position += len(data)
-            if self._position > self.high:
-                self.high = self._position
+            self.high = max(self.high, self._position)
         return data
 
     def readall(self) -> bytes:

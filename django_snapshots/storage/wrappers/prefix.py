@@ -17,6 +17,7 @@ any I/O, so no string the tenant sends can name an object outside
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, overload
 
@@ -97,7 +98,7 @@ class Prefix(StorageWrapper):
         """Tell whether the tenant's *path* exists."""
         return self.__wrapped__.exists(self._self_key(path))
 
-    def _repr_options(self) -> list[str]:
+    def _repr_options(self) -> builtins.list[str]:
         return [repr(self._self_prefix)]
 
     def _self_key(self, key: str) -> str:
@@ -106,7 +107,9 @@ class Prefix(StorageWrapper):
             validate_key(full)
         return full
 
-    def _self_list(self, list_keys: Callable[[str], list[str]], prefix: str) -> list[str]:
+    def _self_list(
+        self, list_keys: Callable[[str], builtins.list[str]], prefix: str
+    ) -> builtins.list[str]:
         full = self._self_dir + validate_prefix(prefix)
         if len(full) > _SURELY_SHORT:
             validate_prefix(full)
@@ -144,7 +147,7 @@ class AdvancedPrefix(Prefix, tier="advanced"):
         """Move the tenant's *src* to the tenant's *dst*."""
         self.__wrapped__.atomic_move(self._self_key(src), self._self_key(dst))
 
-    def recursive_list(self, prefix: str) -> list[str]:
+    def recursive_list(self, prefix: str) -> builtins.list[str]:
         """Same as :meth:`list`."""
         return self._self_list(self.__wrapped__.recursive_list, prefix)
 
@@ -160,7 +163,7 @@ def _tenant_directory(prefix: object) -> str:
     """Return *prefix* as a directory prefix ending in one ``/``, or raise."""
     if not isinstance(prefix, str):
         raise TypeError(f"Prefix() needs the prefix as a str, not {type(prefix).__name__}")
-    name = prefix[:-1] if prefix.endswith("/") else prefix
+    name = prefix.removesuffix("/")
     try:
         validate_key(name)
     except SnapshotStoragePathError as exc:
