@@ -85,6 +85,13 @@ class Chaos(StorageWrapper):
     .. versionadded:: 0.1
     """
 
+    _self_failure_rate: float
+    _self_seed: int | str | bytes | None
+    _self_latency: float
+    _self_errors: tuple[type[Exception], ...]
+    _self_random: random.Random
+    _self_lock: threading.Lock
+
     if TYPE_CHECKING:
 
         @overload
@@ -113,34 +120,20 @@ class Chaos(StorageWrapper):
 
         def __new__(cls, storage: SnapshotStorage, /, **options: Any) -> Any: ...
 
-    def __init__(
-        self,
-        storage: SnapshotStorage,
-        /,
-        *,
-        failure_rate: float = 0.1,
-        seed: int | str | bytes | None = None,
-        latency: float = 0.0,
-        errors: type[Exception] | tuple[type[Exception], ...] = (ConnectionError,),
-    ) -> None:
-        rate = _check_number("failure_rate", failure_rate)
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"Chaos failure_rate must be between 0 and 1, got {failure_rate!r}")
-        delay = _check_number("latency", latency)
-        if delay < 0:
-            raise ValueError(f"Chaos latency must be >= 0 seconds, got {latency!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, str, bytes))):
-            raise TypeError(
-                f"Chaos seed must be an int, str, bytes or None, not {type(seed).__name__}"
-            )
-        types = _check_errors(errors)
-        super().__init__(storage)
-        self._self_failure_rate = rate
-        self._self_seed = seed
-        self._self_latency = delay
-        self._self_errors = types
-        self._self_random = random.Random(seed)
-        self._self_lock = threading.Lock()
+    else:
+        # Hidden from type checkers, which would read the constructor's
+        # signature from __init__ and miss the tier picked by the overloads.
+        def __init__(self, storage, /, **options):
+            settings = _settings(**options)
+            super().__init__(storage)
+            (
+                self._self_failure_rate,
+                self._self_seed,
+                self._self_latency,
+                self._self_errors,
+            ) = settings
+            self._self_random = random.Random(self._self_seed)
+            self._self_lock = threading.Lock()
 
     def _repr_options(self) -> list[str]:
         names = ", ".join(t.__name__ for t in self._self_errors)
@@ -341,6 +334,25 @@ class _FaultyReader(ObservedReader):
     def _fail(self) -> None:
         self._failed = True
         raise self._fault.mid_stream(self._delivered)
+
+
+def _settings(
+    *,
+    failure_rate: float = 0.1,
+    seed: int | str | bytes | None = None,
+    latency: float = 0.0,
+    errors: type[Exception] | tuple[type[Exception], ...] = (ConnectionError,),
+) -> tuple[float, int | str | bytes | None, float, tuple[type[Exception], ...]]:
+    """Validate the options of :class:`Chaos` and return them normalized."""
+    rate = _check_number("failure_rate", failure_rate)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"Chaos failure_rate must be between 0 and 1, got {failure_rate!r}")
+    delay = _check_number("latency", latency)
+    if delay < 0:
+        raise ValueError(f"Chaos latency must be >= 0 seconds, got {latency!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, str, bytes))):
+        raise TypeError(f"Chaos seed must be an int, str, bytes or None, not {type(seed).__name__}")
+    return rate, seed, delay, _check_errors(errors)
 
 
 def _check_number(name: str, value: object) -> float:
