@@ -1,5 +1,6 @@
 """Storage protocols, backends and wrappers."""
 
+from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.storage.memory import MemoryBackend
 from django_snapshots.storage.protocols import (
     AdvancedSnapshotStorage,
@@ -10,6 +11,7 @@ from django_snapshots.storage.wrappers import Logging, Prefix, StorageWrapper
 
 __all__ = [
     "AdvancedSnapshotStorage",
+    "LocalFileSystemBackend",
     "Logging",
     "MemoryBackend",
     "Prefix",

@@ -1,0 +1,501 @@
+"""Store objects as files under one local directory (advanced tier).
+
+    >>> import io, tempfile
+    >>> from django_snapshots.storage import LocalFileSystemBackend
+    >>> storage = LocalFileSystemBackend(tempfile.mkdtemp())
+    >>> storage.write("db/latest.dump", io.BytesIO(b"dump"))
+    >>> storage.list("db/")
+    ['db/latest.dump']
+    >>> storage.read("db/latest.dump").read()
+    b'dump'
+
+The key ``db/latest.dump`` is the file ``<location>/db/latest.dump``.  What
+the backend guarantees:
+
+- **Atomic replacement.**  A write streams into a temporary file in the
+  target directory, flushes and fsyncs it, then renames it over the key with
+  :func:`os.replace` and fsyncs the directory.  Readers see the old object
+  or the new one, never a mix; a write that fails or is interrupted (even by
+  ``KeyboardInterrupt``) removes its temporary file and leaves the old object
+  as it was.
+- **Temporary files are never keys.**  Their names contain U+007F (DEL), a
+  character no key may contain and every common file system accepts, so a
+  temporary file can never collide with a key and is never listed.
+- **Nothing outside the location.**  Keys cannot climb out (the key rules
+  forbid ``..``, absolute paths and backslashes), and the backend never
+  follows a symbolic link below the location: each directory is opened
+  relative to its parent with ``O_NOFOLLOW``, so a link swapped in
+  concurrently is refused too, never followed.  A key whose path meets a link
+  raises :class:`~django_snapshots.exceptions.SnapshotStoragePathError`;
+  listings leave links out.  The location itself may be a link.
+- **Private files.**  Objects are created with mode ``0600`` and directories
+  with ``0700`` (the umask can only narrow them): backups hold secrets.
+
+A file system cannot hold both an object ``a`` and an object ``a/b``; writing
+one while the other exists raises
+:class:`~django_snapshots.exceptions.SnapshotStorageError`.  A directory is
+never an object: ``exists("a")`` is ``False`` while only ``a/b`` is stored.
+The backend needs a POSIX system (``openat``-style calls with ``O_NOFOLLOW``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Iterable, Iterator
+from typing import IO
+
+from django_snapshots.exceptions import (
+    SnapshotStorageCapabilityError,
+    SnapshotStorageError,
+    SnapshotStoragePathError,
+)
+from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
+from django_snapshots.storage.streams import iter_chunks
+
+__all__ = ["LocalFileSystemBackend"]
+
+# Keys may not contain U+007F, while POSIX file systems, FAT/exFAT, NTFS and
+# SMB shares all accept it in names (a backslash would not survive the last
+# three), so no key can ever name a temporary file.
+TEMP_MARK = "\x7f"
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_ROOT_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
+_DIR_FLAGS = _ROOT_FLAGS | _O_NOFOLLOW
+# O_NONBLOCK: opening a FIFO planted under the location must not hang; it has
+# no effect on regular files.
+_READ_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+# A concurrent delete prunes empty directories; a write that loses that race
+# rebuilds its directories and tries again this many times.
+_ATTEMPTS = 5
+
+
+class LocalFileSystemBackend:
+    """Store objects as files under *location* (advanced tier, thread-safe).
+
+    *location* (a ``str`` or path-like) is created when missing; ``.location``
+    is its absolute path.  See the module documentation for what is atomic,
+    durable and guaranteed about symbolic links.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, location: str | os.PathLike[str]) -> None:
+        if os.open not in os.supports_dir_fd or not (_O_NOFOLLOW and _O_DIRECTORY):
+            raise SnapshotStorageCapabilityError(
+                "LocalFileSystemBackend needs a POSIX system (open relative to a "
+                "directory, O_NOFOLLOW, O_DIRECTORY)"
+            )
+        path = os.fspath(location)
+        if not isinstance(path, str):
+            raise TypeError(
+                f"location must be a str or os.PathLike[str], not {type(path).__name__}"
+            )
+        if not path:
+            raise ValueError("location must not be empty")
+        self._location = os.path.abspath(path)
+        try:
+            os.makedirs(self._location, mode=_DIR_MODE, exist_ok=True)
+        except OSError as exc:
+            raise SnapshotStorageError(
+                f"cannot use {self._location!r} as a storage location: {exc.strerror or exc}"
+            ) from exc
+
+    @property
+    def location(self) -> str:
+        """The absolute path of the directory that holds the objects."""
+        return self._location
+
+    def __repr__(self) -> str:
+        return f"LocalFileSystemBackend({self._location!r})"
+
+    def read(self, path: str) -> IO[bytes]:
+        """Open the object at *path* for reading, at offset 0."""
+        validate_key(path)
+        *parents, name = path.split("/")
+        with self._directories(path, parents, create=False) as fds:
+            if fds is None:
+                raise _missing(path)
+            try:
+                fd = os.open(name, _READ_FLAGS, dir_fd=fds[-1])
+            except OSError as exc:
+                if self._object_kind(path, fds[-1], name) != "file":
+                    raise _missing(path) from None
+                raise self._failure("read", path, exc) from exc
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise _missing(path)
+                return os.fdopen(fd, "rb")
+            except BaseException:
+                os.close(fd)
+                raise
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        """Store every byte of *content* at *path*, atomically replacing it."""
+        self.stream_write(path, iter_chunks(content))
+
+    def list(self, prefix: str) -> list[str]:
+        """Return every stored key starting with *prefix*, sorted.
+
+        Only the directory that *prefix* names is walked.
+        """
+        validate_prefix(prefix)
+        base, _, start = prefix.rpartition("/")
+        keys: list[str] = []
+        with self._directories(prefix, base.split("/") if base else [], create=False) as fds:
+            if fds is not None:
+                _collect(fds[-1], base, start, keys)
+        keys.sort()
+        return keys
+
+    def delete(self, path: str) -> None:
+        """Remove *path* and the directories it leaves empty; a missing key is fine."""
+        validate_key(path)
+        segments = path.split("/")
+        with self._directories(path, segments[:-1], create=False) as fds:
+            if fds is None or self._object_kind(path, fds[-1], segments[-1]) != "file":
+                return
+            try:
+                os.unlink(segments[-1], dir_fd=fds[-1])
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise self._failure("delete", path, exc) from exc
+            _fsync_directory(fds[-1])
+            _prune(fds, segments)
+
+    def exists(self, path: str) -> bool:
+        """Tell whether an object (a regular file) is stored at *path*."""
+        validate_key(path)
+        *parents, name = path.split("/")
+        with self._directories(path, parents, create=False) as fds:
+            return fds is not None and self._object_kind(path, fds[-1], name) == "file"
+
+    def stream_read(self, path: str) -> Iterator[bytes]:
+        """Yield the object at *path* in chunks; a missing key raises at once."""
+        return _drain(self.read(path))
+
+    def stream_write(self, path: str, chunks: Iterable[bytes]) -> None:
+        """Store the concatenation of *chunks* at *path*, atomically replacing it."""
+        validate_key(path)
+        *parents, name = path.split("/")
+        for _ in range(_ATTEMPTS):
+            with self._directories(path, parents, create=True) as fds:
+                assert fds is not None
+                directory = fds[-1]
+                self._check_target(path, directory, name)
+                try:
+                    temp, fd = _create_temp(directory)
+                except FileNotFoundError:
+                    if _vanished(directory):
+                        continue
+                    raise
+                except OSError as exc:
+                    raise self._failure("write", path, exc) from exc
+                try:
+                    self._fill(path, fd, chunks)
+                    try:
+                        os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
+                    except OSError as exc:
+                        raise self._failure("write", path, exc) from exc
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp, dir_fd=directory)
+                    _prune(fds, path.split("/"))
+                    raise
+                _fsync_directory(directory)
+                return
+        raise self._raced("write", path)
+
+    def atomic_move(self, src: str, dst: str) -> None:
+        """Rename *src* to *dst* in one step, replacing *dst*."""
+        validate_key(src)
+        validate_key(dst)
+        src_segments, dst_segments = src.split("/"), dst.split("/")
+        with self._directories(src, src_segments[:-1], create=False) as src_fds:
+            if src_fds is None or self._object_kind(src, src_fds[-1], src_segments[-1]) != "file":
+                raise _missing(src)
+            for _ in range(_ATTEMPTS):
+                with self._directories(dst, dst_segments[:-1], create=True) as dst_fds:
+                    assert dst_fds is not None
+                    self._check_target(dst, dst_fds[-1], dst_segments[-1])
+                    try:
+                        os.replace(
+                            src_segments[-1],
+                            dst_segments[-1],
+                            src_dir_fd=src_fds[-1],
+                            dst_dir_fd=dst_fds[-1],
+                        )
+                    except FileNotFoundError:
+                        if _vanished(dst_fds[-1]):
+                            continue
+                        raise _missing(src) from None
+                    except OSError as exc:
+                        raise self._failure("move", src, exc) from exc
+                    _fsync_directory(dst_fds[-1])
+                    _fsync_directory(src_fds[-1])
+                    break
+            else:
+                raise self._raced("move", src)
+            _prune(src_fds, src_segments)
+
+    def recursive_list(self, prefix: str) -> builtins.list[str]:
+        """Return the same keys as :meth:`list`."""
+        return self.list(prefix)
+
+    def sync(self, src_prefix: str, dst_prefix: str) -> None:
+        """Make the keys under *dst_prefix* mirror those under *src_prefix*.
+
+        Each object is copied atomically; stale keys under *dst_prefix* are
+        deleted after the copies, except those a copy needs out of the way
+        (an object ``d/a`` where a directory ``d/a/`` must go, or the reverse).
+        """
+        src_prefix, dst_prefix = validate_sync_prefixes(src_prefix, dst_prefix)
+        plan = {
+            validate_key(dst_prefix + key[len(src_prefix) :]): key for key in self.list(src_prefix)
+        }
+        stale = [key for key in self.list(dst_prefix) if key not in plan]
+        needed_directories = {parent for target in plan for parent in _parents(target)}
+        in_the_way = [
+            key
+            for key in stale
+            if key in needed_directories or any(parent in plan for parent in _parents(key))
+        ]
+        for key in in_the_way:
+            self.delete(key)
+        for target, source in plan.items():
+            with self.read(source) as content:
+                self.write(target, content)
+        for key in stale:
+            self.delete(key)
+
+    @contextlib.contextmanager
+    def _directories(
+        self, key: str, segments: builtins.list[str], *, create: bool
+    ) -> Iterator[builtins.list[int] | None]:
+        """Open the location and each directory of *segments* below it.
+
+        Yields the open descriptors, root first, or ``None`` when a directory
+        is missing (or is an object) and *create* is false.  A symbolic link
+        on the way raises :class:`SnapshotStoragePathError`.
+        """
+        fds: builtins.list[int] = []
+        try:
+            result: builtins.list[int] | None = None
+            root = self._open_root(key, create=create)
+            if root is not None:
+                fds.append(root)
+                for index, segment in enumerate(segments):
+                    fd = self._open_directory(key, fds[-1], segments[: index + 1], create=create)
+                    if fd is None:
+                        break
+                    fds.append(fd)
+                else:
+                    result = fds
+            yield result
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _open_root(self, key: str, *, create: bool) -> int | None:
+        try:
+            return os.open(self._location, _ROOT_FLAGS)
+        except FileNotFoundError:
+            if not create:
+                return None  # the location was removed: it holds nothing
+        except OSError as exc:
+            raise self._failure("open the location for", key, exc) from exc
+        try:
+            os.makedirs(self._location, mode=_DIR_MODE, exist_ok=True)
+            return os.open(self._location, _ROOT_FLAGS)
+        except OSError as exc:
+            raise self._failure("recreate the location for", key, exc) from exc
+
+    def _open_directory(
+        self, key: str, parent: int, segments: builtins.list[str], *, create: bool
+    ) -> int | None:
+        name = segments[-1]
+        for _ in range(_ATTEMPTS):
+            try:
+                return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    return None
+            except OSError as exc:
+                kind = self._object_kind(key, parent, name, directory_name="/".join(segments))
+                if kind is None:
+                    continue  # removed since the open failed: look again
+                if kind == "dir":
+                    raise self._failure("open a directory for", key, exc) from exc
+                if not create:
+                    return None
+                raise SnapshotStorageError(
+                    f"cannot store {key!r} in {self._location!r}: {'/'.join(segments)!r} is "
+                    "an object, and a local file system cannot also hold keys below it"
+                ) from None
+            try:
+                os.mkdir(name, _DIR_MODE, dir_fd=parent)
+            except FileExistsError:
+                continue  # created concurrently: open it
+            except OSError as exc:
+                raise self._failure("create a directory for", key, exc) from exc
+            _fsync_directory(parent)
+        raise self._raced("open a directory for", key)
+
+    def _object_kind(
+        self, key: str, directory: int, name: str, *, directory_name: str | None = None
+    ) -> str | None:
+        """Return ``"file"``, ``"dir"``, ``"other"`` or ``None`` (missing) for
+        *name* in *directory*; a symbolic link raises."""
+        try:
+            mode = os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                return None  # no such name can exist here
+            raise self._failure("look up", key, exc) from exc
+        if stat.S_ISLNK(mode):
+            shown = directory_name or key
+            raise SnapshotStoragePathError(
+                f"invalid key {key!r}: {shown!r} is a symbolic link in {self._location!r}, "
+                "and LocalFileSystemBackend never follows links"
+            )
+        if stat.S_ISREG(mode):
+            return "file"
+        return "dir" if stat.S_ISDIR(mode) else "other"
+
+    def _check_target(self, key: str, directory: int, name: str) -> None:
+        kind = self._object_kind(key, directory, name)
+        if kind == "dir":
+            raise SnapshotStorageError(
+                f"cannot store {key!r} in {self._location!r}: other keys are stored below "
+                f"{key + '/'!r}, and a local file system cannot hold both"
+            )
+        if kind == "other":
+            raise SnapshotStorageError(
+                f"cannot store {key!r} in {self._location!r}: a special file is in the way"
+            )
+
+    def _fill(self, key: str, fd: int, chunks: Iterable[bytes]) -> None:
+        with os.fdopen(fd, "wb") as file:
+            # Errors raised by *chunks* are the caller's and pass through
+            # untouched; only the file's own errors become storage errors.
+            for chunk in chunks:
+                try:
+                    file.write(chunk)
+                except OSError as exc:
+                    raise self._failure("write", key, exc) from exc
+            try:
+                file.flush()
+                os.fsync(file.fileno())
+            except OSError as exc:
+                raise self._failure("write", key, exc) from exc
+
+    def _failure(self, action: str, key: str, exc: OSError) -> SnapshotStorageError:
+        return SnapshotStorageError(
+            f"cannot {action} {key!r} in {self._location!r}: {exc.strerror or exc}"
+        )
+
+    def _raced(self, action: str, key: str) -> SnapshotStorageError:
+        return SnapshotStorageError(
+            f"cannot {action} {key!r} in {self._location!r}: its directory kept being "
+            "removed by concurrent deletes",
+            transient=True,
+        )
+
+
+def _missing(key: str) -> FileNotFoundError:
+    return FileNotFoundError(f"no object at {key!r}")
+
+
+def _drain(file: IO[bytes]) -> Iterator[bytes]:
+    with file:
+        yield from iter_chunks(file)
+
+
+def _create_temp(directory: int) -> tuple[str, int]:
+    while True:
+        name = f".snapshots-write-{secrets.token_hex(8)}{TEMP_MARK}"
+        try:
+            return name, os.open(name, _TEMP_FLAGS, _FILE_MODE, dir_fd=directory)
+        except FileExistsError:
+            continue
+
+
+def _collect(directory: int, base: str, start: str, keys: list[str]) -> None:
+    """Append to *keys* every object below *directory* (whose key prefix is
+    *base*) in an entry whose name starts with *start*."""
+    with os.scandir(directory) as entries:
+        found = [
+            (entry.name, entry.is_dir(follow_symlinks=False), entry.is_file(follow_symlinks=False))
+            for entry in entries
+            if entry.name.startswith(start) and not entry.is_symlink()
+        ]
+    for name, is_dir, is_file in found:
+        key = f"{base}/{name}" if base else name
+        if not _is_key(key):
+            continue  # a temporary file, or a name no key can spell
+        if is_file:
+            keys.append(key)
+        elif is_dir:
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=directory)
+            except OSError:
+                continue  # removed, or swapped for a link, since the scan
+            try:
+                _collect(child, key, "", keys)
+            finally:
+                os.close(child)
+
+
+def _is_key(name: str) -> bool:
+    try:
+        validate_key(name)
+    except SnapshotStoragePathError:
+        return False
+    return True
+
+
+def _parents(key: str) -> Iterator[str]:
+    index = key.find("/")
+    while index != -1:
+        yield key[:index]
+        index = key.find("/", index + 1)
+
+
+def _prune(fds: builtins.list[int], segments: builtins.list[str]) -> None:
+    """Remove the directories of *fds* (below the root) that are now empty,
+    deepest first."""
+    for depth in range(len(fds) - 1, 0, -1):
+        try:
+            os.rmdir(segments[depth - 1], dir_fd=fds[depth - 1])
+        except OSError:
+            return  # not empty (or already gone): the ones above are not empty either
+
+
+def _vanished(directory: int) -> bool:
+    try:
+        return os.fstat(directory).st_nlink == 0
+    except OSError:
+        return False
+
+
+def _fsync_directory(directory: int) -> None:
+    try:
+        os.fsync(directory)
+    except OSError as exc:
+        # Some file systems cannot sync a directory; the data itself is synced.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
