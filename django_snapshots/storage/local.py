@@ -1,12 +1,13 @@
 """Store objects as files under one local directory (advanced tier).
 
-    >>> import io, tempfile
+    >>> import io
     >>> from django_snapshots.storage import LocalFileSystemBackend
-    >>> storage = LocalFileSystemBackend(tempfile.mkdtemp())
+    >>> storage = LocalFileSystemBackend("snapshots")  # created when missing
     >>> storage.write("db/latest.dump", io.BytesIO(b"dump"))
     >>> storage.list("db/")
     ['db/latest.dump']
-    >>> storage.read("db/latest.dump").read()
+    >>> with storage.read("db/latest.dump") as file:
+    ...     file.read()
     b'dump'
 
 The key ``db/latest.dump`` is the file ``<location>/db/latest.dump``.  What
@@ -62,7 +63,7 @@ __all__ = ["LocalFileSystemBackend"]
 # Keys may not contain U+007F, while POSIX file systems, FAT/exFAT, NTFS and
 # SMB shares all accept it in names (a backslash would not survive the last
 # three), so no key can ever name a temporary file.
-TEMP_MARK = "\x7f"
+_TEMP_MARK = "\x7f"
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -427,7 +428,7 @@ def _drain(file: IO[bytes]) -> Iterator[bytes]:
 
 def _create_temp(directory: int) -> tuple[str, int]:
     while True:
-        name = f".snapshots-write-{secrets.token_hex(8)}{TEMP_MARK}"
+        name = f".snapshots-write-{secrets.token_hex(8)}{_TEMP_MARK}"
         try:
             return name, os.open(name, _TEMP_FLAGS, _FILE_MODE, dir_fd=directory)
         except FileExistsError:
