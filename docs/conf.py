@@ -30,7 +30,7 @@ if not settings.configured:
 
 project = "django-snapshots"
 author = "django-snapshots contributors"
-copyright = "django-snapshots contributors"  # noqa: A001
+copyright = "django-snapshots contributors"
 release = distribution_version("django-snapshots")
 version = ".".join(release.split(".")[:2])
 
