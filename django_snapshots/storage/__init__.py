@@ -1,5 +1,6 @@
 """Storage protocols, backends and wrappers."""
 
+from django_snapshots.storage.django_storage import DjangoStorageBackend
 from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.storage.memory import MemoryBackend
 from django_snapshots.storage.protocols import (
@@ -11,6 +12,7 @@ from django_snapshots.storage.wrappers import Logging, Prefix, StorageWrapper
 
 __all__ = [
     "AdvancedSnapshotStorage",
+    "DjangoStorageBackend",
     "LocalFileSystemBackend",
     "Logging",
     "MemoryBackend",

@@ -1,0 +1,552 @@
+"""Store objects through any Django file storage (basic tier).
+
+    >>> import io
+    >>> from django.core.files.storage import InMemoryStorage
+    >>> from django_snapshots.storage import DjangoStorageBackend
+    >>> storage = DjangoStorageBackend(InMemoryStorage())
+    >>> storage.write("db/latest.dump", io.BytesIO(b"dump"))
+    >>> storage.list("db/")
+    ['db/latest.dump']
+    >>> with storage.read("db/latest.dump") as file:
+    ...     file.read()
+    b'dump'
+
+*storage* is a :class:`django.core.files.storage.Storage` instance or the
+alias of one in ``settings.STORAGES`` (``"default"``, ``"backups"``).  An
+alias is looked up through :data:`django.core.files.storage.storages` at each
+operation, so it follows ``override_settings`` in tests, and nothing is read
+from the settings at construction (a backend can be built in a settings
+module).
+
+The Storage API has no atomic replace: on most storages a write deletes the
+old object, then saves the new one.  A failed write removes what it left, so
+the key is then absent; a process killed in between leaves the key absent or
+holding a partial object.  django-storages' ``S3Storage`` with
+``file_overwrite=True`` (its default) replaces objects in one step, and there
+a failed write leaves the old object untouched.  A storage that still saves
+under another name (it renames on conflict) makes the write fail with
+:class:`~django_snapshots.exceptions.SnapshotStorageError`; the stray object
+is removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import IO, Any
+
+from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+from django.core.files.storage import (
+    FileSystemStorage,
+    InvalidStorageError,
+    Storage,
+    storages,
+)
+
+from django_snapshots.exceptions import SnapshotError, SnapshotStorageError
+from django_snapshots.storage.keys import validate_key, validate_prefix
+from django_snapshots.storage.streams import CHUNK_SIZE, _read_into, iter_chunks
+
+__all__ = ["DjangoStorageBackend"]
+
+# How storages report that a name holds no object: missing, a directory, or
+# below a file (InMemoryStorage turns the last into FileExistsError).
+_NO_OBJECT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+# Error codes S3-compatible services use for "slow down and try again".
+_THROTTLING_CODES = frozenset(
+    {
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+        "RequestLimitExceeded",
+    }
+)
+
+
+class DjangoStorageBackend:
+    """Store objects through a Django :class:`~django.core.files.storage.Storage`
+    (basic tier).
+
+    *storage* is a ``Storage`` instance or an alias of ``settings.STORAGES``.
+    Reads and writes stream in chunks; listings go through ``listdir`` only;
+    ``exists`` and ``list`` report objects, never directories.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, storage: Storage | str) -> None:
+        if isinstance(storage, str):
+            self._alias: str | None = storage
+            self._storage: Storage | None = None
+        elif isinstance(storage, Storage):
+            _check_supported(storage, where=type(storage).__name__)
+            self._alias = None
+            self._storage = storage
+        else:
+            raise TypeError(
+                "DjangoStorageBackend needs a django Storage or the alias of one in "
+                f"settings.STORAGES, not {type(storage).__name__}"
+            )
+
+    @property
+    def storage(self) -> Storage:
+        """The Django storage objects go to (an alias is resolved now).
+
+        Raises :class:`~django.core.files.storage.InvalidStorageError` (an
+        :class:`~django.core.exceptions.ImproperlyConfigured`) naming the alias
+        when ``settings.STORAGES`` does not define it or cannot build it.
+
+        .. versionadded:: 0.1
+        """
+        if self._storage is not None:
+            return self._storage
+        assert self._alias is not None
+        return _resolve(self._alias)
+
+    def __repr__(self) -> str:
+        if self._alias is not None:
+            try:
+                kind = f"<{type(self.storage).__name__}> "
+            except Exception:  # a repr must not fail on a broken configuration
+                kind = ""
+            return f"DjangoStorageBackend({kind}{self._alias!r})"
+        assert self._storage is not None
+        where = _describe(self._storage)
+        return f"DjangoStorageBackend(<{type(self._storage).__name__}>{where})"
+
+    def read(self, path: str) -> IO[bytes]:
+        """Open the object at *path* for reading, at offset 0.
+
+        The file object streams from the storage (S3Storage objects are read
+        from the response body, not downloaded whole first); close it when
+        done.  A missing key raises :class:`FileNotFoundError`.
+        """
+        key = validate_key(path)
+        storage = self.storage
+        where = f"read {key!r} on {self!r}"
+        with _storage_failures(where):
+            try:
+                file = storage.open(key, "rb")
+            except _NO_OBJECT as exc:
+                raise _missing(key) from exc
+            try:
+                source = _streaming_source(storage, file, key)
+            except BaseException:
+                file.close()
+                raise
+        return _ObjectReader(source, where=where)
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        """Store every byte of *content* from its current position to EOF at
+        *path*, replacing the object there.
+
+        *content* is read in chunks of at most ``CHUNK_SIZE`` bytes, never
+        rewound and never closed; it need not be seekable.  See the module
+        documentation for what a failed write leaves.
+        """
+        key = validate_key(path)
+        source = _ForwardReader(content, name=key)
+        storage = self.storage
+        in_one_step = _replaces_in_one_step(storage)
+        with _storage_failures(f"write {key!r} on {self!r}", source=source):
+            if not in_one_step:
+                # Storage.save never overwrites by default: it picks another
+                # name when the key is taken, so the old object goes first.
+                self._delete_object(storage, key)
+            try:
+                saved = storage.save(key, source)
+            except BaseException:
+                if not in_one_step:
+                    # Whatever is at the key now is a partial object of ours.
+                    with suppress(Exception):
+                        self._delete_object(storage, key)
+                raise
+            if saved != key:
+                raise self._renamed(storage, key, saved)
+            if not source.at_eof:
+                with suppress(Exception):
+                    self._delete_object(storage, key)
+                raise SnapshotStorageError(
+                    f"write {key!r} on {self!r}: the storage stopped reading the content "
+                    f"after {source.tell()} bytes, before its end; the object was removed"
+                )
+
+    def list(self, prefix: str) -> list[str]:
+        """Return every stored key starting with *prefix*, sorted.
+
+        Walks ``listdir`` recursively from the directory part of *prefix*
+        (``"db/2026"`` lists ``db/`` and keeps names starting with ``2026``);
+        names that are not valid keys are left out.
+        """
+        prefix = validate_prefix(prefix)
+        storage = self.storage
+        with _storage_failures(f"list {prefix!r} on {self!r}"):
+            return sorted(_walk(storage, prefix))
+
+    def delete(self, path: str) -> None:
+        """Remove the object at *path*; a missing key (or a directory) is left alone."""
+        key = validate_key(path)
+        storage = self.storage
+        with _storage_failures(f"delete {key!r} on {self!r}"):
+            self._delete_object(storage, key)
+
+    def exists(self, path: str) -> bool:
+        """Tell whether an object (not a directory) is stored at *path*."""
+        key = validate_key(path)
+        storage = self.storage
+        with _storage_failures(f"exists {key!r} on {self!r}"):
+            return _is_object(storage, key)
+
+    def _delete_object(self, storage: Storage, key: str) -> None:
+        # Storage.delete of a directory removes it (recursively, for
+        # InMemoryStorage), and a key never names a directory.
+        if _is_object(storage, key):
+            storage.delete(key)
+
+    def _renamed(self, storage: Storage, key: str, saved: str) -> SnapshotStorageError:
+        try:
+            storage.delete(saved)
+        except Exception:
+            outcome = "could not remove it"
+        else:
+            outcome = "removed it"
+        return SnapshotStorageError(
+            f"write {key!r} on {self!r}: the storage saved the object as {saved!r} instead "
+            f"(it renames on conflict rather than overwrite); {outcome}. Is a directory "
+            "at this key, or is the storage configured never to overwrite?"
+        )
+
+
+class _ForwardReader(io.RawIOBase):
+    """The caller's content from its current position, as a stream that can
+    only be read forward.
+
+    Django's ``File.chunks()`` and ``S3Storage`` rewind a seekable content to
+    offset 0, which would store bytes before the caller's position; this
+    stream is not seekable, offers ``chunks()`` itself, and asks the content
+    for at most ``CHUNK_SIZE`` bytes per call whatever the storage requests.
+    """
+
+    mode = "rb"
+
+    def __init__(self, content: IO[bytes], *, name: str) -> None:
+        super().__init__()
+        if not callable(getattr(content, "read", None)) or isinstance(content, io.TextIOBase):
+            raise TypeError(
+                f"content must be a binary file object, not {type(content).__name__}"
+            )
+        self._content = content
+        self._position = 0
+        self.name = name
+        self.at_eof = False
+        #: The exception the content raised, which is the caller's, not a
+        #: storage failure.
+        self.error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        # A rewind before the first read is harmless (some storages rewind
+        # unconditionally); any other move would lose or repeat bytes.
+        if (whence == io.SEEK_SET and offset == self._position) or (
+            whence == io.SEEK_CUR and offset == 0
+        ):
+            return self._position
+        raise io.UnsupportedOperation("the content can only be read forward")
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter_chunks(self))
+        parts = []
+        wanted = size
+        while wanted > 0:
+            chunk = self._pull(min(wanted, CHUNK_SIZE))
+            if not chunk:
+                break
+            parts.append(chunk)
+            wanted -= len(chunk)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        """Yield the content in chunks, without rewinding (Django's File API)."""
+        return iter_chunks(self, chunk_size or CHUNK_SIZE)
+
+    def close(self) -> None:
+        # The caller's content stays open: only this view of it is closed.
+        super().close()
+
+    def _pull(self, size: int) -> bytes:
+        if self.at_eof:
+            return b""
+        try:
+            chunk = self._content.read(size)
+            while chunk is None:  # a non-blocking stream with nothing ready yet
+                chunk = self._content.read(size)
+            if isinstance(chunk, str):
+                raise TypeError("content must be a binary file object: read() returned str")
+        except BaseException as exc:
+            self.error = exc
+            raise
+        if not chunk:
+            self.at_eof = True
+            return b""
+        return chunk if isinstance(chunk, bytes) else bytes(chunk)
+
+
+class _ObjectReader(io.RawIOBase):
+    """A readable binary file object over a storage's file.
+
+    It keeps its own offset and moves the file there before each read,
+    because some storages (InMemoryStorage) hand every reader of a name the
+    same file object.  Storage failures while reading become
+    :class:`SnapshotStorageError`.
+    """
+
+    def __init__(self, file: Any, *, where: str) -> None:
+        super().__init__()
+        self._file = file
+        self._where = where
+        self._position = 0
+        self._seekable = bool(getattr(file, "seekable", lambda: False)())
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._seekable
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if not self._seekable:
+            raise io.UnsupportedOperation("this storage's objects are read as a stream")
+        if whence == io.SEEK_CUR:
+            offset, whence = self._position + offset, io.SEEK_SET
+        with _storage_failures(self._where):
+            self._position = self._file.seek(offset, whence)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if not view:
+            return 0
+        with _storage_failures(self._where):
+            if self._seekable:
+                self._file.seek(self._position)
+            n = _read_into(self._file, view)
+        self._position += n
+        return n
+
+    def readall(self) -> bytes:
+        return b"".join(iter_chunks(self))
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._file.close()
+            finally:
+                super().close()
+
+
+def _resolve(alias: str) -> Storage:
+    try:
+        defined = storages.backends
+    except ImproperlyConfigured as exc:
+        raise InvalidStorageError(f"cannot look up storage alias {alias!r}: {exc}") from exc
+    if alias not in defined:
+        known = ", ".join(repr(name) for name in defined) or "none"
+        raise InvalidStorageError(
+            f"no storage alias {alias!r} in settings.STORAGES (defined: {known})"
+        )
+    try:
+        storage = storages[alias]
+    except ImproperlyConfigured as exc:
+        raise InvalidStorageError(f"settings.STORAGES[{alias!r}]: {exc}") from exc
+    if not isinstance(storage, Storage):
+        raise InvalidStorageError(
+            f"settings.STORAGES[{alias!r}] built a {type(storage).__name__}, "
+            "not a django Storage"
+        )
+    _check_supported(storage, where=f"settings.STORAGES[{alias!r}]")
+    return storage
+
+
+def _check_supported(storage: Storage, *, where: str) -> None:
+    s3 = sys.modules.get("storages.backends.s3")
+    if s3 is not None and isinstance(storage, s3.S3Storage) and storage.gzip:
+        # It compresses some objects on the way in (chosen by content type)
+        # and decompresses on the way out by Content-Encoding, which a
+        # ".gz" key also gets: bytes would not come back as they went in.
+        raise InvalidStorageError(
+            f"{where}: an S3Storage with gzip enabled (AWS_IS_GZIPPED) does not "
+            "return the bytes it stored; compress artifacts before storing them instead"
+        )
+
+
+def _describe(storage: Storage) -> str:
+    # Only attributes known to hold no secret: a generic ``location`` can be
+    # a URL with a password in it (FTPStorage).
+    s3 = sys.modules.get("storages.backends.s3")
+    if s3 is not None and isinstance(storage, s3.S3Storage):
+        place = "/".join(part for part in (storage.bucket_name, storage.location) if part)
+        return f" {place!r}"
+    if isinstance(storage, FileSystemStorage):
+        return f" {storage.location!r}"
+    return ""
+
+
+def _replaces_in_one_step(storage: Storage) -> bool:
+    # S3 makes an uploaded object visible only once complete (a PUT, or a
+    # completed multipart upload), replacing the old one; S3Storage with
+    # file_overwrite saves straight over the key.
+    s3 = sys.modules.get("storages.backends.s3")
+    return s3 is not None and isinstance(storage, s3.S3Storage) and bool(storage.file_overwrite)
+
+
+def _streaming_source(storage: Storage, file: Any, key: str) -> Any:
+    s3 = sys.modules.get("storages.backends.s3")
+    if s3 is None or not isinstance(file, s3.S3File):
+        return file
+    # S3File downloads the whole object into a buffer on first read, in
+    # memory unless AWS_S3_MAX_MEMORY_SIZE is set; read the body instead.
+    from s3transfer.constants import ALLOWED_DOWNLOAD_ARGS
+
+    params = {
+        name: value
+        for name, value in storage.get_object_parameters(file.name).items()
+        if name in ALLOWED_DOWNLOAD_ARGS
+    }
+    try:
+        body = file.obj.get(**params)["Body"]
+    except Exception as exc:
+        if _http_status(exc) == 404:  # deleted since open() looked
+            raise _missing(key) from exc
+        raise
+    file.close()
+    return body
+
+
+def _is_object(storage: Storage, key: str) -> bool:
+    # Storage.exists is True for directories on FileSystemStorage and
+    # InMemoryStorage; opening tells objects apart.  Opening is lazy for
+    # remote storages (S3File sends one HEAD request).
+    try:
+        file = storage.open(key, "rb")
+    except _NO_OBJECT:
+        return False
+    file.close()
+    return True
+
+
+def _walk(storage: Storage, prefix: str) -> Iterator[str]:
+    pending = [prefix.rpartition("/")[0]]
+    while pending:
+        directory = pending.pop()
+        try:
+            directories, files = storage.listdir(directory)
+        except _NO_OBJECT:
+            continue  # gone meanwhile, or a file: nothing below it
+        base = f"{directory}/" if directory else ""
+        for name in files:
+            key = base + name
+            if key.startswith(prefix) and _is_valid(validate_key, key):
+                yield key
+        for name in directories:
+            below = f"{base}{name}/"
+            # A directory whose name is too long to hold a valid key is not
+            # entered, which also ends a walk through a symlink loop.
+            if (below.startswith(prefix) or prefix.startswith(below)) and _is_valid(
+                validate_prefix, below
+            ):
+                pending.append(base + name)
+
+
+def _is_valid(check: Any, name: str) -> bool:
+    try:
+        check(name)
+    except SnapshotError:
+        return False
+    return True
+
+
+def _missing(key: str) -> FileNotFoundError:
+    return FileNotFoundError(errno.ENOENT, "no object at this key", key)
+
+
+@contextmanager
+def _storage_failures(where: str, *, source: _ForwardReader | None = None) -> Iterator[None]:
+    """Turn a storage's failures into SnapshotStorageError, leaving missing
+    keys, the library's own errors and the caller's content errors alone."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, (FileNotFoundError, SnapshotError)):
+            raise
+        if source is not None and exc is source.error:
+            raise
+        transient = _transient(exc)
+        if transient is None:
+            raise
+        raise SnapshotStorageError(
+            f"{where} failed: {type(exc).__name__}: {exc}", transient=transient
+        ) from exc
+
+
+def _transient(exc: BaseException) -> bool | None:
+    """Whether retrying *exc* may help; ``None`` when it is not a storage failure."""
+    botocore = sys.modules.get("botocore.exceptions")
+    if botocore is not None:
+        if isinstance(exc, botocore.ClientError):
+            status = _http_status(exc) or 0
+            code = exc.response.get("Error", {}).get("Code", "")
+            return status == 429 or status >= 500 or code in _THROTTLING_CODES
+        if isinstance(exc, botocore.SSLError):
+            return False  # a certificate does not fix itself
+        if isinstance(
+            exc,
+            (
+                botocore.HTTPClientError,
+                botocore.ConnectionError,
+                botocore.IncompleteReadError,
+                botocore.ChecksumError,
+            ),
+        ):
+            return True
+        if isinstance(exc, botocore.BotoCoreError):
+            return False
+    if isinstance(exc, OSError):
+        return isinstance(exc, (ConnectionError, TimeoutError))
+    if isinstance(exc, SuspiciousOperation):
+        return False
+    return None
+
+
+def _http_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status if isinstance(status, int) else None
