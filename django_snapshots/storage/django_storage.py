@@ -239,9 +239,7 @@ class _ForwardReader(io.RawIOBase):
     def __init__(self, content: IO[bytes], *, name: str) -> None:
         super().__init__()
         if not callable(getattr(content, "read", None)) or isinstance(content, io.TextIOBase):
-            raise TypeError(
-                f"content must be a binary file object, not {type(content).__name__}"
-            )
+            raise TypeError(f"content must be a binary file object, not {type(content).__name__}")
         self._content = content
         self._position = 0
         self.name = name
@@ -387,8 +385,7 @@ def _resolve(alias: str) -> Storage:
         raise InvalidStorageError(f"settings.STORAGES[{alias!r}]: {exc}") from exc
     if not isinstance(storage, Storage):
         raise InvalidStorageError(
-            f"settings.STORAGES[{alias!r}] built a {type(storage).__name__}, "
-            "not a django Storage"
+            f"settings.STORAGES[{alias!r}] built a {type(storage).__name__}, not a django Storage"
         )
     _check_supported(storage, where=f"settings.STORAGES[{alias!r}]")
     return storage
