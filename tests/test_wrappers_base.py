@@ -1,0 +1,489 @@
+"""Tests of the tier-preserving wrapper machinery, run for every wrapper.
+
+Add a wrapper to ``WRAPPERS`` and every property below is checked for it,
+alone and in stacks with every other wrapper.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import pickle
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from django_snapshots.exceptions import SnapshotStorageCapabilityError
+from django_snapshots.storage import (
+    AdvancedSnapshotStorage,
+    Logging,
+    MemoryBackend,
+    Prefix,
+    SnapshotStorage,
+    StorageWrapper,
+    requires_advanced_storage,
+)
+from django_snapshots.storage.local import LocalFileSystemBackend
+from django_snapshots.storage.wrappers.base import (
+    ADVANCED_METHODS,
+    BASIC_METHODS,
+    missing_intercepts,
+)
+from django_snapshots.testing import assert_intercepts_every_method
+
+Options = dict[str, Any]
+
+#: Every wrapper of the library, with the options to build it: ``cls(storage, **options)``.
+WRAPPERS: list[tuple[type[StorageWrapper], Options]] = [
+    (Logging, {}),
+    (Prefix, {"prefix": "tenant-a"}),
+]
+
+WRAPPER_IDS = [cls.__name__ for cls, _ in WRAPPERS]
+
+
+def _stacks() -> list[Any]:
+    """Every stack of one or two wrappers, and each wrapper at the top and the
+    bottom of a stack of all of them (outermost wrapper first)."""
+    stacks: list[tuple[tuple[type[StorageWrapper], Options], ...]] = []
+    stacks += [(w,) for w in WRAPPERS]
+    stacks += list(itertools.product(WRAPPERS, repeat=2))
+    for w in WRAPPERS:
+        stacks.append((w, *WRAPPERS, w))
+    return [pytest.param(s, id="(".join(cls.__name__ for cls, _ in s)) for s in stacks]
+
+
+STACKS = _stacks()
+
+
+def build(layers: tuple[tuple[type[StorageWrapper], Options], ...], storage: Any) -> Any:
+    for cls, options in reversed(layers):
+        storage = cls(storage, **options)
+    return storage
+
+
+class DictStorage:
+    """A basic-tier storage over a dict, with a non-protocol attribute."""
+
+    location = "dict://in-memory"
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def __repr__(self) -> str:
+        return "DictStorage()"
+
+    def read(self, path: str) -> IO[bytes]:
+        try:
+            return io.BytesIO(self.objects[path])
+        except KeyError:
+            raise FileNotFoundError(path) from None
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        self.objects[path] = content.read()
+
+    def list(self, prefix: str) -> list[str]:
+        return sorted(k for k in self.objects if k.startswith(prefix))
+
+    def delete(self, path: str) -> None:
+        self.objects.pop(path, None)
+
+    def exists(self, path: str) -> bool:
+        return path in self.objects
+
+    def describe(self) -> str:
+        return f"{len(self.objects)} objects"
+
+
+class StraySyncStorage(DictStorage):
+    """Basic tier, though it happens to have one advanced-sounding method."""
+
+    def sync(self, src_prefix: str, dst_prefix: str) -> None:
+        raise AssertionError("a wrapper must never reach this")
+
+
+class MemoryWithLocation(MemoryBackend):
+    location = "memory://in-process"
+
+    def describe(self) -> str:
+        return "memory"
+
+
+STORAGES: dict[str, Callable[[], Any]] = {
+    "basic": DictStorage,
+    "stray-sync": StraySyncStorage,
+    "advanced": MemoryWithLocation,
+}
+
+
+@pytest.fixture(params=sorted(STORAGES))
+def storage(request: pytest.FixtureRequest) -> Any:
+    return STORAGES[request.param]()
+
+
+# Tiers.
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_every_stack_is_a_storage_of_the_tier_of_the_storage_at_the_bottom(
+    layers: Any, storage: Any
+) -> None:
+    stack = build(layers, storage)
+    assert isinstance(stack, SnapshotStorage)
+    assert isinstance(stack, AdvancedSnapshotStorage) == isinstance(
+        storage, AdvancedSnapshotStorage
+    )
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_every_stack_is_an_instance_of_its_outermost_wrapper(layers: Any, storage: Any) -> None:
+    stack = build(layers, storage)
+    assert isinstance(stack, layers[0][0])
+    assert type(stack) is stack.__class__
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_a_stack_over_a_basic_storage_has_no_advanced_attribute_at_all(layers: Any) -> None:
+    for storage in (DictStorage(), StraySyncStorage()):
+        stack = build(layers, storage)
+        for name in ADVANCED_METHODS:
+            assert not hasattr(stack, name)
+            assert name not in dir(stack)
+        with pytest.raises(AttributeError, match="sync"):
+            stack.sync("a/", "b/")
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_a_stack_over_an_advanced_storage_offers_every_method_of_both_tiers(layers: Any) -> None:
+    stack = build(layers, MemoryBackend())
+    for name in BASIC_METHODS + ADVANCED_METHODS:
+        assert callable(getattr(stack, name))
+        assert name in dir(stack)
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_every_layer_of_a_stack_intercepts_every_protocol_method_of_its_tier(
+    layers: Any, storage: Any
+) -> None:
+    stack = build(layers, storage)
+    while isinstance(stack, StorageWrapper):
+        assert_intercepts_every_method(stack)
+        assert missing_intercepts(stack) == []
+        stack = stack.__wrapped__
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_other_attributes_pass_through_the_whole_stack(layers: Any, storage: Any) -> None:
+    stack = build(layers, storage)
+    assert stack.location == storage.location
+    assert stack.describe() == storage.describe()
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_wrapped_is_the_storage_each_layer_was_built_around(layers: Any, storage: Any) -> None:
+    stack = build(layers, storage)
+    layer = stack
+    for _ in layers[:-1]:
+        layer = layer.__wrapped__
+        assert isinstance(layer, StorageWrapper)
+    assert layer.__wrapped__ is storage
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_repr_shows_the_whole_stack(layers: Any, storage: Any) -> None:
+    stack = build(layers, storage)
+    text = repr(stack)
+    assert text.startswith("(".join(cls.__name__ for cls, _ in layers) + "(" + repr(storage))
+    assert text.count("(") == text.count(")")
+
+
+def test_repr_shows_each_wrapper_with_its_options(tmp_path: Path) -> None:
+    local = LocalFileSystemBackend(tmp_path / "snaps")
+    stack = Logging(Prefix(local, "tenant-a"))
+    assert repr(stack) == f"Logging(Prefix({local!r}, 'tenant-a'))"
+    assert repr(Prefix(Prefix(MemoryBackend(), "a/"), "b")) == (
+        "Prefix(Prefix(MemoryBackend(), 'a'), 'b')"
+    )
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_requires_advanced_storage_names_the_operation_and_the_whole_basic_stack(
+    layers: Any,
+) -> None:
+    stack = build(layers, DictStorage())
+    with pytest.raises(SnapshotStorageCapabilityError) as excinfo:
+        requires_advanced_storage(stack, "archive")
+    message = str(excinfo.value)
+    assert "'archive'" in message
+    assert repr(stack) in message
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_requires_advanced_storage_accepts_every_advanced_stack(layers: Any) -> None:
+    requires_advanced_storage(build(layers, MemoryBackend()), "archive")
+
+
+# Real backends through the stacks.
+
+
+@pytest.mark.parametrize(("cls", "options"), WRAPPERS, ids=WRAPPER_IDS)
+def test_attributes_of_a_local_backend_pass_through(
+    cls: type[StorageWrapper], options: Options, tmp_path: Path
+) -> None:
+    local = LocalFileSystemBackend(tmp_path)
+    assert cls(local, **options).location == local.location
+    assert isinstance(cls(local, **options), AdvancedSnapshotStorage)
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_data_written_through_a_stack_reads_back_through_it(layers: Any, tmp_path: Path) -> None:
+    with capture_logs():
+        for storage in (DictStorage(), MemoryBackend(), LocalFileSystemBackend(tmp_path)):
+            stack = build(layers, storage)
+            stack.write("db/latest.dump", io.BytesIO(b"dump"))
+            with stack.read("db/latest.dump") as file:
+                assert file.read() == b"dump"
+            assert stack.list("db/") == ["db/latest.dump"]
+            assert stack.exists("db/latest.dump")
+            stack.delete("db/latest.dump")
+            assert not stack.exists("db/latest.dump")
+
+
+# Building wrappers.
+
+
+@pytest.mark.parametrize(("cls", "options"), WRAPPERS, ids=WRAPPER_IDS)
+def test_a_wrapper_refuses_an_object_that_is_not_a_storage(
+    cls: type[StorageWrapper], options: Options
+) -> None:
+    with pytest.raises(TypeError, match="needs a SnapshotStorage"):
+        cls(object(), **options)
+
+
+@pytest.mark.parametrize(("cls", "options"), WRAPPERS, ids=WRAPPER_IDS)
+def test_the_advanced_twin_refuses_a_basic_storage(
+    cls: type[StorageWrapper], options: Options
+) -> None:
+    advanced_twin = type(cls(MemoryBackend(), **options))
+    assert advanced_twin is not cls
+    assert issubclass(advanced_twin, cls)
+    assert type(cls(DictStorage(), **options)) is cls
+    with pytest.raises(TypeError, match="needs an AdvancedSnapshotStorage"):
+        advanced_twin(DictStorage(), **options)
+
+
+@pytest.mark.parametrize(("cls", "options"), WRAPPERS, ids=WRAPPER_IDS)
+def test_a_wrapper_cannot_be_pickled(cls: type[StorageWrapper], options: Options) -> None:
+    with pytest.raises(TypeError, match="cannot pickle"):
+        pickle.dumps(cls(MemoryBackend(), **options))
+
+
+# The intercept check.
+
+
+class Forgetful(StorageWrapper):
+    """A deliberately incomplete wrapper: ``exists`` is not intercepted."""
+
+    def read(self, path: str) -> IO[bytes]:
+        return self.__wrapped__.read(path)
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        self.__wrapped__.write(path, content)
+
+    def list(self, prefix: str) -> list[str]:
+        return self.__wrapped__.list(prefix)
+
+    def delete(self, path: str) -> None:
+        self.__wrapped__.delete(path)
+
+
+class ForwardingMixin:
+    def exists(self, path: str) -> bool:
+        return bool(self.__wrapped__.exists(path))  # type: ignore[attr-defined]
+
+
+class Complete(Forgetful):
+    def exists(self, path: str) -> bool:
+        return self.__wrapped__.exists(path)
+
+
+class ForgetfulAdvanced(Complete, tier="advanced"):
+    """The advanced twin forgets ``sync``."""
+
+    def stream_read(self, path: str) -> Iterator[bytes]:
+        return self.__wrapped__.stream_read(path)  # type: ignore[attr-defined, no-any-return]
+
+    def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
+        self.__wrapped__.stream_write(path, chunks)  # type: ignore[attr-defined]
+
+    def atomic_move(self, src: str, dst: str) -> None:
+        self.__wrapped__.atomic_move(src, dst)  # type: ignore[attr-defined]
+
+    def recursive_list(self, prefix: str) -> list[str]:
+        return self.__wrapped__.recursive_list(prefix)  # type: ignore[attr-defined, no-any-return]
+
+
+class MixedIn(Forgetful, ForwardingMixin):
+    """``exists`` comes from a class that is not a wrapper: not an intercept."""
+
+
+def test_an_incomplete_wrapper_cannot_even_be_instantiated() -> None:
+    assert missing_intercepts(Forgetful) == ["exists"]
+    for storage in (DictStorage(), MemoryBackend()):
+        with pytest.raises(TypeError, match="Forgetful does not intercept exists"):
+            Forgetful(storage)
+
+
+def test_an_advanced_twin_that_forgets_a_method_cannot_wrap_an_advanced_storage() -> None:
+    assert missing_intercepts(ForgetfulAdvanced) == ["sync"]
+    assert missing_intercepts(Complete) == []
+    with pytest.raises(TypeError, match="ForgetfulAdvanced does not intercept sync"):
+        Complete(MemoryBackend())
+    assert_intercepts_every_method(Complete(DictStorage()))
+
+
+def test_a_method_inherited_from_a_class_that_is_not_a_wrapper_is_not_an_intercept() -> None:
+    assert missing_intercepts(MixedIn) == ["exists"]
+    with pytest.raises(TypeError, match="does not intercept exists"):
+        MixedIn(DictStorage())
+
+
+def test_the_intercept_check_fails_for_a_wrapper_that_lost_a_method_after_construction() -> None:
+    class Patched(Complete):
+        def exists(self, path: str) -> bool:
+            return self.__wrapped__.exists(path)
+
+    class Unpatched(Forgetful):
+        def exists(self, path: str) -> bool:
+            return self.__wrapped__.exists(path)
+
+    proxy = Unpatched(DictStorage())
+    assert_intercepts_every_method(proxy)
+    del Unpatched.exists
+    with pytest.raises(AssertionError, match="does not intercept: exists"):
+        assert_intercepts_every_method(proxy)
+    # The lost method is absent, never silently forwarded past the wrapper.
+    with pytest.raises(AttributeError, match="exists"):
+        proxy.exists("x")
+
+
+def test_the_intercept_check_refuses_an_object_that_is_not_a_wrapper() -> None:
+    with pytest.raises(AssertionError, match="is not a StorageWrapper proxy"):
+        assert_intercepts_every_method(MemoryBackend())
+
+
+def test_a_protocol_method_a_wrapper_lacks_is_absent_rather_than_forwarded() -> None:
+    class BasicOnly(StorageWrapper):
+        """A wrapper without an advanced twin masks the advanced tier."""
+
+        def read(self, path: str) -> IO[bytes]:
+            return self.__wrapped__.read(path)
+
+        def write(self, path: str, content: IO[bytes]) -> None:
+            self.__wrapped__.write(path, content)
+
+        def list(self, prefix: str) -> list[str]:
+            return self.__wrapped__.list(prefix)
+
+        def delete(self, path: str) -> None:
+            self.__wrapped__.delete(path)
+
+        def exists(self, path: str) -> bool:
+            return self.__wrapped__.exists(path)
+
+    stack = Logging(BasicOnly(MemoryBackend()))
+    assert not isinstance(stack, AdvancedSnapshotStorage)
+    assert not hasattr(stack, "stream_read")
+    with pytest.raises(SnapshotStorageCapabilityError, match=r"Logging\(BasicOnly\(MemoryBackend"):
+        requires_advanced_storage(stack, "archive")
+
+
+@pytest.mark.parametrize(("cls", "options"), WRAPPERS, ids=WRAPPER_IDS)
+def test_the_intercept_check_passes_for_every_wrapper_on_both_tiers(
+    cls: type[StorageWrapper], options: Options
+) -> None:
+    assert_intercepts_every_method(cls(DictStorage(), **options))
+    assert_intercepts_every_method(cls(MemoryBackend(), **options))
+
+
+# User subclasses.
+
+
+@pytest.mark.parametrize(("cls", "options"), WRAPPERS, ids=WRAPPER_IDS)
+def test_a_user_subclass_of_a_wrapper_keeps_both_tiers(
+    cls: type[StorageWrapper], options: Options
+) -> None:
+    calls: list[str] = []
+
+    class Counted(cls):  # type: ignore[valid-type, misc]
+        def exists(self, path: str) -> bool:
+            calls.append(path)
+            return bool(super().exists(path))
+
+    with capture_logs():
+        advanced = Counted(MemoryBackend(), **options)
+        basic = Counted(DictStorage(), **options)
+        assert isinstance(advanced, Counted)
+        assert isinstance(advanced, cls)
+        assert isinstance(advanced, AdvancedSnapshotStorage)
+        assert isinstance(basic, Counted)
+        assert not isinstance(basic, AdvancedSnapshotStorage)
+        assert not hasattr(basic, "sync")
+        assert repr(advanced).startswith("Counted(MemoryBackend()")
+        assert_intercepts_every_method(advanced)
+        assert_intercepts_every_method(basic)
+        advanced.exists("x")
+        basic.exists("y")
+        advanced.stream_write("z", iter([b"z"]))
+    assert calls == ["x", "y"]
+
+
+# Threads.
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_many_threads_share_one_stack_without_crosstalk(layers: Any, tmp_path: Path) -> None:
+    threads_count = 16
+    rounds = 20
+    stack = build(layers, MemoryBackend())
+    state_before = dict(stack.__self_dict__)
+    barrier = threading.Barrier(threads_count)
+    failures: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(rounds):
+                key = f"thread-{n}/object-{i}"
+                payload = f"{n}:{i}".encode() * (n + 1)
+                stack.write(key, io.BytesIO(payload))
+                with stack.read(key) as file:
+                    assert file.read() == payload
+                assert b"".join(stack.stream_read(key)) == payload
+                assert stack.list(f"thread-{n}/") == sorted(
+                    f"thread-{n}/object-{j}" for j in range(i + 1)
+                )
+        except BaseException as exc:  # reported to the main thread
+            failures.append(exc)
+
+    with capture_logs() as entries:
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(threads_count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert dict(stack.__self_dict__) == state_before
+    if any(cls is Logging for cls, _ in layers):
+        # Each entry describes its own thread's call, never another's.
+        for entry in entries:
+            if entry["op"] in ("write", "read", "stream_read"):
+                match = re.search(r"thread-(\d+)/object-(\d+)$", entry["path"])
+                assert match is not None
+                n, i = int(match[1]), int(match[2])
+                assert entry["bytes"] == len(f"{n}:{i}".encode() * (n + 1))
