@@ -4,15 +4,31 @@
   protocol method of its tier un-intercepted.
 - :class:`Chaos` injects faults into any storage: operations fail before
   they start, or in the middle of a read or a write.
+- :class:`StorageConformance` runs the whole storage contract against a
+  backend under pytest, one test per contract point.
 """
 
 from __future__ import annotations
 
-from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
+import hashlib
+import io
+import random
+from collections.abc import Callable, Iterator
+from typing import IO, Any, NoReturn, cast
+
+import pytest
+
+from django_snapshots.exceptions import SnapshotStorageCapabilityError, SnapshotStoragePathError
+from django_snapshots.storage.protocols import (
+    AdvancedSnapshotStorage,
+    SnapshotStorage,
+    requires_advanced_storage,
+)
+from django_snapshots.storage.streams import CHUNK_SIZE
 from django_snapshots.storage.wrappers.base import StorageWrapper, missing_intercepts
 from django_snapshots.storage.wrappers.chaos import Chaos
 
-__all__ = ["Chaos", "assert_intercepts_every_method"]
+__all__ = ["Chaos", "StorageConformance", "assert_intercepts_every_method"]
 
 
 def assert_intercepts_every_method(proxy: object) -> None:
@@ -43,3 +59,531 @@ def assert_intercepts_every_method(proxy: object) -> None:
     for name in ("stream_read", "stream_write", "atomic_move", "recursive_list", "sync"):
         if hasattr(proxy, name) != inner_advanced:
             raise AssertionError(f"{proxy!r}: advanced attribute {name!r} leaks across tiers")
+
+
+# Objects this large span several chunks of every built-in backend.
+_LARGE = 3 * CHUNK_SIZE + 17
+# A content stream read in pieces larger than this is as good as read whole.
+_MAX_READ = 64 * 1024 * 1024
+
+_BAD_KEYS: list[Any] = [
+    "", "/", "/abs", "/etc/passwd", "//a", "a/", "a//b", ".", "..", "./a", "a/.", "a/./b",
+    "a/..", "../x", "a/../../x", "a\\b", "..\\x", "C:\\x", "a\x00b", "a\nb", "a\rb", "a\tb",
+    "a\x1bb", "a\x7fb", "x" * 1025, "\u00e9" * 513, "a\ud800b", b"db/x", None,
+]  # fmt: skip
+_BAD_PREFIXES: list[Any] = [
+    "/", "/a", "//", "../", "a/../", "./", "a/./", "a//", "\\", "a\\", "a\x00", "a\n",
+    "a\x7f", "x" * 1024, b"a", None,
+]  # fmt: skip
+_BAD_SYNC_PREFIXES: list[tuple[Any, Any]] = [
+    ("a/", "a/b/"), ("a/b/", "a/"), ("a/", "a/"), ("a", "b/"), ("a/", "b"), ("", "b/"),
+    ("a/", ""), ("../", "b/"), ("a/", "/b/"), ("a//", "b/"), ("a/", "b\\/"),
+]  # fmt: skip
+_UNUSUAL_KEYS = [
+    ".hidden", "a/.b", "...", "a..b/c", "with space/x y",
+    "\u00fcn\u00efc\u00f6d\u00e9/\u043a\u043b\u044e\u0447",
+    "%2e%2e/x", "~user", "#hash", "q?x=1&y=2", "colon:key", "star*", "quote'\"", "-dash",
+    "emoji \U0001f389", ".snapshots-tmp/k", "x" * 200, "/".join(["k" * 100] * 10) + "/" + "k" * 14,
+]  # fmt: skip
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:16]}...({len(text)})"
+
+
+class StorageConformance:
+    """A pytest test-class mixin that checks a storage against the whole
+    storage contract, one test per contract point.
+
+    Subclass it in a test module (the class name must start with ``Test``)
+    and provide a ``storage`` fixture returning a fresh, empty storage:
+
+    .. code-block:: python
+
+        import pytest
+
+        from django_snapshots.storage import MemoryBackend
+        from django_snapshots.testing import StorageConformance
+
+
+        class TestMemoryBackend(StorageConformance):
+            @pytest.fixture
+            def storage(self):
+                return MemoryBackend()
+
+    pytest then runs every check: round trips, replacement, sorted
+    plain-string listings, streams that must be read in bounded chunks and
+    never closed, hostile keys and prefixes refused with
+    :class:`~django_snapshots.exceptions.SnapshotStoragePathError` before any
+    I/O, and, for an :class:`~django_snapshots.storage.AdvancedSnapshotStorage`,
+    streaming, atomic moves and ``sync``.  For a basic-tier storage the
+    advanced checks still run and pass only if the storage does not claim the
+    advanced tier, so nothing is ever skipped.  The checks write objects of a
+    few MiB; keys never hold more than two levels of directories.
+
+    .. versionadded:: 0.1
+    """
+
+    def test_storage_satisfies_the_basic_protocol(self, storage: SnapshotStorage) -> None:
+        _ensure(isinstance(storage, SnapshotStorage), f"{storage!r} is not a SnapshotStorage")
+
+    def test_fresh_storage_is_empty(self, storage: SnapshotStorage) -> None:
+        listed = storage.list("")
+        _ensure(listed == [], f"the storage fixture must be empty, list('') gave {listed!r}")
+
+    def test_write_then_read_round_trips(self, storage: SnapshotStorage) -> None:
+        storage.write("db/latest.dump", io.BytesIO(b"dump bytes"))
+        _ensure_stored(storage, "db/latest.dump", b"dump bytes")
+
+    def test_write_replaces_existing_object(self, storage: SnapshotStorage) -> None:
+        storage.write("db/latest.dump", io.BytesIO(b"a much longer first version"))
+        storage.write("db/latest.dump", io.BytesIO(b"second"))
+        _ensure_stored(storage, "db/latest.dump", b"second")
+        _ensure_listed(storage, "", ["db/latest.dump"])
+
+    def test_write_stores_every_byte_value(self, storage: SnapshotStorage) -> None:
+        data = bytes(range(256)) + bytes(reversed(range(256))) + b"\r\n\n\r\x00"
+        storage.write("binary.bin", io.BytesIO(data))
+        _ensure_stored(storage, "binary.bin", data)
+
+    def test_write_stores_empty_object(self, storage: SnapshotStorage) -> None:
+        storage.write("empty", io.BytesIO(b""))
+        _ensure(storage.exists("empty"), "an empty object must exist once written")
+        _ensure_listed(storage, "", ["empty"])
+        _ensure_stored(storage, "empty", b"")
+
+    def test_write_stores_multi_chunk_objects(self, storage: SnapshotStorage) -> None:
+        data = _noise(_LARGE)
+        storage.write("large.bin", io.BytesIO(data))
+        _ensure_stored(storage, "large.bin", data)
+
+    def test_write_does_not_close_content(self, storage: SnapshotStorage) -> None:
+        content = _StrictStream(b"payload")
+        storage.write("object", content.as_io())
+        _ensure(not content.closed, "write() closed the content stream; closing it is the caller's")
+
+    def test_write_accepts_non_seekable_stream(self, storage: SnapshotStorage) -> None:
+        data = _noise(CHUNK_SIZE + 4321)
+        storage.write("object", _StrictStream(data).as_io())
+        _ensure_stored(storage, "object", data)
+
+    def test_write_reads_in_chunks_not_all_at_once(self, storage: SnapshotStorage) -> None:
+        data = _noise(_LARGE)
+        content = _StrictStream(data)
+        try:
+            storage.write("object", content.as_io())
+        finally:
+            _ensure(not content.violations, f"write() {'; '.join(content.violations)}")
+        _ensure_stored(storage, "object", data)
+
+    def test_write_stores_bytes_from_current_position(self, storage: SnapshotStorage) -> None:
+        content = io.BytesIO(b"HEADER|payload")
+        content.read(7)
+        storage.write("object", content)
+        _ensure_stored(storage, "object", b"payload")
+
+    def test_read_starts_at_offset_zero(self, storage: SnapshotStorage) -> None:
+        data = _noise(4096)
+        storage.write("object", io.BytesIO(data))
+        for attempt in ("first", "second"):
+            with storage.read("object") as file:
+                head = file.read(16)
+            _ensure(
+                head == data[:16],
+                f"the {attempt} read() did not start at offset 0: {head!r} != {data[:16]!r}",
+            )
+
+    def test_missing_read_raises_file_not_found(self, storage: SnapshotStorage) -> None:
+        storage.write("present", io.BytesIO(b"x"))
+        _ensure_raises(FileNotFoundError, "read('absent')", lambda: storage.read("absent").close())
+
+    def test_exists_reports_truthfully(self, storage: SnapshotStorage) -> None:
+        _ensure(not storage.exists("reports/2026.txt"), "exists() is True before any write")
+        storage.write("reports/2026.txt", io.BytesIO(b"x"))
+        _ensure(storage.exists("reports/2026.txt") is True, "exists() is not True after write")
+        for other in ("reports/2026", "reports/2026.txt.bak", "reports/2025.txt", "2026.txt"):
+            _ensure(not storage.exists(other), f"exists({other!r}) is True but nothing is there")
+        storage.delete("reports/2026.txt")
+        _ensure(storage.exists("reports/2026.txt") is False, "exists() is not False after delete")
+
+    def test_key_prefix_is_not_an_object(self, storage: SnapshotStorage) -> None:
+        storage.write("folder/object", io.BytesIO(b"x"))
+        _ensure(not storage.exists("folder"), "exists('folder') is True; only 'folder/object' is")
+        _ensure_raises(FileNotFoundError, "read('folder')", lambda: storage.read("folder").close())
+        storage.delete("folder")
+        _ensure_listed(storage, "", ["folder/object"])
+
+    def test_delete_removes_only_that_object(self, storage: SnapshotStorage) -> None:
+        for key in ("a/b", "a/bc", "a/b.bak", "a/x/b"):
+            storage.write(key, io.BytesIO(key.encode()))
+        storage.delete("a/b")
+        _ensure(not storage.exists("a/b"), "the deleted object still exists")
+        _ensure_listed(storage, "", ["a/b.bak", "a/bc", "a/x/b"])
+        _ensure_raises(FileNotFoundError, "read() after delete", lambda: storage.read("a/b"))
+
+    def test_delete_missing_is_not_an_error(self, storage: SnapshotStorage) -> None:
+        storage.write("present", io.BytesIO(b"x"))
+        storage.delete("absent")
+        storage.delete("never/written/at/all")
+        _ensure_listed(storage, "", ["present"])
+
+    def test_list_is_sorted_and_plain_string_prefix(self, storage: SnapshotStorage) -> None:
+        keys = [
+            "snapshots/b", "snap.txt", "snapshots/a/x", "snapshot", "other/snap", "snaq",
+            "a0", "a/b", "a-b", "a.b", "a/b0", "a/c/d", "\u00e9", "z",
+        ]  # fmt: skip
+        for key in keys:
+            storage.write(key, io.BytesIO(key.encode()))
+        _ensure_listed(storage, "", sorted(keys))
+        _ensure_listed(storage, "snap", sorted(k for k in keys if k.startswith("snap")))
+        _ensure_listed(storage, "snapshots/", ["snapshots/a/x", "snapshots/b"])
+        _ensure_listed(storage, "a", ["a-b", "a.b", "a/b", "a/b0", "a/c/d", "a0"])
+        _ensure_listed(storage, "a/b", ["a/b", "a/b0"])
+        _ensure_listed(storage, "nothing", [])
+        _ensure_listed(storage, "snapshots/a/x/", [])
+
+    def test_list_returns_objects_at_every_depth(self, storage: SnapshotStorage) -> None:
+        keys = ["deep/1/2/3/4/leaf", "deep/1/2/mid", "deep/top"]
+        for key in keys:
+            storage.write(key, io.BytesIO(b"x"))
+        _ensure_listed(storage, "deep/", keys)
+        _ensure_listed(storage, "deep/1/", keys[:2])
+        _ensure_listed(storage, "deep/1/2/3", ["deep/1/2/3/4/leaf"])
+
+    def test_unusual_but_valid_keys_round_trip(self, storage: SnapshotStorage) -> None:
+        keys = sorted(_UNUSUAL_KEYS)
+        for key in keys:
+            storage.write(key, io.BytesIO(key.encode()))
+        _ensure_listed(storage, "", keys)
+        for key in keys:
+            _ensure(storage.exists(key), f"exists({key!r}) is False after write")
+            _ensure_stored(storage, key, key.encode())
+
+    @pytest.mark.parametrize("key", _BAD_KEYS, ids=_describe)
+    def test_invalid_keys_are_rejected_before_any_io(
+        self, storage: SnapshotStorage, key: Any
+    ) -> None:
+        storage.write("seed/object", io.BytesIO(b"seed"))
+        content = _StrictStream(b"payload")
+        chunks = _RecordingChunks([b"payload"])
+        calls: dict[str, Callable[[], object]] = {
+            "read": lambda: storage.read(key),
+            "write": lambda: storage.write(key, content.as_io()),
+            "delete": lambda: storage.delete(key),
+            "exists": lambda: storage.exists(key),
+        }
+        if isinstance(storage, AdvancedSnapshotStorage):
+            advanced = storage
+            calls.update({
+                "stream_read": lambda: next(iter(advanced.stream_read(key))),
+                "stream_write": lambda: advanced.stream_write(key, chunks),
+                "atomic_move (as source)": lambda: advanced.atomic_move(key, "seed/moved"),
+                "atomic_move (as destination)": lambda: advanced.atomic_move("seed/object", key),
+            })  # fmt: skip
+        for name, call in calls.items():
+            _ensure_raises(SnapshotStoragePathError, f"{name}({key!r})", call)
+        _ensure(content.reads == 0, "write() read the content before rejecting the key")
+        _ensure(chunks.taken == 0, "stream_write() consumed chunks before rejecting the key")
+        _ensure_listed(storage, "", ["seed/object"])
+        _ensure_stored(storage, "seed/object", b"seed")
+
+    @pytest.mark.parametrize("prefix", _BAD_PREFIXES, ids=_describe)
+    def test_invalid_list_prefixes_are_rejected(
+        self, storage: SnapshotStorage, prefix: Any
+    ) -> None:
+        storage.write("a/b", io.BytesIO(b"x"))
+        _ensure_raises(SnapshotStoragePathError, f"list({prefix!r})", lambda: storage.list(prefix))
+        if isinstance(storage, AdvancedSnapshotStorage):
+            advanced = storage
+            _ensure_raises(
+                SnapshotStoragePathError,
+                f"recursive_list({prefix!r})",
+                lambda: advanced.recursive_list(prefix),
+            )
+
+    def test_stream_read_yields_non_empty_bytes_chunks(self, storage: SnapshotStorage) -> None:
+        advanced = _advanced_or_none(storage, "stream_read")
+        if advanced is None:
+            return
+        data = _noise(_LARGE)
+        advanced.write("large.bin", io.BytesIO(data))
+        digest, size = hashlib.sha256(), 0
+        for chunk in advanced.stream_read("large.bin"):
+            _ensure(isinstance(chunk, bytes), f"stream_read() yielded a {type(chunk).__name__}")
+            _ensure(len(chunk) > 0, "stream_read() yielded an empty chunk")
+            digest.update(chunk)
+            size += len(chunk)
+        _ensure(
+            (size, digest.digest()) == (len(data), hashlib.sha256(data).digest()),
+            f"stream_read() yielded {size} bytes that differ from the {len(data)} written",
+        )
+        advanced.write("empty", io.BytesIO(b""))
+        empty = list(advanced.stream_read("empty"))
+        _ensure(empty == [], f"stream_read() of an empty object yielded {empty!r}")
+
+    def test_stream_read_missing_raises_file_not_found(self, storage: SnapshotStorage) -> None:
+        advanced = _advanced_or_none(storage, "stream_read")
+        if advanced is None:
+            return
+        _ensure_raises(
+            FileNotFoundError,
+            "stream_read('absent') (by the first next() at the latest)",
+            lambda: next(iter(advanced.stream_read("absent"))),
+        )
+
+    def test_stream_write_stores_the_concatenated_chunks(self, storage: SnapshotStorage) -> None:
+        advanced = _advanced_or_none(storage, "stream_write")
+        if advanced is None:
+            return
+        parts = [b"", _noise(CHUNK_SIZE + 1), b"", b"x", bytes(range(256)), b""]
+        advanced.stream_write("object", iter(parts))
+        _ensure_stored(advanced, "object", b"".join(parts))
+        advanced.stream_write("object", iter([b"short"]))
+        _ensure_stored(advanced, "object", b"short")
+        advanced.stream_write("empty", iter([]))
+        _ensure_stored(advanced, "empty", b"")
+        _ensure_listed(advanced, "", ["empty", "object"])
+
+    def test_atomic_move_replaces_destination_and_removes_source(
+        self, storage: SnapshotStorage
+    ) -> None:
+        advanced = _advanced_or_none(storage, "atomic_move")
+        if advanced is None:
+            return
+        advanced.write("incoming/part", io.BytesIO(b"new"))
+        advanced.write("final/object", io.BytesIO(b"old and longer"))
+        advanced.atomic_move("incoming/part", "final/object")
+        _ensure_stored(advanced, "final/object", b"new")
+        _ensure(not advanced.exists("incoming/part"), "atomic_move() left the source behind")
+        _ensure_listed(advanced, "", ["final/object"])
+
+    def test_atomic_move_creates_a_new_destination(self, storage: SnapshotStorage) -> None:
+        advanced = _advanced_or_none(storage, "atomic_move")
+        if advanced is None:
+            return
+        data = _noise(CHUNK_SIZE + 7)
+        advanced.write("tmp/upload", io.BytesIO(data))
+        advanced.atomic_move("tmp/upload", "archive/2026/upload")
+        _ensure_stored(advanced, "archive/2026/upload", data)
+        _ensure_listed(advanced, "", ["archive/2026/upload"])
+
+    def test_atomic_move_missing_source_raises_file_not_found(
+        self, storage: SnapshotStorage
+    ) -> None:
+        advanced = _advanced_or_none(storage, "atomic_move")
+        if advanced is None:
+            return
+        advanced.write("final/object", io.BytesIO(b"keep"))
+        _ensure_raises(
+            FileNotFoundError,
+            "atomic_move('absent', 'final/object')",
+            lambda: advanced.atomic_move("absent", "final/object"),
+        )
+        _ensure_stored(advanced, "final/object", b"keep")
+        _ensure_listed(advanced, "", ["final/object"])
+
+    def test_recursive_list_equals_list(self, storage: SnapshotStorage) -> None:
+        advanced = _advanced_or_none(storage, "recursive_list")
+        if advanced is None:
+            return
+        for key in ("b/1", "a/x/y/z", "a-1", "a/2", "ab", "c"):
+            advanced.write(key, io.BytesIO(b"x"))
+        for prefix in ("", "a", "a/", "a/x", "b/1", "nothing"):
+            expected = advanced.list(prefix)
+            got = advanced.recursive_list(prefix)
+            _ensure(got == expected, f"recursive_list({prefix!r}) = {got!r}, list() = {expected!r}")
+
+    def test_sync_mirrors_source_under_destination(self, storage: SnapshotStorage) -> None:
+        advanced = _advanced_or_none(storage, "sync")
+        if advanced is None:
+            return
+        source = {
+            "src/a": b"a",
+            "src/deep/er/b": _noise(CHUNK_SIZE + 3),
+            "src/empty": b"",
+            "src/.hidden": b"h",
+        }
+        for key, data in source.items():
+            advanced.write(key, io.BytesIO(data))
+        advanced.write("dst/a", io.BytesIO(b"an outdated and longer copy"))
+        advanced.sync("src/", "dst/")
+        _ensure_listed(advanced, "dst/", sorted("dst/" + k[4:] for k in source))
+        for key, data in source.items():
+            _ensure_stored(advanced, "dst/" + key[4:], data)
+            _ensure_stored(advanced, key, data)
+
+    def test_sync_deletes_stale_destination_keys(self, storage: SnapshotStorage) -> None:
+        advanced = _advanced_or_none(storage, "sync")
+        if advanced is None:
+            return
+        advanced.write("src/kept", io.BytesIO(b"new"))
+        for key in ("dst/kept", "dst/stale", "dst/old/deeper/stale"):
+            advanced.write(key, io.BytesIO(b"old"))
+        advanced.sync("src/", "dst/")
+        _ensure_listed(advanced, "dst/", ["dst/kept"])
+        _ensure_stored(advanced, "dst/kept", b"new")
+
+    def test_sync_of_empty_source_empties_destination(self, storage: SnapshotStorage) -> None:
+        advanced = _advanced_or_none(storage, "sync")
+        if advanced is None:
+            return
+        advanced.write("dst/a", io.BytesIO(b"old"))
+        advanced.write("srcx", io.BytesIO(b"not under 'src/'"))
+        advanced.sync("src/", "dst/")
+        _ensure_listed(advanced, "", ["srcx"])
+
+    def test_sync_changes_nothing_outside_destination(self, storage: SnapshotStorage) -> None:
+        advanced = _advanced_or_none(storage, "sync")
+        if advanced is None:
+            return
+        outside = {
+            "dstx": b"1", "dst-other/k": b"2", "other/dst/k": b"3", "srcdst/a": b"4",
+            "src.txt": b"5", "d/st": b"6",
+        }  # fmt: skip
+        for key, data in {**outside, "src/a": b"a", "dst/stale": b"s"}.items():
+            advanced.write(key, io.BytesIO(data))
+        advanced.sync("src/", "dst/")
+        _ensure_listed(advanced, "", sorted([*outside, "src/a", "dst/a"]))
+        for key, data in outside.items():
+            _ensure_stored(advanced, key, data)
+        _ensure_stored(advanced, "src/a", b"a")
+
+    @pytest.mark.parametrize(("src_prefix", "dst_prefix"), _BAD_SYNC_PREFIXES, ids=_describe)
+    def test_sync_rejects_invalid_or_overlapping_prefixes(
+        self, storage: SnapshotStorage, src_prefix: Any, dst_prefix: Any
+    ) -> None:
+        advanced = _advanced_or_none(storage, "sync")
+        if advanced is None:
+            return
+        keys = ["a/b/k", "a/k", "b/k", "src/k"]
+        for key in keys:
+            advanced.write(key, io.BytesIO(key.encode()))
+        _ensure_raises(
+            SnapshotStoragePathError,
+            f"sync({src_prefix!r}, {dst_prefix!r})",
+            lambda: advanced.sync(src_prefix, dst_prefix),
+        )
+        _ensure_listed(advanced, "", keys)
+        for key in keys:
+            _ensure_stored(advanced, key, key.encode())
+
+
+def _ensure(condition: bool, message: str) -> None:
+    # Not ``assert``: the kit must keep failing under ``python -O``.
+    if not condition:
+        raise AssertionError(message)
+
+
+def _ensure_raises(expected: type[BaseException], what: str, call: Callable[[], object]) -> None:
+    try:
+        call()
+    except expected:
+        return
+    except Exception as exc:
+        raise AssertionError(
+            f"{what} raised {type(exc).__name__}: {exc}, not {expected.__name__}"
+        ) from exc
+    raise AssertionError(f"{what} did not raise {expected.__name__}")
+
+
+def _ensure_listed(storage: SnapshotStorage, prefix: str, expected: list[str]) -> None:
+    listed = storage.list(prefix)
+    _ensure(listed == expected, f"list({prefix!r}) returned {listed!r}, expected {expected!r}")
+
+
+def _ensure_stored(storage: SnapshotStorage, key: str, expected: bytes) -> None:
+    with storage.read(key) as file:
+        parts = []
+        while chunk := file.read(CHUNK_SIZE):
+            parts.append(chunk)
+    data = b"".join(parts)
+    if data != expected:
+        where = next(
+            (i for i, (a, b) in enumerate(zip(data, expected, strict=False)) if a != b), None
+        )
+        raise AssertionError(
+            f"read({key!r}) returned {len(data)} bytes, expected {len(expected)}"
+            + (f"; first difference at offset {where}" if where is not None else "")
+        )
+
+
+def _advanced_or_none(storage: SnapshotStorage, operation: str) -> AdvancedSnapshotStorage | None:
+    """Return *storage* if it is of the advanced tier; otherwise check that it
+    does not claim to be, so the library refuses *operation* before any I/O."""
+    if isinstance(storage, AdvancedSnapshotStorage):
+        return storage
+    _ensure_raises(
+        SnapshotStorageCapabilityError,
+        f"requires_advanced_storage() for a basic-tier storage ({operation})",
+        lambda: requires_advanced_storage(storage, operation),
+    )
+    return None
+
+
+def _noise(size: int) -> bytes:
+    # Not periodic, so a chunk written twice or out of order cannot go unseen.
+    return random.Random(size).randbytes(size)
+
+
+class _StrictStream(io.RawIOBase):
+    """A non-seekable binary stream that refuses every unbounded read."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self._data = memoryview(data)
+        self._position = 0
+        self.reads = 0
+        self.violations: list[str] = []
+
+    def as_io(self) -> IO[bytes]:
+        """Return this stream, typed as the ``content`` argument of ``write``."""
+        return cast("IO[bytes]", self)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if len(view) > _MAX_READ:
+            self._violate(f"called readinto() with a buffer of {len(view)} bytes")
+        self.reads += 1
+        n = min(len(view), len(self._data) - self._position)
+        view[:n] = self._data[self._position : self._position + n]
+        self._position += n
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            self._violate(f"called read({size!r}) on the content stream: it must read in chunks")
+        if size > _MAX_READ:
+            self._violate(f"called read({size}) on the content stream: chunks must be bounded")
+        return super().read(size) or b""
+
+    def readall(self) -> bytes:
+        self._violate("called readall() on the content stream: it must read in chunks")
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            self._violate("read the content stream by lines, which is unbounded")
+        return super().readline(size)
+
+    def _violate(self, what: str) -> NoReturn:
+        self.violations.append(what)
+        raise AssertionError(what)
+
+
+class _RecordingChunks:
+    """An iterator of chunks that counts how many were taken."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self.taken = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = next(self._chunks)
+        self.taken += 1
+        return chunk
