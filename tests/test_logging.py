@@ -460,7 +460,9 @@ class Rewinding(MemoryBackend):
     """Reads the content twice, rewinding in between, like a retrying upload,
     and records what it learned about the content."""
 
-    seen: dict[str, object] = {}
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, object] = {}
 
     def write(self, path: str, content: IO[bytes]) -> None:
         self.seen["seekable"] = content.seekable()
@@ -531,7 +533,7 @@ def test_stream_write_logs_the_bytes_taken_before_a_failure() -> None:
             next(chunks)
             raise OSError("disk full")
 
-    with capture_logs() as entries, pytest.raises(OSError):
+    with capture_logs() as entries, pytest.raises(OSError, match="disk full"):
         Logging(Broken()).stream_write("k", iter([b"abc", b"def"]))
     assert only(entries)["bytes"] == 3
 
