@@ -118,14 +118,22 @@ def _resolve_missing(app: Any, env: Any, node: Any, contnode: Any) -> Any:
         if cls:
             candidates.append(f"{module}.{cls}.{target}")
         candidates.append(f"{module}.{target}")
+        # A short name in a signature is a name of the module that defines
+        # the documented class, which may differ from the one it is shown in.
+        found, owner_class = _import_dotted(f"{module}.{cls}") if cls else (False, None)
+        defining = getattr(owner_class, "__module__", None) if found else None
+        if isinstance(defining, str) and defining != module:
+            candidates.append(f"{defining}.{target}")
     for candidate in candidates:
         found, obj = _import_dotted(candidate)
         if not found:
             continue
+        # Classes, functions and modules know where they come from; a plain
+        # value (a constant) belongs to the module it was looked up in.
         owner = getattr(obj, "__module__", None) or getattr(obj, "__name__", None)
-        ours = candidate.startswith("django_snapshots.") or (
-            isinstance(owner, str) and owner.split(".")[0] == "django_snapshots"
-        )
+        if not isinstance(owner, str):
+            owner = candidate
+        ours = owner.split(".")[0] == "django_snapshots"
         if not ours:
             return contnode
         documented = _documented_by_identity(env).get(id(obj))
@@ -139,7 +147,7 @@ def _resolve_missing(app: Any, env: Any, node: Any, contnode: Any) -> Any:
 
 def _hide_private_bases(app: Any, name: str, obj: Any, options: Any, bases: list[Any]) -> None:
     # Show a class's public ancestry only: a private base is an implementation
-    # detail, so it is replaced by its own bases.
+    # detail, so it is replaced by its own bases; a bare ``object`` says nothing.
     index = 0
     while index < len(bases):
         base = bases[index]
@@ -147,6 +155,8 @@ def _hide_private_bases(app: Any, name: str, obj: Any, options: Any, bases: list
             bases[index : index + 1] = [b for b in base.__bases__ if b is not object]
         else:
             index += 1
+    if bases == [object]:
+        bases.clear()
 
 
 def setup(app: Any) -> dict[str, Any]:

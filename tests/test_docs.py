@@ -3,9 +3,10 @@
 Each page of ``docs/`` and the README is one test: its ``.. code-block::
 python`` blocks and its ``>>>`` examples run in page order, sharing one
 namespace, in a fresh temporary working directory, with Django configured from
-``tests/settings.py``.  The docstrings of every module of the package run as
-doctests, one test per module.  A failure names the page (or module) and the
-line of the example.
+``tests/settings.py``; ``__file__`` names ``mysite/settings.py`` in that
+directory, so a settings snippet's ``BASE_DIR`` is the working directory.
+The docstrings of every module of the package run as doctests, one test per
+module.  A failure names the page (or module) and the line of the example.
 
 Non-Python text is marked ``console``, ``bash``, ``ini`` or ``text`` and never
 runs; an unmarked literal block (``::``) that is not a ``>>>`` example is
@@ -288,8 +289,11 @@ def _pages_with_examples() -> list[Any]:
 @pytest.mark.parametrize("path", _pages_with_examples())
 def test_every_python_example_of_the_page_runs(path: Path, tmp_path: Path) -> None:
     examples, _ = page_examples(path)
+    # A settings.py snippet computes BASE_DIR from __file__: make that the
+    # working directory, as if the page were ``mysite/settings.py`` in it.
+    namespace = {"__name__": "__docs__", "__file__": str(tmp_path / "mysite" / "settings.py")}
     with isolated(tmp_path):
-        run_examples(examples)
+        run_examples(examples, namespace)
 
 
 def test_docs_mark_every_literal_block_with_its_language() -> None:
