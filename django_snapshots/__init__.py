@@ -1,6 +1,7 @@
 """Store backup artifacts on any storage, through wrappers that never lie
 about what the storage underneath can do."""
 
+from django_snapshots.conf import get_storage
 from django_snapshots.exceptions import (
     SnapshotError,
     SnapshotIntegrityError,
@@ -22,5 +23,6 @@ __all__ = [
     "SnapshotStorageCapabilityError",
     "SnapshotStorageError",
     "SnapshotStoragePathError",
+    "get_storage",
     "requires_advanced_storage",
 ]
