@@ -8,15 +8,17 @@ from django_snapshots.storage.protocols import (
     SnapshotStorage,
     requires_advanced_storage,
 )
-from django_snapshots.storage.wrappers import Logging, Prefix, StorageWrapper
+from django_snapshots.storage.wrappers import Checksum, Logging, Prefix, Retry, StorageWrapper
 
 __all__ = [
     "AdvancedSnapshotStorage",
+    "Checksum",
     "DjangoStorageBackend",
     "LocalFileSystemBackend",
     "Logging",
     "MemoryBackend",
     "Prefix",
+    "Retry",
     "SnapshotStorage",
     "StorageWrapper",
     "requires_advanced_storage",

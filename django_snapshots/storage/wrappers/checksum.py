@@ -1,0 +1,624 @@
+"""The integrity wrapper: a digest beside every object, checked on every read.
+
+    >>> import io
+    >>> from django_snapshots.storage import Checksum, MemoryBackend
+    >>> inner = MemoryBackend()
+    >>> storage = Checksum(inner)
+    >>> storage.write("db/latest.dump", io.BytesIO(b"dump"))
+    >>> inner.list("")
+    ['db/latest.dump', 'db/latest.dump.sha256']
+    >>> inner.read("db/latest.dump.sha256").read()
+    b'...  latest.dump\\n'
+    >>> storage.list("")
+    ['db/latest.dump']
+    >>> storage.read("db/latest.dump").read()
+    b'dump'
+
+Each object ``k`` gets a *sidecar* ``k.<algorithm>`` in the format of the
+coreutils checksum tools, ``<hexdigest>  <basename>\\n``, so running
+``sha256sum -c latest.dump.sha256`` in the directory of a local backup
+checks it without Python.  What the wrapper guarantees:
+
+- **One pass.**  Writes hash the data as it streams to the storage (in a
+  worker thread, overlapping the I/O); nothing is read twice.
+- **No silent corruption.**  ``read`` and ``stream_read`` verify as the
+  data flows and raise :class:`~django_snapshots.SnapshotIntegrityError`
+  (naming the key and both digests) **before handing out the last chunk**
+  of an object that does not match, so a consumer that reads to the end
+  never gets corrupt data without an exception.  A malformed sidecar, or one
+  naming another file, is an integrity error too.
+- **A missing sidecar** raises :class:`~django_snapshots.SnapshotIntegrityError`
+  with ``strict=True`` (the default); with ``strict=False`` the data is
+  returned unverified and a warning is logged
+  (``snapshots.checksum.unverified`` on the ``django_snapshots.storage``
+  structlog logger).
+- **Invisible sidecars.**  ``list`` and ``recursive_list`` leave them out,
+  ``exists`` is ``False`` for them and reading one raises
+  :class:`FileNotFoundError`; writing a key that ends in the sidecar suffix
+  raises :class:`~django_snapshots.SnapshotStoragePathError`, and so does a
+  key too long to get a sidecar (the suffix counts in the 1024-byte limit).
+- **Write order.**  A write stores the data, then the sidecar.  Until the
+  new sidecar is stored, the object is checked against the old one (a
+  mismatch) or against none (a missing sidecar), so a write that fails or
+  is interrupted at any point leaves an object that fails verification or
+  the old object intact, never one that passes with the wrong data.  A write
+  that fails while the data is sent leaves the old object and its sidecar
+  untouched (the built-in backends replace objects atomically).
+- **Moves carry the sidecar.**  ``delete`` removes the data, then the
+  sidecar (an orphan sidecar is harmless: its object is gone).
+  ``atomic_move`` moves the data, then stores a sidecar naming the new
+  basename and removes the old one; if it is interrupted after the data
+  moved, calling it again finishes the move once the data at *dst* proves to
+  match the old sidecar.  ``sync`` mirrors sidecars with their objects
+  (basenames do not change).
+
+Any fixed-length :mod:`hashlib` algorithm works (``sha256``, ``sha512``,
+``blake2b``, ``sha3_256``, ``md5``...); ``md5sum``, ``sha1sum``,
+``sha224sum`` to ``sha512sum`` and ``b2sum`` (for ``blake2b``) read the
+sidecars.  Variable-length digests (``shake_128``, ``shake_256``) are refused.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import io
+import queue
+import re
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any, cast, overload
+
+import structlog
+
+from django_snapshots.exceptions import SnapshotIntegrityError, SnapshotStoragePathError
+from django_snapshots.storage.keys import validate_key
+from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
+from django_snapshots.storage.streams import ChunkReader, iter_chunks
+from django_snapshots.storage.wrappers.base import StorageWrapper
+
+__all__ = ["AdvancedChecksum", "Checksum"]
+
+_logger = structlog.get_logger("django_snapshots.storage")
+
+# A sidecar holds one short line; anything longer is not one of ours.
+_MAX_SIDECAR_BYTES = 4096
+_SIDECAR_LINE = re.compile(r"([0-9a-fA-F]+) [ *]([^\n]+)\n?")
+
+# Chunks at least this large are hashed in a worker thread, so that hashing
+# (which releases the GIL) overlaps the storage's I/O; smaller ones are
+# batched up to this size first, since handing over a chunk has a cost.
+_OVERLAP_MIN = 256 * 1024
+# Chunks handed over and not yet hashed; bounds the memory in flight.
+_QUEUE_DEPTH = 4
+
+
+class Checksum(StorageWrapper):
+    """Store a digest of every object in a sidecar and verify it on every read.
+
+    *algorithm* is any fixed-length :mod:`hashlib` algorithm; *strict*
+    decides what a missing sidecar means (an error, or a warning and
+    unverified data).  Options are checked when the wrapper is built.
+
+    ``Checksum(storage)`` keeps the tier of *storage*.
+
+    .. versionadded:: 0.1
+    """
+
+    _self_algorithm: str
+    _self_suffix: str
+    _self_hex_length: int
+    _self_strict: bool
+
+    if TYPE_CHECKING:
+        # A type checker sees the tier through these overloads; at run time
+        # StorageWrapper.__new__ picks the tier from the storage itself.  The
+        # initializer is hidden from it, because mypy reads a constructor's
+        # signature from __init__ rather than __new__ when a class defines both.
+        @overload
+        def __new__(
+            cls, storage: AdvancedSnapshotStorage, /, *, algorithm: str = ..., strict: bool = ...
+        ) -> AdvancedChecksum: ...
+        @overload
+        def __new__(
+            cls, storage: SnapshotStorage, /, *, algorithm: str = ..., strict: bool = ...
+        ) -> Checksum: ...
+        def __new__(cls, storage: SnapshotStorage, /, **options: Any) -> Any: ...
+
+    else:
+
+        def __init__(self, storage, /, *, algorithm="sha256", strict=True):
+            name, size = _check_algorithm(algorithm)
+            if not isinstance(strict, bool):
+                raise TypeError(f"Checksum strict must be a bool, not {type(strict).__name__}")
+            super().__init__(storage)
+            self._self_algorithm = name
+            self._self_suffix = "." + name
+            self._self_hex_length = 2 * size
+            self._self_strict = strict
+
+    # The five operations of the basic tier.
+
+    def read(self, path: str) -> IO[bytes]:
+        """Open *path*; the stream raises on a digest mismatch before its last chunk."""
+        expected = self._self_expected(path, strict=self._self_strict)
+        stream = self.__wrapped__.read(path)
+        if expected is None:
+            return stream
+        chunks = self._self_verified(path, expected, iter_chunks(stream), stream.close)
+        return cast(IO[bytes], ChunkReader(chunks))
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        """Store *content* at *path*, then its digest in the sidecar."""
+        sidecar = self._self_sidecar(path)
+        with _Digest(self._self_algorithm) as digest:
+            self.__wrapped__.write(path, cast(IO[bytes], _HashingReader(content, digest)))
+            hexdigest = digest.hexdigest()
+        self.__wrapped__.write(sidecar, io.BytesIO(_line(path, hexdigest)))
+
+    def list(self, prefix: str) -> builtins.list[str]:
+        """Return the keys under *prefix*, without the sidecars."""
+        return self._self_visible(self.__wrapped__.list(prefix))
+
+    def delete(self, path: str) -> None:
+        """Delete *path* and then its sidecar; a sidecar's own name is ignored."""
+        validate_key(path)
+        if path.endswith(self._self_suffix):
+            return  # no object of that name exists through this wrapper
+        self.__wrapped__.delete(path)
+        sidecar = path + self._self_suffix
+        if _fits(sidecar):
+            self.__wrapped__.delete(sidecar)
+
+    def exists(self, path: str) -> bool:
+        """Tell whether *path* is stored; ``False`` for a sidecar's name."""
+        validate_key(path)
+        if path.endswith(self._self_suffix):
+            return False
+        return self.__wrapped__.exists(path)
+
+    def verify(self, path: str) -> str:
+        """Read *path* whole and return its hex digest, or raise
+        :class:`~django_snapshots.SnapshotIntegrityError` if it does not
+        match its sidecar or has none (whatever *strict* says).
+
+        .. versionadded:: 0.1
+        """
+        expected = self._self_expected(path, strict=True)
+        assert expected is not None
+        if isinstance(self.__wrapped__, AdvancedSnapshotStorage):
+            chunks: Iterator[bytes] = iter(self.__wrapped__.stream_read(path))
+            close = getattr(chunks, "close", _nothing)
+        else:
+            stream = self.__wrapped__.read(path)
+            chunks, close = iter_chunks(stream), stream.close
+        for _ in self._self_verified(path, expected, chunks, close):
+            pass
+        return expected
+
+    def _repr_options(self) -> builtins.list[str]:
+        options = [f"algorithm={self._self_algorithm!r}"]
+        if not self._self_strict:
+            options.append("strict=False")
+        return options
+
+    # Sidecars.
+
+    def _self_sidecar(self, path: str) -> str:
+        """Return the sidecar key of the object key *path*, or raise before any I/O."""
+        validate_key(path)
+        if path.endswith(self._self_suffix):
+            raise SnapshotStoragePathError(
+                f"invalid key {path!r}: keys ending in {self._self_suffix!r} are reserved "
+                f"for the sidecars of Checksum(algorithm={self._self_algorithm!r})"
+            )
+        sidecar = path + self._self_suffix
+        if not _fits(sidecar):
+            raise SnapshotStoragePathError(
+                f"invalid key {path!r}: too long for its checksum sidecar {self._self_suffix!r} "
+                "(the sidecar's key must stay within 1024 UTF-8 bytes)"
+            )
+        return sidecar
+
+    def _self_visible(self, keys: builtins.list[str]) -> builtins.list[str]:
+        suffix = self._self_suffix
+        return [key for key in keys if not key.endswith(suffix)]
+
+    def _self_expected(self, path: str, *, strict: bool) -> str | None:
+        """Return the digest recorded for *path*, or None for a missing sidecar
+        when not *strict*.  Raises :class:`FileNotFoundError` when the object
+        is missing, whatever its sidecar."""
+        validate_key(path)
+        if path.endswith(self._self_suffix):
+            raise FileNotFoundError(f"no object at {path!r}")
+        sidecar = self._self_sidecar(path)
+        try:
+            stream = self.__wrapped__.read(sidecar)
+        except FileNotFoundError:
+            if not self.__wrapped__.exists(path):
+                raise FileNotFoundError(f"no object at {path!r}") from None
+            if strict:
+                raise SnapshotIntegrityError(
+                    f"{path!r} cannot be verified: its checksum sidecar {sidecar!r} is missing"
+                ) from None
+            _logger.warning(
+                "snapshots.checksum.unverified",
+                path=path,
+                sidecar=sidecar,
+                algorithm=self._self_algorithm,
+                reason="missing sidecar",
+            )
+            return None
+        try:
+            data = _read_at_most(stream, _MAX_SIDECAR_BYTES)
+        finally:
+            stream.close()
+        return self._self_parse(path, sidecar, data)
+
+    def _self_parse(self, path: str, sidecar: str, data: bytes) -> str:
+        def malformed(problem: str) -> SnapshotIntegrityError:
+            return SnapshotIntegrityError(
+                f"{path!r} cannot be verified: its checksum sidecar {sidecar!r} {problem}"
+            )
+
+        if len(data) > _MAX_SIDECAR_BYTES:
+            raise malformed(f"is longer than {_MAX_SIDECAR_BYTES} bytes")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise malformed("is not UTF-8 text") from None
+        match = _SIDECAR_LINE.fullmatch(text)
+        if match is None:
+            raise malformed(f"is not one line '<hexdigest>  <name>': {text[:100]!r}")
+        digest, name = match.groups()
+        if len(digest) != self._self_hex_length:
+            raise malformed(
+                f"holds a digest of {len(digest)} hex digits; "
+                f"{self._self_algorithm} has {self._self_hex_length}"
+            )
+        basename = path.rsplit("/", 1)[-1]
+        if name != basename:
+            raise malformed(f"names {name!r}, not {basename!r}")
+        return digest.lower()
+
+    def _self_verified(
+        self, path: str, expected: str, chunks: Iterator[bytes], close: Callable[[], object]
+    ) -> Iterator[bytes]:
+        """Pass *chunks* on, holding each back until the next one arrived, so
+        that a mismatch is raised before the last chunk is handed out.
+        *close* releases the source, also when the result is closed unstarted."""
+        return _Closing(self._self_verifying(path, expected, chunks, close), close)
+
+    def _self_verifying(
+        self, path: str, expected: str, chunks: Iterator[bytes], close: Callable[[], object]
+    ) -> Generator[bytes, None, None]:
+        with _Digest(self._self_algorithm) as digest:
+            try:
+                pending = _next_chunk(chunks)
+                if pending is None:
+                    self._self_check(path, expected, digest.hexdigest())
+                    return
+                digest.update(pending)
+                while True:
+                    following = _next_chunk(chunks)
+                    if following is None:
+                        self._self_check(path, expected, digest.hexdigest())
+                        yield pending
+                        return
+                    # Hashed in the worker while the consumer takes *pending*.
+                    digest.update(following)
+                    yield pending
+                    pending = following
+            finally:
+                close()
+
+    def _self_check(self, path: str, expected: str, actual: str) -> None:
+        if actual != expected:
+            raise SnapshotIntegrityError(
+                f"{path!r} does not match its checksum: expected {self._self_algorithm} "
+                f"{expected}, got {actual} (the data is corrupt, or was replaced without "
+                "its sidecar)"
+            )
+
+
+class AdvancedChecksum(Checksum, tier="advanced"):
+    """The advanced tier of :class:`Checksum`, returned by ``Checksum(advanced_storage)``.
+
+    .. versionadded:: 0.1
+    """
+
+    __wrapped__: AdvancedSnapshotStorage
+
+    def stream_read(self, path: str) -> Iterator[bytes]:
+        """Yield the chunks of *path*, raising on a digest mismatch before the last one."""
+        expected = self._self_expected(path, strict=self._self_strict)
+        chunks = iter(self.__wrapped__.stream_read(path))
+        if expected is None:
+            return chunks
+        return self._self_verified(path, expected, chunks, getattr(chunks, "close", _nothing))
+
+    def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
+        """Store *chunks* at *path*, then their digest in the sidecar."""
+        sidecar = self._self_sidecar(path)
+        with _Digest(self._self_algorithm) as digest:
+            self.__wrapped__.stream_write(path, _hashed(chunks, digest))
+            hexdigest = digest.hexdigest()
+        self.__wrapped__.write(sidecar, io.BytesIO(_line(path, hexdigest)))
+
+    def atomic_move(self, src: str, dst: str) -> None:
+        """Move *src* to *dst* with its sidecar, which then names *dst*'s basename."""
+        dst_sidecar = self._self_sidecar(dst)
+        expected = self._self_expected(src, strict=self._self_strict)
+        src_sidecar = src + self._self_suffix
+        if src == dst:
+            self.__wrapped__.atomic_move(src, dst)
+            return
+        try:
+            self.__wrapped__.atomic_move(src, dst)
+        except FileNotFoundError:
+            # The data may have moved in an earlier, interrupted call: finish
+            # that move only if the data at *dst* is the data the sidecar of
+            # *src* describes.
+            if expected is None or not self._self_holds(dst, expected):
+                raise
+        if expected is None:
+            self.__wrapped__.delete(dst_sidecar)  # it described the replaced object
+        else:
+            self.__wrapped__.write(dst_sidecar, io.BytesIO(_line(dst, expected)))
+        self.__wrapped__.delete(src_sidecar)
+
+    def recursive_list(self, prefix: str) -> builtins.list[str]:
+        """Return the keys under *prefix*, without the sidecars."""
+        return self._self_visible(self.__wrapped__.recursive_list(prefix))
+
+    def sync(self, src_prefix: str, dst_prefix: str) -> None:
+        """Mirror *src_prefix* to *dst_prefix*, sidecars included."""
+        self.__wrapped__.sync(src_prefix, dst_prefix)
+
+    def _self_holds(self, path: str, expected: str) -> bool:
+        """Tell whether the object at *path* has the digest *expected*."""
+        try:
+            chunks = iter(self.__wrapped__.stream_read(path))
+            try:
+                with _Digest(self._self_algorithm) as digest:
+                    for chunk in chunks:
+                        digest.update(chunk)
+                    return digest.hexdigest() == expected
+            finally:
+                getattr(chunks, "close", _nothing)()
+        except FileNotFoundError:
+            return False
+
+
+# Hashing.
+
+
+class _Digest:
+    """A hash that overlaps with the caller's I/O: large chunks are hashed in
+    a worker thread (hashlib releases the GIL), through a bounded queue so
+    that memory stays constant.  Used as a context manager, which stops the
+    worker whatever happens."""
+
+    def __init__(self, algorithm: str) -> None:
+        self._algorithm = algorithm
+        self._hash = hashlib.new(algorithm)
+        self._queue: queue.Queue[bytes | bytearray | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._batch = bytearray()
+        self._error: BaseException | None = None
+        self._cancelled = False
+
+    def __enter__(self) -> _Digest:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._cancelled = True
+        self._stop()
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        """Add *data*, which the caller may reuse as soon as this returns."""
+        if self._queue is None and len(data) < _OVERLAP_MIN:
+            self._hash.update(data)
+            return
+        if self._queue is None:
+            self._start()
+        if len(data) < _OVERLAP_MIN:
+            self._batch += data
+            if len(self._batch) >= _OVERLAP_MIN:
+                self._hand_over(self._batch)
+                self._batch = bytearray()
+            return
+        if self._batch:
+            self._hand_over(self._batch)
+            self._batch = bytearray()
+        # Only an immutable bytes object can be hashed after this returns.
+        self._hand_over(data if type(data) is bytes else bytes(data))
+
+    def hexdigest(self) -> str:
+        """Wait for every chunk to be hashed and return the hex digest."""
+        if self._batch:
+            self._hand_over(self._batch)
+            self._batch = bytearray()
+        self._stop()
+        if self._error is not None:
+            raise self._error
+        return self._hash.hexdigest()
+
+    def reset(self) -> None:
+        """Forget everything hashed so far."""
+        self._cancelled = True
+        self._stop()
+        self._cancelled = False
+        self._error = None
+        self._batch = bytearray()
+        self._hash = hashlib.new(self._algorithm)
+
+    def _start(self) -> None:
+        self._queue = queue.Queue(maxsize=_QUEUE_DEPTH)
+        self._thread = threading.Thread(
+            target=self._work, name="django-snapshots-checksum", daemon=True
+        )
+        self._thread.start()
+
+    def _hand_over(self, data: bytes | bytearray) -> None:
+        assert self._queue is not None
+        self._queue.put(data)
+
+    def _stop(self) -> None:
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+        self._queue = None
+        self._thread = None
+
+    def _work(self) -> None:
+        assert self._queue is not None
+        get, update = self._queue.get, self._hash.update
+        while (data := get()) is not None:
+            if self._cancelled or self._error is not None:
+                continue
+            try:
+                update(data)
+            except BaseException as exc:  # handed to the caller by hexdigest()
+                self._error = exc
+
+
+class _HashingReader(io.RawIOBase):
+    """The caller's content as the storage reads it, hashed on the way.
+
+    Seekable when the content is, but only back to where it started (which
+    starts the digest again): a storage below that retries a write rewinds
+    it rather than spooling it.
+    """
+
+    def __init__(self, content: IO[bytes], digest: _Digest) -> None:
+        super().__init__()
+        self._content = content
+        self._digest = digest
+        self._origin: int | None
+        try:
+            self._origin = content.tell() if content.seekable() else None
+        except (AttributeError, OSError, ValueError):
+            self._origin = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._content.read(-1 if size is None else size)
+        if data:
+            self._digest.update(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        if not data:
+            return 0
+        view[: len(data)] = data
+        return len(data)
+
+    def seekable(self) -> bool:
+        return self._origin is not None
+
+    def tell(self) -> int:
+        if self._origin is None:
+            raise io.UnsupportedOperation("the content cannot seek")
+        return self._content.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if self._origin is None or whence != io.SEEK_SET or offset != self._origin:
+            raise io.UnsupportedOperation(
+                "content being hashed can only be rewound to where it started"
+            )
+        self._content.seek(offset)
+        self._digest.reset()
+        return offset
+
+
+class _Closing(Iterator[bytes]):
+    """*chunks*, with a ``close`` that also runs *close*: a generator closed
+    before it started never runs its ``finally``."""
+
+    def __init__(self, chunks: Generator[bytes, None, None], close: Callable[[], object]) -> None:
+        self._chunks = chunks
+        self._close = close
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        try:
+            self._chunks.close()
+        finally:
+            self._close()
+
+
+def _hashed(chunks: Iterable[bytes], digest: _Digest) -> Iterator[bytes]:
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+
+
+def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    for chunk in chunks:
+        if chunk:
+            return chunk
+    return None
+
+
+# Small helpers.
+
+
+def _check_algorithm(algorithm: object) -> tuple[str, int]:
+    """Return the canonical name and digest size of *algorithm*, or raise."""
+    if not isinstance(algorithm, str):
+        raise TypeError(f"Checksum algorithm must be a str, not {type(algorithm).__name__}")
+    try:
+        hasher = hashlib.new(algorithm)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"Checksum algorithm {algorithm!r} is not available in hashlib; choose one of "
+            f"{', '.join(sorted(hashlib.algorithms_guaranteed))}"
+        ) from None
+    if not hasher.digest_size:
+        raise ValueError(
+            f"Checksum algorithm {algorithm!r} has a variable-length digest, which no "
+            "checksum tool can check; choose a fixed-length one such as 'sha256' or 'blake2b'"
+        )
+    name = hasher.name.lower().replace("-", "_")
+    try:
+        validate_key("x." + name)
+    except SnapshotStoragePathError:  # pragma: no cover - hashlib names are plain words
+        raise ValueError(f"Checksum algorithm {algorithm!r} cannot name a sidecar") from None
+    return name, hasher.digest_size
+
+
+def _line(path: str, hexdigest: str) -> bytes:
+    """The sidecar content for *path*: what ``sha256sum`` prints for its file."""
+    return f"{hexdigest}  {path.rsplit('/', 1)[-1]}\n".encode()
+
+
+def _fits(key: str) -> bool:
+    try:
+        validate_key(key)
+    except SnapshotStoragePathError:
+        return False
+    return True
+
+
+def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
+    """Read *stream* to its end, or to just past *limit* bytes."""
+    data = bytearray()
+    for chunk in iter_chunks(stream, limit + 1):
+        data += chunk
+        if len(data) > limit:
+            break
+    return bytes(data)
+
+
+def _nothing() -> None:
+    pass

@@ -1,0 +1,771 @@
+"""The retry wrapper: try again after a transient failure, without ever
+losing or repeating a byte.
+
+    >>> import io
+    >>> from django_snapshots.storage import MemoryBackend, Retry
+    >>> storage = Retry(MemoryBackend(), attempts=3)
+    >>> storage
+    Retry(MemoryBackend(), attempts=3)
+    >>> storage.write("db/latest.dump", io.BytesIO(b"dump"))
+    >>> storage.read("db/latest.dump").read()
+    b'dump'
+
+What is retried, and how:
+
+- Only transient failures (see :func:`is_transient`), unless *on* says
+  otherwise.  A missing key, a refused permission, a bad key, a digest
+  mismatch or a missing capability fails at once.
+- Every operation is tried at most *attempts* times.  The waits between
+  tries grow exponentially (*wait_initial*, doubling, at most *wait_max*,
+  plus up to *wait_jitter* of random jitter), computed by :mod:`stamina`.
+  Once *timeout* seconds have passed since the failure that started the
+  retrying, no new try begins.  After the last try, the **last original
+  exception** is raised, so callers catch the same types as without
+  ``Retry``.
+- ``write`` sends the full content on every try: a seekable stream is
+  rewound to where it was when ``write`` was called; any other stream (a
+  pipe, a socket) is copied into a spool as the first try consumes it, up to
+  8 MiB in memory and the rest in a temporary file (in :envvar:`TMPDIR`), and
+  later tries read the spool.  ``stream_write`` spools its chunks the same
+  way.  Memory stays bounded whatever the size of the artifact.
+- ``read`` and ``stream_read`` hand out a stream that resumes after a failure
+  in the middle: it opens the object again and seeks (or, when the new
+  stream cannot seek, reads and discards) to the first byte not yet
+  delivered, so the consumer receives every byte exactly once.  Each
+  failure starts a fresh count of tries and a fresh *timeout*, so a
+  multi-gigabyte download survives any number of interruptions as long as
+  each one is repaired, and the transfer time never counts as retrying.
+- A try that fails after it had transferred data (a write that had sent
+  part of the content, a resume that had skipped part of the object) also
+  restarts the *timeout*, though not the count: every try of a write sends
+  everything again, so *attempts* alone bounds the work.
+- ``atomic_move`` is retried too.  When a try fails after the storage had
+  in fact moved the object (the answer was lost), the next try finds *src*
+  gone; if *dst* exists and *src* does not, the move is taken as done.
+  This relies on nobody else deleting *src* while the move is retried.
+- Errors raised by the caller's own input (the stream given to ``write``,
+  the iterator given to ``stream_write``) are never retried: they are not
+  the storage's.
+
+Waits of 0 (``wait_initial=0, wait_max=0, wait_jitter=0``) make tests
+instant; :func:`stamina.set_testing` works as well.  Each retry is reported
+by stamina's instrumentation (a ``stamina.retry_scheduled`` entry on the
+``stamina`` structlog logger by default).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import io
+import math
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
+
+import stamina
+
+from django_snapshots.exceptions import SnapshotError, SnapshotStorageError
+from django_snapshots.storage.keys import validate_key
+from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
+from django_snapshots.storage.streams import CHUNK_SIZE, iter_chunks
+from django_snapshots.storage.wrappers.base import StorageWrapper
+
+__all__ = ["TRANSIENT_ERRNOS", "AdvancedRetry", "Retry", "is_transient"]
+
+T = TypeVar("T")
+
+#: What *on* may be: an exception type, a tuple of them, or a predicate that
+#: takes the exception and returns whether to retry it.
+RetryOn = type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], object] | None
+
+#: :class:`OSError` numbers that mean "try again": the resource is busy, or
+#: the network or the peer dropped or refused the connection.
+TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EAGAIN", "EWOULDBLOCK", "EBUSY", "EINTR", "ENOBUFS", "ETIMEDOUT",
+        "ECONNRESET", "ECONNABORTED", "ECONNREFUSED", "EPIPE",
+        "ENETDOWN", "ENETUNREACH", "ENETRESET", "EHOSTDOWN", "EHOSTUNREACH",
+    )
+    if hasattr(errno, name)
+)  # fmt: skip
+
+#: Bytes of a non-seekable input kept in memory before the spool moves to disk.
+SPOOL_MEMORY = 8 * 1024 * 1024
+
+_DEFAULT_WAITS = (0.1, 5.0, 1.0)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Tell whether trying again may cure *exc*: the default of ``Retry(on=None)``.
+
+    True for :class:`ConnectionError`, :class:`TimeoutError`, a
+    :class:`~django_snapshots.SnapshotStorageError` marked ``transient``, and
+    an :class:`OSError` whose ``errno`` is in :data:`TRANSIENT_ERRNOS`.
+    Never true for :class:`FileNotFoundError`, :class:`PermissionError`, or
+    any other :class:`~django_snapshots.SnapshotError` (bad key, failed
+    integrity check, missing capability).  Build your own predicate on it::
+
+        >>> from django_snapshots.storage.wrappers.retry import is_transient
+        >>> is_transient(ConnectionResetError())
+        True
+        >>> is_transient(FileNotFoundError())
+        False
+
+    .. versionadded:: 0.1
+    """
+    if isinstance(exc, (FileNotFoundError, PermissionError)):
+        return False
+    if isinstance(exc, SnapshotError):
+        return isinstance(exc, SnapshotStorageError) and exc.transient
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+
+
+class Retry(StorageWrapper):
+    """Retry the operations of *storage* that fail transiently.
+
+    Each operation is tried up to *attempts* times; once *timeout* seconds
+    (``None``: no limit) have passed since the failure that started the
+    retrying, no new try begins.  Waits between tries start at
+    *wait_initial* seconds, double each time up to *wait_max*, plus a random
+    jitter of up to *wait_jitter*.  *on* replaces the default choice of what
+    to retry (:func:`is_transient`): an exception type, a tuple of them, or a
+    predicate taking the exception (it may also return a custom wait in
+    seconds, as :func:`stamina.retry` allows).  When the tries run out, the
+    last original exception is raised.
+
+    Streams are handled so that no byte is lost or repeated: see the module
+    documentation above.  Options are checked when the wrapper is built.
+
+    ``Retry(storage)`` keeps the tier of *storage*.
+
+    .. versionadded:: 0.1
+    """
+
+    _self_attempts: int
+    _self_timeout: float | None
+    _self_waits: tuple[float, float, float]
+    _self_on: RetryOn
+    _self_hook: Callable[[Exception], object]
+
+    if TYPE_CHECKING:
+        # A type checker sees the tier through these overloads; at run time
+        # StorageWrapper.__new__ picks the tier from the storage itself.  The
+        # initializer is hidden from it, because mypy reads a constructor's
+        # signature from __init__ rather than __new__ when a class defines both.
+        @overload
+        def __new__(
+            cls,
+            storage: AdvancedSnapshotStorage,
+            /,
+            *,
+            attempts: int = ...,
+            timeout: float | None = ...,
+            wait_initial: float = ...,
+            wait_max: float = ...,
+            wait_jitter: float = ...,
+            on: RetryOn = ...,
+        ) -> AdvancedRetry: ...
+        @overload
+        def __new__(
+            cls,
+            storage: SnapshotStorage,
+            /,
+            *,
+            attempts: int = ...,
+            timeout: float | None = ...,
+            wait_initial: float = ...,
+            wait_max: float = ...,
+            wait_jitter: float = ...,
+            on: RetryOn = ...,
+        ) -> Retry: ...
+        def __new__(cls, storage: SnapshotStorage, /, **options: Any) -> Any: ...
+
+    else:
+
+        def __init__(
+            self,
+            storage,
+            /,
+            *,
+            attempts=5,
+            timeout=60.0,
+            wait_initial=0.1,
+            wait_max=5.0,
+            wait_jitter=1.0,
+            on=None,
+        ):
+            attempts = _check_attempts(attempts)
+            timeout = None if timeout is None else _check_seconds("timeout", timeout)
+            if timeout == 0:
+                raise ValueError(
+                    "Retry timeout must be > 0 seconds or None; attempts=1 disables retries"
+                )
+            waits = (
+                _check_seconds("wait_initial", wait_initial),
+                _check_seconds("wait_max", wait_max),
+                _check_seconds("wait_jitter", wait_jitter),
+            )
+            hook = _hook(on)
+            super().__init__(storage)
+            self._self_attempts = attempts
+            self._self_timeout = timeout
+            self._self_waits = waits
+            self._self_on = on
+            self._self_hook = hook
+
+    # The five operations of the basic tier.
+
+    def read(self, path: str) -> IO[bytes]:
+        """Open *path*; the stream resumes where it was after a transient failure."""
+        stream = self._self_call(lambda: self.__wrapped__.read(path))
+        return cast(IO[bytes], _ResumingReader(self, path, stream))
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        """Store *content* at *path*, sending all of it again on each try."""
+        validate_key(path)
+        if self._self_attempts == 1:
+            self.__wrapped__.write(path, content)
+            return
+        with _Replay(content) as replay:
+            self._self_replay(replay, lambda feed: self.__wrapped__.write(path, feed()))
+
+    def list(self, prefix: str) -> builtins.list[str]:
+        """Return the keys under *prefix*, trying again on transient failures."""
+        return self._self_call(lambda: self.__wrapped__.list(prefix))
+
+    def delete(self, path: str) -> None:
+        """Delete *path*, trying again on transient failures."""
+        self._self_call(lambda: self.__wrapped__.delete(path))
+
+    def exists(self, path: str) -> bool:
+        """Tell whether *path* exists, trying again on transient failures."""
+        return self._self_call(lambda: self.__wrapped__.exists(path))
+
+    def _repr_options(self) -> builtins.list[str]:
+        options = [f"attempts={self._self_attempts}"]
+        if self._self_timeout != 60.0:
+            options.append(f"timeout={self._self_timeout!r}")
+        names = ("wait_initial", "wait_max", "wait_jitter")
+        for name, value, default in zip(names, self._self_waits, _DEFAULT_WAITS, strict=True):
+            if value != default:
+                options.append(f"{name}={value!r}")
+        if self._self_on is not None:
+            options.append(f"on={_describe(self._self_on)}")
+        return options
+
+    # The retrying itself, shared by both tiers.
+
+    def _self_call(self, op: Callable[[], T], *, again: Callable[[], T] | None = None) -> T:
+        """Run *op*; after a retryable failure, run *again* (default *op*) until it succeeds."""
+        try:
+            return op()
+        except Exception as exc:
+            if self._self_attempts == 1 or not self._self_retryable(exc):
+                raise
+            error = exc
+        # Retried outside the handler, so that later failures do not chain to this one.
+        return self._self_retry(again or op, error)
+
+    def _self_retry(
+        self,
+        op: Callable[[], T],
+        error: Exception,
+        *,
+        progress: Callable[[], int] | None = None,
+        veto: Callable[[], bool] | None = None,
+    ) -> T:
+        """Retry *op* after *error* ended the first try.
+
+        *progress* counts the bytes transferred so far: a try that fails after
+        transferring some starts a new stamina round (a fresh *timeout*), with
+        the tries left.  *veto* returning true stops all retrying.
+        """
+
+        def hook(exc: Exception) -> object:
+            return False if veto is not None and veto() else self._self_hook(exc)
+
+        used = 1  # tries made so far; *error* ended the last of them
+        pending: Exception | None = error
+        while True:
+            restart: Exception | None = None
+            # The first "try" of each round re-raises the failure that started
+            # it, so that stamina decides on it and waits before the next try.
+            for attempt in stamina.retry_context(
+                on=cast(Any, hook),
+                attempts=self._self_attempts - used + 1,
+                timeout=self._self_timeout,
+                wait_initial=self._self_waits[0],
+                wait_max=self._self_waits[1],
+                wait_jitter=self._self_waits[2],
+            ):
+                with attempt:
+                    if pending is not None:
+                        failed, pending = pending, None
+                        raise failed
+                    mark = progress() if progress is not None else 0
+                    try:
+                        return op()
+                    except Exception as exc:
+                        tries = used + attempt.num - 1
+                        if (
+                            progress is None
+                            or progress() == mark
+                            or tries >= self._self_attempts
+                            or not self._self_retryable(exc)
+                            or (veto is not None and veto())
+                        ):
+                            raise
+                        restart, used = exc, tries
+                if restart is not None:
+                    break
+            if restart is None:  # pragma: no cover - stamina returns or raises
+                raise AssertionError("stamina ended without an outcome")
+            pending = restart
+
+    def _self_retryable(self, exc: Exception) -> bool:
+        verdict = self._self_hook(exc)
+        # A predicate may answer with a custom wait (a number), which stamina
+        # takes as "retry"; None counts as "no", as stamina does.
+        return verdict if isinstance(verdict, bool) else verdict is not None
+
+    def _self_replay(self, replay: _Replay, send: Callable[[Callable[[], Any]], None]) -> None:
+        """Send *replay* with *send*, and send it whole again after a transient failure."""
+        try:
+            send(replay.first)
+            return
+        except Exception as exc:
+            if replay.failure is not None or not self._self_retryable(exc):
+                raise
+            error = exc
+        replay.complete()
+        self._self_retry(
+            lambda: send(replay.again),
+            error,
+            progress=replay.transferred,
+            veto=lambda: replay.failure is not None,
+        )
+
+
+class AdvancedRetry(Retry, tier="advanced"):
+    """The advanced tier of :class:`Retry`, returned by ``Retry(advanced_storage)``.
+
+    .. versionadded:: 0.1
+    """
+
+    __wrapped__: AdvancedSnapshotStorage
+
+    def stream_read(self, path: str) -> Iterator[bytes]:
+        """Yield the chunks of *path*, resuming after a transient failure."""
+        chunks = self._self_call(lambda: iter(self.__wrapped__.stream_read(path)))
+        return _resumed_chunks(_ChunkCursor(self, path, chunks))
+
+    def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
+        """Store *chunks* at *path*, sending all of them again on each try."""
+        validate_key(path)
+        if self._self_attempts == 1:
+            self.__wrapped__.stream_write(path, chunks)
+            return
+        content = _ChunkSource(chunks)
+        with _Replay(cast(IO[bytes], content)) as replay:
+            self._self_replay(
+                replay, lambda feed: self.__wrapped__.stream_write(path, iter_chunks(feed()))
+            )
+
+    def atomic_move(self, src: str, dst: str) -> None:
+        """Move *src* to *dst*; a try that finds the move already done succeeds."""
+        move = self.__wrapped__.atomic_move
+
+        def again() -> None:
+            try:
+                move(src, dst)
+            except FileNotFoundError:
+                # An earlier try failed after the storage had moved the object.
+                if self.__wrapped__.exists(dst) and not self.__wrapped__.exists(src):
+                    return
+                raise
+
+        self._self_call(lambda: move(src, dst), again=again)
+
+    def recursive_list(self, prefix: str) -> builtins.list[str]:
+        """Return the keys under *prefix*, trying again on transient failures."""
+        return self._self_call(lambda: self.__wrapped__.recursive_list(prefix))
+
+    def sync(self, src_prefix: str, dst_prefix: str) -> None:
+        """Mirror *src_prefix* to *dst_prefix*, trying again on transient failures."""
+        self._self_call(lambda: self.__wrapped__.sync(src_prefix, dst_prefix))
+
+
+# Options.
+
+
+def _check_attempts(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Retry attempts must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"Retry attempts must be >= 1, got {value}")
+    return value
+
+
+def _check_seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Retry {name} must be a number of seconds, not {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"Retry {name} must be a finite number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def _hook(on: object) -> Callable[[Exception], object]:
+    """Turn *on* into one predicate (stamina would accept each form, but the
+    wrapper consults the predicate itself too)."""
+    if on is None:
+        return is_transient
+    if isinstance(on, type):
+        if not issubclass(on, Exception):
+            raise TypeError(f"Retry on must be an Exception subclass, got {on!r}")
+        return lambda exc: isinstance(exc, on)
+    if isinstance(on, tuple):
+        if not on or not all(isinstance(t, type) and issubclass(t, Exception) for t in on):
+            raise TypeError(
+                f"Retry on must be a non-empty tuple of Exception subclasses, got {on!r}"
+            )
+        return lambda exc: isinstance(exc, on)
+    if callable(on):
+        return cast(Callable[[Exception], object], on)
+    raise TypeError(
+        "Retry on must be an exception type, a tuple of them, or a predicate taking the "
+        f"exception, not {type(on).__name__}"
+    )
+
+
+def _describe(on: object) -> str:
+    if isinstance(on, type):
+        return on.__name__
+    if isinstance(on, tuple):
+        return "(" + ", ".join(t.__name__ for t in on) + ("," if len(on) == 1 else "") + ")"
+    return str(getattr(on, "__qualname__", None) or type(on).__name__)
+
+
+# Writes: the caller's input, readable from its start on every try.
+
+
+class _Replay:
+    """The caller's content, given whole to every try of a write.
+
+    A seekable stream is rewound to where it started.  Any other stream is
+    copied into a spool while the first try reads it (``first``); after a
+    failure, ``complete`` copies the rest, and every later try reads the
+    spool (``again``).  Teeing rather than spooling everything up front lets
+    the first try, which usually succeeds, run while the input is produced.
+    ``failure`` is set when the caller's input itself fails: that is never
+    retried.
+    """
+
+    def __init__(self, content: IO[bytes]) -> None:
+        self._content = content
+        self._start = _start_of(content)
+        self._spool: IO[bytes] | None = None
+        if self._start is None:
+            # Closed (and its file removed) by __exit__.
+            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+            self._spool = cast(IO[bytes], spool)
+        self._count = 0
+        self.failure: BaseException | None = None
+
+    def __enter__(self) -> _Replay:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._spool is not None:
+            self._spool.close()
+
+    def transferred(self) -> int:
+        """Bytes taken by the tries so far."""
+        return self._count
+
+    def first(self) -> IO[bytes]:
+        return cast(IO[bytes], _Feed(self, self._content, tee=self._spool, caller=True))
+
+    def again(self) -> IO[bytes]:
+        if self._spool is not None:
+            self._spool.seek(0)
+            return cast(IO[bytes], _Feed(self, self._spool, tee=None, caller=False))
+        try:
+            self._content.seek(cast(int, self._start))
+        except BaseException as exc:
+            self.failure = exc
+            raise
+        return cast(IO[bytes], _Feed(self, self._content, tee=None, caller=True))
+
+    def complete(self) -> None:
+        """Copy what the first try left of a non-seekable input into the spool."""
+        if self._spool is None:
+            return
+        self._spool.seek(0, io.SEEK_END)
+        try:
+            for chunk in iter_chunks(self._content):
+                self._spool.write(chunk)
+        except BaseException as exc:
+            self.failure = exc
+            raise
+
+
+class _Feed(io.RawIOBase):
+    """What one try of a write reads: *source*, counted, copied to *tee* if
+    given, and never closed (it belongs to the caller or to the replay)."""
+
+    def __init__(
+        self, replay: _Replay, source: IO[bytes], *, tee: IO[bytes] | None, caller: bool
+    ) -> None:
+        super().__init__()
+        self._replay = replay
+        self._source = source
+        self._tee = tee
+        self._caller = caller
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            data = self._source.read(-1 if size is None else size)
+        except BaseException as exc:
+            if self._caller:
+                self._replay.failure = exc
+            raise
+        if data:
+            if self._tee is not None:
+                self._tee.write(data)
+            self._replay._count += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        if not data:
+            return 0
+        view[: len(data)] = data
+        return len(data)
+
+
+class _ChunkSource(io.RawIOBase):
+    """The chunks given to ``stream_write`` as a non-seekable stream, so that
+    they are spooled and replayed like any other input.  Closing it does
+    not close the caller's iterator."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        super().__init__()
+        self._chunks = iter(chunks)
+        self._chunk = b""
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            rest = self._chunk[self._offset :]
+            self._chunk = b""
+            return b"".join([rest, *(bytes(chunk) for chunk in self._chunks)])
+        while self._offset >= len(self._chunk):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return b""
+            self._chunk, self._offset = bytes(chunk), 0
+        if self._offset == 0 and len(self._chunk) <= size:
+            data = self._chunk  # the common case: a whole chunk, not copied
+        else:
+            data = self._chunk[self._offset : self._offset + size]
+        self._offset += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _start_of(content: IO[bytes]) -> int | None:
+    """Return where a seekable *content* is now, or None if it cannot seek."""
+    try:
+        if not content.seekable():
+            return None
+        return content.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+# Reads: streams that resume after a failure.
+
+
+class _ResumingReader(io.RawIOBase):
+    """The stream ``Retry.read`` hands out.
+
+    It counts the bytes delivered; after a retryable failure it opens the
+    object again and skips that many bytes before reading on.
+    """
+
+    def __init__(self, wrapper: Retry, path: str, stream: IO[bytes]) -> None:
+        super().__init__()
+        self._wrapper = wrapper
+        self._path = path
+        self._stream: IO[bytes] | None = stream
+        self._position = 0
+        self._skipped = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        if size == 0:
+            return b""
+        try:
+            return self._read_once(size)
+        except Exception as exc:
+            if self._wrapper._self_attempts == 1 or not self._wrapper._self_retryable(exc):
+                raise
+            error = exc
+        return self._wrapper._self_retry(
+            lambda: self._resume(size), error, progress=lambda: self._skipped
+        )
+
+    def readall(self) -> bytes:
+        parts = []
+        while data := self.read(CHUNK_SIZE):
+            parts.append(data)
+        return b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                if self._stream is not None:
+                    self._stream.close()
+            finally:
+                self._stream = None
+                super().close()
+
+    def _read_once(self, size: int) -> bytes:
+        if self._stream is None:  # every try of an earlier resume failed
+            return self._resume(size)
+        data = self._stream.read(size)
+        while data is None:  # a non-blocking stream with nothing ready yet
+            data = self._stream.read(size)
+        self._position += len(data)
+        return data if isinstance(data, bytes) else bytes(data)
+
+    def _resume(self, size: int) -> bytes:
+        broken, self._stream = self._stream, None
+        if broken is not None:
+            with contextlib.suppress(Exception):
+                broken.close()
+        self._stream = self._wrapper.__wrapped__.read(self._path)
+        self._skip(self._stream)
+        return self._read_once(size)
+
+    def _skip(self, stream: IO[bytes]) -> None:
+        target = self._position
+        if not target:
+            return
+        if _start_of(stream) is not None:
+            end = stream.seek(0, io.SEEK_END)
+            if end < target:
+                raise _changed(self._path, target, end)
+            stream.seek(target)
+            return
+        remaining = target
+        while remaining:
+            data = stream.read(min(CHUNK_SIZE, remaining))
+            if data is None:
+                continue
+            if not data:
+                raise _changed(self._path, target, target - remaining)
+            remaining -= len(data)
+            self._skipped += len(data)
+
+
+class _ChunkCursor:
+    """The state of one ``Retry.stream_read``: the chunks, the bytes
+    delivered, and how to resume after a failure."""
+
+    def __init__(self, wrapper: AdvancedRetry, path: str, chunks: Iterator[bytes]) -> None:
+        self._wrapper = wrapper
+        self._path = path
+        self._chunks: Iterator[bytes] | None = chunks
+        self._position = 0
+        self._skipped = 0
+
+    def next(self) -> bytes | None:
+        """Return the next chunk, or None at the end of the object."""
+        try:
+            return self._next_once()
+        except Exception as exc:
+            if self._wrapper._self_attempts == 1 or not self._wrapper._self_retryable(exc):
+                raise
+            error = exc
+        return self._wrapper._self_retry(self._resume, error, progress=lambda: self._skipped)
+
+    def close(self) -> None:
+        chunks, self._chunks = self._chunks, None
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+    def _next_once(self) -> bytes | None:
+        assert self._chunks is not None
+        for chunk in self._chunks:
+            if chunk:
+                self._position += len(chunk)
+                return chunk
+        return None
+
+    def _resume(self) -> bytes | None:
+        with contextlib.suppress(Exception):
+            self.close()
+        self._chunks = iter(self._wrapper.__wrapped__.stream_read(self._path))
+        remaining = self._position
+        while remaining:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                raise _changed(self._path, self._position, self._position - remaining)
+            if len(chunk) > remaining:
+                tail = chunk[remaining:]
+                self._skipped += remaining
+                self._position += len(tail)
+                return tail
+            remaining -= len(chunk)
+            self._skipped += len(chunk)
+        return self._next_once()
+
+
+def _resumed_chunks(cursor: _ChunkCursor) -> Iterator[bytes]:
+    try:
+        while (chunk := cursor.next()) is not None:
+            yield chunk
+    finally:
+        cursor.close()
+
+
+def _changed(path: str, delivered: int, size: int) -> SnapshotStorageError:
+    return SnapshotStorageError(
+        f"cannot resume reading {path!r}: {delivered} bytes were delivered, but the object "
+        f"opened again has only {size}; it changed while it was being read"
+    )
