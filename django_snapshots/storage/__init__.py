@@ -8,6 +8,7 @@ from django_snapshots.storage.protocols import (
     SnapshotStorage,
     requires_advanced_storage,
 )
+from django_snapshots.storage.rclone import RcloneBackend
 from django_snapshots.storage.wrappers import Checksum, Logging, Prefix, Retry, StorageWrapper
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Logging",
     "MemoryBackend",
     "Prefix",
+    "RcloneBackend",
     "Retry",
     "SnapshotStorage",
     "StorageWrapper",
