@@ -213,10 +213,10 @@ class DjangoStorageBackend:
     def _renamed(self, storage: Storage, key: str, saved: str) -> SnapshotStorageError:
         try:
             storage.delete(saved)
+            removed = not _is_object(storage, saved)
         except Exception:
-            outcome = "could not remove it"
-        else:
-            outcome = "removed it"
+            removed = False
+        outcome = "removed it" if removed else "could not remove it"
         return SnapshotStorageError(
             f"write {key!r} on {self!r}: the storage saved the object as {saved!r} instead "
             f"(it renames on conflict rather than overwrite); {outcome}. Is a directory "
@@ -466,6 +466,10 @@ def _walk(storage: Storage, prefix: str) -> Iterator[str]:
             directories, files = storage.listdir(directory)
         except _NO_OBJECT:
             continue  # gone meanwhile, or a file: nothing below it
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            continue  # a symbolic link loop the system refuses to follow further
         base = f"{directory}/" if directory else ""
         for name in files:
             key = base + name

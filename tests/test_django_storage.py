@@ -1,0 +1,676 @@
+"""DjangoStorageBackend over FileSystemStorage, InMemoryStorage and
+django-storages' S3Storage (against the real S3 server on loopback)."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import threading
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import (
+    FileSystemStorage,
+    InMemoryStorage,
+    InvalidStorageError,
+    default_storage,
+    storages,
+)
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from django_snapshots.exceptions import SnapshotStorageError, SnapshotStoragePathError
+from django_snapshots.storage import (
+    AdvancedSnapshotStorage,
+    DjangoStorageBackend,
+    SnapshotStorage,
+)
+from django_snapshots.storage.streams import CHUNK_SIZE
+
+KINDS = ["filesystem", "memory", "s3"]
+
+
+def s3_storage(bucket, **options):  # type: ignore[no-untyped-def]
+    from storages.backends.s3 import S3Storage
+
+    server = bucket.server
+    settings = {
+        "bucket_name": bucket.name,
+        "endpoint_url": server.endpoint_url,
+        "access_key": server.access_key_id,
+        "secret_key": server.secret_access_key,
+        "region_name": server.region,
+    }
+    settings.update(options)
+    return S3Storage(**settings)
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def django_storage(kind: str, tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    if kind == "filesystem":
+        return FileSystemStorage(location=tmp_path / "media")
+    if kind == "memory":
+        return InMemoryStorage()
+    return s3_storage(request.getfixturevalue("s3_bucket"))
+
+
+@pytest.fixture
+def backend(django_storage) -> DjangoStorageBackend:  # type: ignore[no-untyped-def]
+    return DjangoStorageBackend(django_storage)
+
+
+def payload(size: int) -> bytes:
+    return os.urandom(size)
+
+
+def read_all(backend: DjangoStorageBackend, key: str) -> bytes:
+    with backend.read(key) as file:
+        return file.read()
+
+
+class StrictStream(io.RawIOBase):
+    """A non-seekable source that refuses a read of the whole stream or of
+    more than *limit* bytes at once, and records every request."""
+
+    def __init__(self, data: bytes, *, limit: int = CHUNK_SIZE) -> None:
+        super().__init__()
+        self._data = memoryview(data)
+        self._offset = 0
+        self._limit = limit
+        self.requests: list[int | None] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.requests.append(size)
+        if size is None or size < 0 or size > self._limit:
+            raise AssertionError(f"read({size}) asks for more than {self._limit} bytes")
+        chunk = bytes(self._data[self._offset : self._offset + size])
+        self._offset += len(chunk)
+        return chunk
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+class ShortReads(io.RawIOBase):
+    """A non-seekable source that returns at most *step* bytes per read, as
+    pipes and sockets do."""
+
+    def __init__(self, data: bytes, *, step: int) -> None:
+        super().__init__()
+        self._source = io.BytesIO(data)
+        self._step = step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        view = memoryview(buffer)[: self._step]
+        return self._source.readinto(view)
+
+
+class FailingStream(io.RawIOBase):
+    """A source that breaks with *error* once *fail_at* bytes have been read."""
+
+    def __init__(self, data: bytes, *, fail_at: int, error: BaseException) -> None:
+        super().__init__()
+        self._source = io.BytesIO(data)
+        self._fail_at = fail_at
+        self.error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        if self._source.tell() >= self._fail_at:
+            raise self.error
+        view = memoryview(buffer)[: self._fail_at - self._source.tell()]
+        return self._source.readinto(view)
+
+
+# --------------------------------------------------------------------------
+# Tier
+
+
+def test_the_backend_is_basic_tier_only(backend: DjangoStorageBackend) -> None:
+    assert isinstance(backend, SnapshotStorage)
+    assert not isinstance(backend, AdvancedSnapshotStorage)
+    for name in ("stream_read", "stream_write", "atomic_move", "recursive_list", "sync"):
+        assert not hasattr(backend, name)
+
+
+# --------------------------------------------------------------------------
+# Round trips on every storage
+
+
+def test_written_bytes_read_back_identical(backend: DjangoStorageBackend) -> None:
+    data = payload(3 * CHUNK_SIZE + 17)
+    backend.write("db/2026/dump.bin", io.BytesIO(data))
+    assert read_all(backend, "db/2026/dump.bin") == data
+
+
+def test_an_empty_object_is_stored_and_read_back(backend: DjangoStorageBackend) -> None:
+    backend.write("empty", io.BytesIO(b""))
+    assert backend.exists("empty")
+    assert read_all(backend, "empty") == b""
+    assert backend.list("") == ["empty"]
+
+
+def test_write_replaces_exactly_the_key(backend: DjangoStorageBackend) -> None:
+    backend.write("db/latest", io.BytesIO(b"old and longer content"))
+    backend.write("db/latest", io.BytesIO(b"new"))
+    assert read_all(backend, "db/latest") == b"new"
+    assert backend.list("") == ["db/latest"]
+
+
+def test_write_stores_the_content_from_its_current_position(
+    backend: DjangoStorageBackend,
+) -> None:
+    content = io.BytesIO(b"HEADERpayload")
+    content.seek(6)
+    backend.write("k", content)
+    assert read_all(backend, "k") == b"payload"
+
+
+def test_write_accepts_a_pipe(backend: DjangoStorageBackend) -> None:
+    data = payload(2 * CHUNK_SIZE + 3)
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        with open(write_end, "wb") as sink:
+            sink.write(data)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    with open(read_end, "rb", buffering=0) as source:
+        assert not source.seekable()
+        backend.write("piped", source)
+    feeder.join()
+    assert read_all(backend, "piped") == data
+
+
+def test_write_never_asks_the_content_for_more_than_a_chunk(
+    backend: DjangoStorageBackend,
+) -> None:
+    data = payload(3 * CHUNK_SIZE + 5)
+    source = StrictStream(data)
+    backend.write("big", source)
+    assert read_all(backend, "big") == data
+    assert max(size for size in source.requests if size is not None) <= CHUNK_SIZE
+
+
+def test_write_leaves_the_content_open(backend: DjangoStorageBackend) -> None:
+    content = io.BytesIO(b"data")
+    backend.write("k", content)
+    assert not content.closed
+
+
+def test_text_content_is_refused_before_anything_changes(
+    backend: DjangoStorageBackend,
+) -> None:
+    backend.write("k", io.BytesIO(b"kept"))
+    with pytest.raises(TypeError, match="binary file object"):
+        backend.write("k", io.StringIO("text"))  # type: ignore[arg-type]
+    assert read_all(backend, "k") == b"kept"
+
+
+def test_bad_keys_are_refused_before_the_storage_is_touched() -> None:
+    # The alias does not exist: reaching the storage would raise InvalidStorageError.
+    backend = DjangoStorageBackend("no-such-alias")
+    for call in (
+        lambda: backend.read("../etc/passwd"),
+        lambda: backend.write("/abs", io.BytesIO(b"")),
+        lambda: backend.exists("a//b"),
+        lambda: backend.delete("a/"),
+        lambda: backend.list("../"),
+    ):
+        with pytest.raises(SnapshotStoragePathError):
+            call()
+
+
+def test_reading_a_missing_key_raises_file_not_found(backend: DjangoStorageBackend) -> None:
+    with pytest.raises(FileNotFoundError) as caught:
+        backend.read("no/such/key")
+    assert caught.value.filename == "no/such/key"
+
+
+def test_a_directory_is_not_an_object(backend: DjangoStorageBackend) -> None:
+    backend.write("a/b", io.BytesIO(b"x"))
+    assert backend.exists("a/b")
+    assert not backend.exists("a")
+    with pytest.raises(FileNotFoundError):
+        backend.read("a")
+    assert backend.list("a") == ["a/b"]
+
+
+def test_a_name_below_an_object_is_missing(backend: DjangoStorageBackend) -> None:
+    backend.write("a", io.BytesIO(b"x"))
+    assert not backend.exists("a/b")
+    with pytest.raises(FileNotFoundError):
+        backend.read("a/b")
+    assert backend.list("a/b") == []
+    backend.delete("a/b")
+    assert backend.exists("a")
+
+
+def test_list_uses_plain_string_prefixes_and_sorts(backend: DjangoStorageBackend) -> None:
+    for key in ("snapshots/x", "snap.txt", "snapshots/deep/y", "snack", "other/snap", "s"):
+        backend.write(key, io.BytesIO(key.encode()))
+    assert backend.list("snap") == ["snap.txt", "snapshots/deep/y", "snapshots/x"]
+    assert backend.list("snapshots/") == ["snapshots/deep/y", "snapshots/x"]
+    assert backend.list("snapshots/d") == ["snapshots/deep/y"]
+    assert backend.list("") == sorted(
+        ["other/snap", "s", "snack", "snap.txt", "snapshots/deep/y", "snapshots/x"]
+    )
+    assert backend.list("nothing/") == []
+
+
+def test_delete_removes_the_object_and_ignores_a_missing_key(
+    backend: DjangoStorageBackend,
+) -> None:
+    backend.write("a/b", io.BytesIO(b"x"))
+    backend.delete("a/b")
+    assert not backend.exists("a/b")
+    assert backend.list("") == []
+    backend.delete("a/b")
+    backend.delete("never/written")
+
+
+def test_deleting_a_directory_name_keeps_the_objects_below_it(
+    backend: DjangoStorageBackend,
+) -> None:
+    backend.write("a/b", io.BytesIO(b"x"))
+    backend.write("a/c/d", io.BytesIO(b"y"))
+    backend.delete("a")
+    backend.delete("a/c")
+    assert backend.list("") == ["a/b", "a/c/d"]
+
+
+# --------------------------------------------------------------------------
+# Failed writes: what each storage is documented to leave
+
+
+def test_a_failed_write_removes_its_partial_object(kind: str, tmp_path: Path) -> None:
+    storage = FileSystemStorage(location=tmp_path) if kind == "filesystem" else InMemoryStorage()
+    backend = DjangoStorageBackend(storage)
+    backend.write("k", io.BytesIO(b"previous"))
+    error = OSError("the source disk failed")
+    with pytest.raises(OSError) as caught:
+        backend.write(
+            "k", FailingStream(payload(3 * CHUNK_SIZE), fail_at=CHUNK_SIZE + 1, error=error)
+        )
+    # The content's own error comes through unchanged, not as a storage error.
+    assert caught.value is error
+    # Delete-then-save: the previous object is gone and no partial one is left.
+    assert not backend.exists("k")
+    assert backend.list("") == []
+    if kind == "filesystem":
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_to_s3_keeps_the_previous_object(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+    backend = DjangoStorageBackend(s3_storage(s3_bucket))
+    backend.write("k", io.BytesIO(b"previous"))
+    for fail_at in (100, 9 * 1024 * 1024):  # a single PUT, then a multipart upload
+        error = RuntimeError("the source failed")
+        source = FailingStream(payload(12 * 1024 * 1024), fail_at=fail_at, error=error)
+        with pytest.raises(RuntimeError) as caught:
+            backend.write("k", source)
+        assert caught.value is error
+        assert read_all(backend, "k") == b"previous"
+    client = s3_bucket.server.client()
+    assert client.list_multipart_uploads(Bucket=s3_bucket.name).get("Uploads", []) == []
+
+
+def test_a_failed_write_to_s3_without_overwrite_leaves_the_key_absent(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+    backend = DjangoStorageBackend(s3_storage(s3_bucket, file_overwrite=False))
+    backend.write("k", io.BytesIO(b"previous"))
+    backend.write("k", io.BytesIO(b"replaced"))
+    assert backend.list("") == ["k"]
+    assert read_all(backend, "k") == b"replaced"
+    with pytest.raises(RuntimeError):
+        backend.write("k", FailingStream(b"new", fail_at=1, error=RuntimeError("boom")))
+    assert not backend.exists("k")
+
+
+class FirstChunkOnly(InMemoryStorage):
+    """A storage that saves only the first chunk of what it is given."""
+
+    def _save(self, name, content):  # type: ignore[no-untyped-def]
+        first = next(iter(content.chunks()), b"")
+        return super()._save(name, ContentFile(first))
+
+
+def test_a_storage_that_stops_reading_early_fails_the_write() -> None:
+    backend = DjangoStorageBackend(FirstChunkOnly())
+    with pytest.raises(SnapshotStorageError, match="stopped reading the content after"):
+        backend.write("k", io.BytesIO(payload(2 * CHUNK_SIZE + 1)))
+    assert not backend.exists("k")
+
+
+# --------------------------------------------------------------------------
+# Rename on conflict is an error, never a silent rename
+
+
+class VersionedNames(FileSystemStorage):
+    """A storage that never reuses a name: every save gets a fresh suffix."""
+
+    def get_available_name(self, name, max_length=None):  # type: ignore[no-untyped-def]
+        return f"{name}.v1"
+
+
+class WriteOnce(InMemoryStorage):
+    """A retention storage: objects cannot be deleted."""
+
+    def delete(self, name):  # type: ignore[no-untyped-def]
+        pass
+
+
+def test_a_storage_that_renames_fails_the_write_and_the_stray_is_removed(
+    tmp_path: Path,
+) -> None:
+    backend = DjangoStorageBackend(VersionedNames(location=tmp_path))
+    with pytest.raises(SnapshotStorageError, match=r"saved the object as 'k\.v1'.*removed it"):
+        backend.write("k", io.BytesIO(b"data"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_storage_that_cannot_delete_fails_the_overwrite_and_says_so() -> None:
+    backend = DjangoStorageBackend(WriteOnce())
+    backend.write("k", io.BytesIO(b"first"))
+    with pytest.raises(SnapshotStorageError, match="renames on conflict.*could not remove it"):
+        backend.write("k", io.BytesIO(b"second"))
+    assert read_all(backend, "k") == b"first"
+
+
+def test_writing_over_a_directory_fails_and_keeps_what_is_below(kind: str, tmp_path: Path) -> None:
+    storage = FileSystemStorage(location=tmp_path) if kind == "filesystem" else InMemoryStorage()
+    backend = DjangoStorageBackend(storage)
+    backend.write("a/b", io.BytesIO(b"below"))
+    with pytest.raises(SnapshotStorageError, match="renames on conflict"):
+        backend.write("a", io.BytesIO(b"over the directory"))
+    assert backend.list("") == ["a/b"]
+    assert read_all(backend, "a/b") == b"below"
+
+
+def test_a_filesystem_conflict_is_a_permanent_storage_error(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path))
+    backend.write("a", io.BytesIO(b"file"))
+    with pytest.raises(SnapshotStorageError) as caught:
+        backend.write("a/b", io.BytesIO(b"below a file"))
+    assert caught.value.transient is False
+    assert "'a/b'" in str(caught.value)
+
+
+# --------------------------------------------------------------------------
+# Reading
+
+
+def test_readers_of_in_memory_storage_do_not_disturb_each_other() -> None:
+    backend = DjangoStorageBackend(InMemoryStorage())
+    backend.write("k", io.BytesIO(b"0123456789"))
+    with backend.read("k") as first, backend.read("k") as second:
+        assert first.read(3) == b"012"
+        assert second.read(5) == b"01234"
+        assert first.read(3) == b"345"
+        assert second.read() == b"56789"
+        assert first.read() == b"6789"
+
+
+def test_a_reader_keeps_the_object_it_opened_when_it_is_replaced() -> None:
+    backend = DjangoStorageBackend(InMemoryStorage())
+    backend.write("k", io.BytesIO(b"old"))
+    with backend.read("k") as reader:
+        backend.write("k", io.BytesIO(b"new!"))
+        assert reader.read() == b"old"
+    assert read_all(backend, "k") == b"new!"
+
+
+@pytest.mark.parametrize("kind", ["filesystem", "memory"])
+def test_readers_of_local_storages_seek(backend: DjangoStorageBackend) -> None:
+    backend.write("k", io.BytesIO(b"0123456789"))
+    with backend.read("k") as reader:
+        assert reader.seekable()
+        assert reader.seek(4) == 4
+        assert reader.read(2) == b"45"
+        assert reader.tell() == 6
+        assert reader.seek(-3, io.SEEK_END) == 7
+        assert reader.read() == b"789"
+        assert reader.seek(-2, io.SEEK_CUR) == 8
+        assert reader.read() == b"89"
+
+
+def test_s3_objects_are_read_as_a_stream(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+    backend = DjangoStorageBackend(s3_storage(s3_bucket))
+    size = 24 * CHUNK_SIZE
+    s3_bucket.server.client().upload_fileobj(io.BytesIO(b"\x5a" * size), s3_bucket.name, "big")
+    backend.exists("big")  # load boto3's service model before measuring
+    tracemalloc.start()
+    try:
+        total = 0
+        with backend.read("big") as reader:
+            assert not reader.seekable()
+            while chunk := reader.read(CHUNK_SIZE):
+                total += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == size
+    # S3File would buffer the whole object (24 MiB) before the first byte.
+    assert peak < 8 * CHUNK_SIZE, f"peak {peak / CHUNK_SIZE:.1f} MiB while streaming"
+
+
+def test_s3_uploads_full_parts_from_a_stream_of_short_reads(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+    backend = DjangoStorageBackend(s3_storage(s3_bucket))
+    data = payload(9 * 1024 * 1024)
+    backend.write("big", ShortReads(data, step=64 * 1024))
+    head = s3_bucket.server.client().head_object(Bucket=s3_bucket.name, Key="big")
+    # A multipart upload (ETag "<md5>-<parts>") of 8 MiB parts, not one PUT
+    # of a body gathered in memory.
+    assert head["ETag"].strip('"').endswith("-2")
+    assert read_all(backend, "big") == data
+
+
+def test_s3_gz_keys_come_back_byte_for_byte(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+    import gzip
+
+    backend = DjangoStorageBackend(s3_storage(s3_bucket))
+    data = gzip.compress(b"archive" * 1000)
+    backend.write("db/dump.sql.gz", io.BytesIO(data))
+    assert read_all(backend, "db/dump.sql.gz") == data
+
+
+def test_an_s3_storage_that_gzips_is_refused(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidStorageError, match="gzip"):
+        DjangoStorageBackend(s3_storage(s3_bucket, gzip=True))
+
+
+def test_s3_listing_never_looks_at_the_local_directory(
+    s3_bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "local-file").write_bytes(b"x")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "inner").write_bytes(b"y")
+    monkeypatch.chdir(tmp_path)
+    backend = DjangoStorageBackend(s3_storage(s3_bucket))
+    assert backend.list("") == []
+    backend.write("remote/key", io.BytesIO(b"z"))
+    assert backend.list("") == ["remote/key"]
+
+
+def test_s3_objects_under_a_location_are_listed_relative_to_it(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+    backend = DjangoStorageBackend(s3_storage(s3_bucket, location="tenant-a"))
+    backend.write("db/x", io.BytesIO(b"x"))
+    client = s3_bucket.server.client()
+    keys = [item["Key"] for item in client.list_objects_v2(Bucket=s3_bucket.name)["Contents"]]
+    assert keys == ["tenant-a/db/x"]
+    assert backend.list("") == ["db/x"]
+    assert backend.list("d") == ["db/x"]
+
+
+# --------------------------------------------------------------------------
+# Listing through the Storage API
+
+
+def test_names_that_are_not_keys_are_not_listed(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path))
+    backend.write("ok/key", io.BytesIO(b"x"))
+    (tmp_path / "ok" / "back\\slash").write_bytes(b"x")
+    (tmp_path / "ok" / "line\nbreak").write_bytes(b"x")
+    # Five directory levels of 250 characters: nothing below can be a key.
+    deep = tmp_path.joinpath(*["d" * 250] * 5)
+    deep.mkdir(parents=True)
+    (deep / "x").write_bytes(b"x")
+    assert backend.list("") == ["ok/key"]
+
+
+def test_a_symlink_loop_ends_the_walk(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path))
+    backend.write("a/key", io.BytesIO(b"x"))
+    (tmp_path / "a" / "loop").symlink_to(tmp_path / "a")
+    keys = backend.list("a/")
+    assert keys[0] == "a/key"
+    assert all(len(key.encode()) <= 1024 for key in keys)
+
+
+def test_listing_a_missing_location_is_empty(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path / "not-yet"))
+    assert backend.list("") == []
+    assert not backend.exists("k")
+    backend.delete("k")
+
+
+# --------------------------------------------------------------------------
+# STORAGES aliases
+
+
+def test_an_alias_writes_to_the_configured_storage() -> None:
+    backend = DjangoStorageBackend("default")
+    backend.write("via/alias", io.BytesIO(b"aliased"))
+    try:
+        assert backend.storage is storages["default"]
+        with storages["default"].open("via/alias") as file:
+            assert file.read() == b"aliased"
+    finally:
+        backend.delete("via/alias")
+
+
+def test_an_alias_follows_overridden_settings(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend("backups")
+    config = {
+        "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+        "backups": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
+    with override_settings(STORAGES=config):
+        backend.write("db/x", io.BytesIO(b"on disk"))
+        assert repr(backend) == "DjangoStorageBackend(<FileSystemStorage> 'backups')"
+    assert (tmp_path / "db" / "x").read_bytes() == b"on disk"
+
+
+def test_an_unknown_alias_fails_at_first_use_naming_it() -> None:
+    backend = DjangoStorageBackend("backups")  # building it reads no settings
+    with pytest.raises(InvalidStorageError, match=r"no storage alias 'backups'.*'default'"):
+        backend.list("")
+    assert isinstance(InvalidStorageError(), ImproperlyConfigured)
+    assert repr(backend) == "DjangoStorageBackend('backups')"
+
+
+def test_an_alias_whose_backend_cannot_be_imported_is_named() -> None:
+    config = {"backups": {"BACKEND": "no.such.module.Storage"}}
+    with override_settings(STORAGES=config):
+        with pytest.raises(InvalidStorageError, match=r"STORAGES\['backups'\].*no\.such\.module"):
+            DjangoStorageBackend("backups").exists("k")
+
+
+def test_the_default_storage_proxy_is_accepted() -> None:
+    backend = DjangoStorageBackend(default_storage)
+    backend.write("proxied", io.BytesIO(b"x"))
+    try:
+        assert storages["default"].exists("proxied")
+    finally:
+        backend.delete("proxied")
+
+
+def test_anything_but_a_storage_or_an_alias_is_a_type_error(tmp_path: Path) -> None:
+    for wrong in (None, 3, tmp_path, FileSystemStorage):
+        with pytest.raises(TypeError, match="django Storage"):
+            DjangoStorageBackend(wrong)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------
+# repr and errors
+
+
+def test_repr_names_the_storage_class_and_where_it_stores(tmp_path: Path) -> None:
+    assert repr(DjangoStorageBackend(FileSystemStorage(location=tmp_path))) == (
+        f"DjangoStorageBackend(<FileSystemStorage> {str(tmp_path)!r})"
+    )
+    assert (
+        repr(DjangoStorageBackend(InMemoryStorage())) == "DjangoStorageBackend(<InMemoryStorage>)"
+    )
+    assert (
+        repr(DjangoStorageBackend("default")) == "DjangoStorageBackend(<InMemoryStorage> 'default')"
+    )
+
+
+def test_s3_repr_shows_the_bucket_and_never_the_credentials(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+    backend = DjangoStorageBackend(s3_storage(s3_bucket, location="backups"))
+    text = repr(backend)
+    assert text == f"DjangoStorageBackend(<S3Storage> '{s3_bucket.name}/backups')"
+    assert s3_bucket.server.secret_access_key not in text
+    assert s3_bucket.server.access_key_id not in text
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_unreachable_s3_endpoint_is_a_transient_storage_error(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+    from botocore.config import Config
+
+    storage = s3_storage(
+        s3_bucket,
+        endpoint_url=f"http://127.0.0.1:{_closed_port()}",
+        client_config=Config(retries={"total_max_attempts": 1}, connect_timeout=2),
+    )
+    backend = DjangoStorageBackend(storage)
+    for call in (
+        lambda: backend.list(""),
+        lambda: backend.exists("k"),
+        lambda: backend.read("k"),
+        lambda: backend.write("k", io.BytesIO(b"data")),
+        lambda: backend.delete("k"),
+    ):
+        with pytest.raises(SnapshotStorageError) as caught:
+            call()
+        assert caught.value.transient is True
+        message = str(caught.value)
+        assert "'k'" in message or "list" in message
+        assert s3_bucket.server.secret_access_key not in message
+
+
+def test_a_missing_bucket_is_a_permanent_storage_error_not_an_empty_listing(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+    backend = DjangoStorageBackend(s3_storage(s3_bucket, bucket_name="no-such-bucket-here"))
+    with pytest.raises(SnapshotStorageError) as caught:
+        backend.list("")
+    assert caught.value.transient is False
+    with pytest.raises(SnapshotStorageError) as caught:
+        backend.write("k", io.BytesIO(b"data"))
+    assert caught.value.transient is False
