@@ -11,6 +11,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import ContentFile
 from django.core.files.storage import (
     FileSystemStorage,
@@ -19,7 +20,6 @@ from django.core.files.storage import (
     default_storage,
     storages,
 )
-from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from django_snapshots.exceptions import SnapshotStorageError, SnapshotStoragePathError
@@ -307,7 +307,7 @@ def test_a_failed_write_removes_its_partial_object(kind: str, tmp_path: Path) ->
     backend = DjangoStorageBackend(storage)
     backend.write("k", io.BytesIO(b"previous"))
     error = OSError("the source disk failed")
-    with pytest.raises(OSError) as caught:
+    with pytest.raises(OSError, match="source disk failed") as caught:
         backend.write(
             "k", FailingStream(payload(3 * CHUNK_SIZE), fail_at=CHUNK_SIZE + 1, error=error)
         )
@@ -390,7 +390,7 @@ def test_a_storage_that_renames_fails_the_write_and_the_stray_is_removed(
 def test_a_storage_that_cannot_delete_fails_the_overwrite_and_says_so() -> None:
     backend = DjangoStorageBackend(WriteOnce())
     backend.write("k", io.BytesIO(b"first"))
-    with pytest.raises(SnapshotStorageError, match="renames on conflict.*could not remove it"):
+    with pytest.raises(SnapshotStorageError, match=r"renames on conflict.*could not remove it"):
         backend.write("k", io.BytesIO(b"second"))
     assert read_all(backend, "k") == b"first"
 
@@ -592,9 +592,9 @@ def test_an_unknown_alias_fails_at_first_use_naming_it() -> None:
 
 def test_an_alias_whose_backend_cannot_be_imported_is_named() -> None:
     config = {"backups": {"BACKEND": "no.such.module.Storage"}}
-    with override_settings(STORAGES=config):
-        with pytest.raises(InvalidStorageError, match=r"STORAGES\['backups'\].*no\.such\.module"):
-            DjangoStorageBackend("backups").exists("k")
+    expected = r"STORAGES\['backups'\].*no\.such\.module"
+    with override_settings(STORAGES=config), pytest.raises(InvalidStorageError, match=expected):
+        DjangoStorageBackend("backups").exists("k")
 
 
 def test_the_default_storage_proxy_is_accepted() -> None:
