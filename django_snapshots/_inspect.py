@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Any
 
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 from django_snapshots.storage.streams import iter_chunks
@@ -60,7 +61,7 @@ def probe_storage(storage: SnapshotStorage) -> list[ProbeStep]:
     def verify() -> str:
         if checksum is None:
             return "skipped: no Checksum layer"
-        return f"digest {checksum.verify(key)[:16]}..."  # type: ignore[attr-defined]
+        return f"digest {checksum.layer.verify(checksum.inner_key(key))[:16]}..."
 
     def find_in_listing() -> str:
         if key not in storage.list(PROBE_PREFIX):
@@ -109,12 +110,37 @@ def describe_layers(storage: SnapshotStorage) -> list[tuple[str, str]]:
     return described
 
 
-def find_checksum_layer(storage: SnapshotStorage) -> SnapshotStorage | None:
+@dataclass(frozen=True)
+class ChecksumLayer:
+    """The outermost Checksum layer of a stack, and the prefix that the
+    Prefix layers above it add to every key on the way down."""
+
+    layer: Any
+    prefix: str = ""
+
+    def inner_key(self, key: str) -> str:
+        """Return the key the Checksum layer sees for the stack's *key*."""
+        return self.prefix + key
+
+    def outer_key(self, key: str) -> str:
+        """Return the stack's key for a key the Checksum layer listed."""
+        return key[len(self.prefix) :]
+
+
+def find_checksum_layer(storage: SnapshotStorage) -> ChecksumLayer | None:
     """Return the outermost Checksum layer of *storage*, found by following
     ``__wrapped__``, or ``None`` when the stack has none."""
-    from django_snapshots.storage import Checksum
+    from django_snapshots.storage import Checksum, Prefix
 
-    return next((layer for layer in layers(storage) if isinstance(layer, Checksum)), None)
+    prefix = ""
+    for layer in layers(storage):
+        if isinstance(layer, Checksum):
+            return ChecksumLayer(layer, prefix)
+        if isinstance(layer, Prefix):
+            # Each Prefix puts its directory in front of what the layers
+            # above it produced.
+            prefix = layer._self_dir + prefix
+    return None
 
 
 def layers(storage: SnapshotStorage) -> Iterator[SnapshotStorage]:

@@ -1,0 +1,294 @@
+"""``manage.py snapshots <command>`` in a project: each command on the
+configured stack, run through ``call_command``, and its errors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.storage import FileSystemStorage
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+
+from django_snapshots.storage import (
+    Checksum,
+    DjangoStorageBackend,
+    LocalFileSystemBackend,
+    Logging,
+    MemoryBackend,
+    Prefix,
+)
+from django_snapshots.storage.streams import CHUNK_SIZE
+from django_snapshots.testing import Chaos
+
+SUBCOMMANDS = ["check", "ls", "put", "get", "rm", "sync", "verify", "demo"]
+
+
+def snapshots(*args: str, stdin: Any = None) -> str:
+    """Run ``snapshots *args`` and return what it printed."""
+    out = io.StringIO()
+    options: dict[str, Any] = {"stdout": out, "stderr": io.StringIO()}
+    if stdin is not None:
+        options["stdin"] = stdin
+    call_command("snapshots", *args, **options)
+    return out.getvalue()
+
+
+def fails(*args: str) -> str:
+    """Run ``snapshots *args``, expect a one-line CommandError, return it."""
+    with pytest.raises(CommandError) as raised:
+        snapshots(*args)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert raised.value.returncode == 1
+    return message
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def storage(root: Path) -> Iterator[Any]:
+    stack = Checksum(LocalFileSystemBackend(root))
+    with override_settings(SNAPSHOTS={"STORAGE": stack}):
+        yield stack
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Path:
+    path = tmp_path / "artifact.dump"
+    path.write_bytes(os.urandom(3 * CHUNK_SIZE + 17))
+    return path
+
+
+def flip_byte(path: Path, offset: int = 5) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_put_stores_a_file_that_get_copies_back(
+    storage: Any, artifact: Path, tmp_path: Path
+) -> None:
+    out = snapshots("put", str(artifact), "db/first.dump")
+    assert f"stored {artifact.stat().st_size} bytes at db/first.dump" in out
+    snapshots("get", "db/first.dump", str(tmp_path / "copy.dump"))
+    assert (tmp_path / "copy.dump").read_bytes() == artifact.read_bytes()
+
+
+def test_put_goes_through_the_whole_stack(storage: Any, root: Path, artifact: Path) -> None:
+    snapshots("put", str(artifact), "db/first.dump")
+    sidecar = (root / "db" / "first.dump.sha256").read_text()
+    assert sidecar == f"{hashlib.sha256(artifact.read_bytes()).hexdigest()}  first.dump\n"
+
+
+def test_put_reads_standard_input_for_a_dash(storage: Any) -> None:
+    snapshots("put", "-", "from-stdin.bin", stdin=io.BytesIO(b"piped bytes"))
+    with storage.read("from-stdin.bin") as stream:
+        assert stream.read() == b"piped bytes"
+
+
+def test_get_writes_standard_output_for_a_dash(storage: Any) -> None:
+    storage.write("a.bin", io.BytesIO(b"\x00binary\xff"))
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8")
+    call_command("snapshots", "get", "a.bin", "-", stdout=out, stderr=io.StringIO())
+    out.flush()
+    assert raw.getvalue() == b"\x00binary\xff"
+
+
+def test_get_into_a_directory_uses_the_key_basename(storage: Any, tmp_path: Path) -> None:
+    storage.write("db/nightly.dump", io.BytesIO(b"dump"))
+    snapshots("get", "db/nightly.dump", str(tmp_path))
+    assert (tmp_path / "nightly.dump").read_bytes() == b"dump"
+
+
+def test_get_replaces_an_existing_file(storage: Any, tmp_path: Path) -> None:
+    storage.write("a.bin", io.BytesIO(b"new"))
+    (tmp_path / "a.bin").write_bytes(b"old contents")
+    snapshots("get", "a.bin", str(tmp_path / "a.bin"))
+    assert (tmp_path / "a.bin").read_bytes() == b"new"
+
+
+def test_get_of_corrupt_data_leaves_the_destination_untouched(
+    storage: Any, root: Path, tmp_path: Path
+) -> None:
+    storage.write("a.bin", io.BytesIO(b"original bytes"))
+    flip_byte(root / "a.bin")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "a.bin").write_bytes(b"previous good copy")
+    message = fails("get", "a.bin", str(dest / "a.bin"))
+    assert message.startswith("SnapshotIntegrityError:")
+    assert (dest / "a.bin").read_bytes() == b"previous good copy"
+    assert os.listdir(dest) == ["a.bin"]  # no temporary file left behind
+
+
+def test_get_of_a_missing_key_says_so(storage: Any, tmp_path: Path) -> None:
+    assert fails("get", "no/such.dump", str(tmp_path / "x")) == "no object at 'no/such.dump'"
+    assert not (tmp_path / "x").exists()
+
+
+def test_get_into_a_missing_directory_fails_before_reading(storage: Any, tmp_path: Path) -> None:
+    storage.write("a.bin", io.BytesIO(b"x"))
+    message = fails("get", "a.bin", str(tmp_path / "missing" / "a.bin"))
+    assert "does not exist" in message
+
+
+def test_a_bad_key_is_refused_with_the_rule_it_breaks(storage: Any, artifact: Path) -> None:
+    message = fails("put", str(artifact), "../escape")
+    assert message == (
+        "SnapshotStoragePathError: invalid key '../escape': segment '..' is not allowed"
+    )
+    assert storage.list("") == []
+
+
+def test_put_of_a_missing_file_says_so(storage: Any, tmp_path: Path) -> None:
+    message = fails("put", str(tmp_path / "nope.dump"), "k")
+    assert message == f"cannot read {str(tmp_path / 'nope.dump')!r}: No such file or directory"
+
+
+def test_ls_lists_keys_under_a_prefix_without_sidecars(storage: Any) -> None:
+    for key in ("db/a.dump", "db/b.dump", "media/c.tar"):
+        storage.write(key, io.BytesIO(b"x"))
+    assert snapshots("ls") == "db/a.dump\ndb/b.dump\nmedia/c.tar\n"
+    assert snapshots("ls", "db/") == "db/a.dump\ndb/b.dump\n"
+    assert snapshots("ls", "nothing/") == ""
+
+
+def test_rm_deletes_an_object(storage: Any) -> None:
+    storage.write("a.bin", io.BytesIO(b"x"))
+    snapshots("rm", "a.bin")
+    assert not storage.exists("a.bin")
+
+
+def test_rm_of_a_missing_key_fails_unless_forced(storage: Any) -> None:
+    assert fails("rm", "a.bin") == "no object at 'a.bin'"
+    snapshots("rm", "--force", "a.bin")
+
+
+def test_sync_mirrors_one_prefix_onto_another(storage: Any) -> None:
+    storage.write("daily/a", io.BytesIO(b"a"))
+    storage.write("mirror/stale", io.BytesIO(b"s"))
+    out = snapshots("sync", "daily/", "mirror/")
+    assert "mirror/ now mirrors daily/" in out
+    assert storage.list("mirror/") == ["mirror/a"]
+
+
+def test_sync_refuses_overlapping_prefixes(storage: Any) -> None:
+    assert "overlap" in fails("sync", "daily/", "daily/copy/")
+
+
+def test_sync_on_a_basic_tier_stack_is_a_capability_error(tmp_path: Path) -> None:
+    basic = Checksum(DjangoStorageBackend(FileSystemStorage(location=tmp_path)))
+    with override_settings(SNAPSHOTS={"STORAGE": basic}):
+        message = fails("sync", "a/", "b/")
+    assert message.startswith("SnapshotStorageCapabilityError:")
+    assert "'sync'" in message
+
+
+def test_verify_reports_every_object_intact(storage: Any) -> None:
+    for key in ("db/a.dump", "db/b.dump"):
+        storage.write(key, io.BytesIO(os.urandom(1000)))
+    assert "verified 2 objects: all intact" in snapshots("verify")
+
+
+def test_verify_prints_each_failure_and_fails(storage: Any, root: Path) -> None:
+    for key in ("db/a.dump", "db/b.dump", "db/c.dump"):
+        storage.write(key, io.BytesIO(os.urandom(1000)))
+    flip_byte(root / "db" / "b.dump")
+    (root / "db" / "c.dump.sha256").unlink()
+    out = io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("snapshots", "verify", stdout=out, stderr=io.StringIO())
+    assert str(raised.value) == "2 of 3 objects failed verification"
+    failures = [line for line in out.getvalue().splitlines() if line.startswith("FAILED")]
+    assert [line.split(":")[0] for line in failures] == ["FAILED db/b.dump", "FAILED db/c.dump"]
+    assert all("SnapshotIntegrityError" in line for line in failures)
+
+
+def test_verify_only_looks_under_the_prefix(storage: Any, root: Path) -> None:
+    storage.write("db/a.dump", io.BytesIO(b"a"))
+    storage.write("media/b.tar", io.BytesIO(b"b"))
+    flip_byte(root / "media" / "b.tar", offset=0)
+    assert "verified 1 object: all intact" in snapshots("verify", "db/")
+
+
+def test_verify_goes_through_a_checksum_layer_inside_the_stack(tmp_path: Path) -> None:
+    inner = LocalFileSystemBackend(tmp_path)
+    stack = Logging(Checksum(Prefix(inner, "tenant-a")))
+    stack.write("db/a.dump", io.BytesIO(b"data"))
+    flip_byte(tmp_path / "tenant-a" / "db" / "a.dump", offset=0)
+    with override_settings(SNAPSHOTS={"STORAGE": stack}):
+        assert fails("verify") == "1 of 1 object failed verification"
+
+
+def test_verify_without_a_checksum_layer_is_a_clear_error() -> None:
+    with override_settings(SNAPSHOTS={"STORAGE": Logging(MemoryBackend())}):
+        message = fails("verify")
+    assert "has no Checksum layer" in message
+    assert "django_snapshots.storage.Checksum" in message
+
+
+def test_check_shows_each_layer_with_its_tier_and_a_round_trip(tmp_path: Path) -> None:
+    stack = Logging(Checksum(LocalFileSystemBackend(tmp_path)))
+    with override_settings(SNAPSHOTS={"STORAGE": stack}):
+        out = snapshots("check")
+    lines = out.splitlines()
+    assert lines[1:4] == [
+        "  1. [advanced] Logging",
+        "  2. [advanced] Checksum(algorithm='sha256')",
+        f"  3. [advanced] LocalFileSystemBackend({str(tmp_path)!r})",
+    ]
+    steps = [line.split()[:2] for line in lines[5:10]]
+    assert steps == [
+        ["write", "ok"], ["read", "ok"], ["verify", "ok"], ["list", "ok"], ["delete", "ok"]
+    ]  # fmt: skip
+    assert all(" ms" in line for line in lines[5:10])
+    assert lines[-1] == "OK"
+    assert stack.list("") == []
+
+
+def test_check_shows_a_basic_layer_and_skips_verify_without_checksum(tmp_path: Path) -> None:
+    stack = Logging(DjangoStorageBackend(FileSystemStorage(location=tmp_path)))
+    with override_settings(SNAPSHOTS={"STORAGE": stack}):
+        out = snapshots("check")
+    assert "  1. [basic   ] Logging" in out
+    assert "skipped: no Checksum layer" in out
+
+
+def test_check_fails_when_the_storage_does(tmp_path: Path) -> None:
+    broken = Chaos(MemoryBackend(), failure_rate=1.0, seed=3)
+    out = io.StringIO()
+    with override_settings(SNAPSHOTS={"STORAGE": broken}), pytest.raises(CommandError) as raised:
+        call_command("snapshots", "check", stdout=out, stderr=io.StringIO())
+    assert str(raised.value) == "the storage failed the round trip at write"
+    assert "FAILED" in out.getvalue()
+
+
+def test_a_misconfiguration_is_a_one_line_error_naming_the_entry() -> None:
+    bad = {"STORAGE": {"BACKEND": "django_snapshots.storage.NoSuchBackend"}}
+    with override_settings(SNAPSHOTS=bad):
+        message = fails("ls")
+    assert message.startswith('misconfigured: SNAPSHOTS["STORAGE"]["BACKEND"]: cannot import')
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+def test_every_subcommand_has_help(subcommand: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        call_command("snapshots", subcommand, "--help")
+    assert exited.value.code == 0
+    assert f"snapshots {subcommand}" in capsys.readouterr().out
+
+
+def test_a_missing_subcommand_is_a_usage_error() -> None:
+    with pytest.raises(CommandError, match="required"):
+        call_command("snapshots")

@@ -1,0 +1,321 @@
+"""SNAPSHOTS["STORAGE"] -> a storage stack: both styles, the default, caching
+and rebuilds, and an error naming the entry at fault for each misconfiguration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from django_snapshots import SnapshotError, get_storage
+from django_snapshots.conf import DEFAULT_DIRECTORY, InvalidStorageSettingError
+from django_snapshots.storage import (
+    AdvancedSnapshotStorage,
+    Checksum,
+    LocalFileSystemBackend,
+    Logging,
+    MemoryBackend,
+    Prefix,
+    Retry,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+MEMORY = "django_snapshots.storage.MemoryBackend"
+STORAGE = 'SNAPSHOTS["STORAGE"]'
+
+
+class CountingBackend(MemoryBackend):
+    """A MemoryBackend that counts how many were built, slowly enough for
+    concurrent first calls to overlap."""
+
+    built = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        type(self).built += 1
+        time.sleep(0.05)
+
+
+class NotAStorage:
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+
+LOCAL = "django_snapshots.storage.LocalFileSystemBackend"
+PREFIX = "django_snapshots.storage.Prefix"
+WRAPPERS = f'{STORAGE}["WRAPPERS"]'
+
+
+def _case(snapshots: Any, check_id: str, *fragments: str, name: str) -> Any:
+    return pytest.param(snapshots, check_id, list(fragments), id=name)
+
+
+def _stack(*wrappers: Any, backend: Any = MEMORY) -> dict[str, Any]:
+    return {"STORAGE": {"BACKEND": backend, "WRAPPERS": list(wrappers)}}
+
+
+# (SNAPSHOTS setting, check id, fragments the message must contain)
+MISCONFIGURATIONS: list[Any] = [
+    _case(["STORAGE"], "snapshots.E001", "SNAPSHOTS must be a dict", name="not-a-dict"),
+    _case({"STORAGES": {"BACKEND": MEMORY}}, "snapshots.E001", "unknown key", "'STORAGES'",
+          name="unknown-top-level-key"),
+    _case({"STORAGE": object()}, "snapshots.E002", STORAGE, "must be a storage",
+          "'object' object", name="non-storage-object"),
+    _case({"STORAGE": MEMORY}, "snapshots.E002", STORAGE, "'str' object",
+          name="bare-dotted-path"),
+    _case({"STORAGE": {"BACKEND": MEMORY, "WRAPPER": []}}, "snapshots.E003", STORAGE,
+          "unknown key", "'WRAPPER'", name="unknown-storage-key"),
+    _case({"STORAGE": {"OPTIONS": {}}}, "snapshots.E003", f'{STORAGE}["BACKEND"]', "None",
+          name="missing-backend"),
+    _case({"STORAGE": {"BACKEND": MemoryBackend}}, "snapshots.E003", f'{STORAGE}["BACKEND"]',
+          "dotted path", name="backend-not-a-string"),
+    _case({"STORAGE": {"BACKEND": MEMORY, "OPTIONS": ["x"]}}, "snapshots.E003",
+          f'{STORAGE}["OPTIONS"]', "dict of keyword arguments", name="options-not-a-dict"),
+    _case({"STORAGE": {"BACKEND": MEMORY, "WRAPPERS": "django_snapshots.storage.Logging"}},
+          "snapshots.E003", WRAPPERS, "must be a list", name="wrappers-not-a-list"),
+    _case({"STORAGE": {"BACKEND": "django_snapshots.storage.NoSuchBackend"}},
+          "snapshots.E004", f'{STORAGE}["BACKEND"]', "cannot import", "NoSuchBackend",
+          name="unknown-backend-class"),
+    _case({"STORAGE": {"BACKEND": "no_such_package.Backend"}}, "snapshots.E004",
+          f'{STORAGE}["BACKEND"]', "cannot import", "no_such_package",
+          name="unknown-backend-module"),
+    _case({"STORAGE": {"BACKEND": "django_snapshots.storage.keys.MAX_KEY_BYTES"}},
+          "snapshots.E005", f'{STORAGE}["BACKEND"]', "'int' object, not a backend class",
+          name="backend-not-callable"),
+    _case({"STORAGE": {"BACKEND": "tests.test_conf.NotAStorage"}}, "snapshots.E005",
+          f'{STORAGE}["BACKEND"]', "built a NotAStorage, which is not a storage",
+          name="backend-not-a-storage"),
+    _case({"STORAGE": {"BACKEND": LOCAL, "OPTIONS": {"locaton": "x"}}}, "snapshots.E006",
+          f'{STORAGE}["BACKEND"]', "TypeError", "locaton", name="backend-unknown-option"),
+    _case({"STORAGE": {"BACKEND": LOCAL, "OPTIONS": {"location": ""}}}, "snapshots.E006",
+          f'{STORAGE}["BACKEND"]', "ValueError", "location", name="backend-bad-option-value"),
+    _case(_stack("django_snapshots.storage.Logging", 42), "snapshots.E007", f"{WRAPPERS}[1]",
+          "'int' object", name="wrapper-not-str-or-dict"),
+    _case(_stack({"OPTIONS": {"prefix": "a"}}), "snapshots.E007", f"{WRAPPERS}[0]",
+          'needs "WRAPPER"', name="wrapper-dict-without-wrapper"),
+    _case(_stack({"WRAPPER": PREFIX, "OPTION": {"prefix": "a"}}), "snapshots.E007",
+          f"{WRAPPERS}[0]", "unknown key", "'OPTION'", name="wrapper-dict-unknown-key"),
+    _case(_stack({"WRAPPER": PREFIX, "OPTIONS": "tenant-a"}), "snapshots.E007",
+          f'{WRAPPERS}[0]["OPTIONS"]', "dict of keyword arguments",
+          name="wrapper-options-not-a-dict"),
+    _case(_stack("django_snapshots.storage.Logging", "django_snapshots.storage.Checksumm"),
+          "snapshots.E008", f"{WRAPPERS}[1]", "cannot import", "Checksumm",
+          name="unknown-wrapper"),
+    _case(_stack("django_snapshots.storage.keys.MAX_KEY_BYTES"), "snapshots.E009",
+          f"{WRAPPERS}[0]", "'int' object, not a wrapper class", name="wrapper-not-callable"),
+    _case(_stack("builtins.repr"), "snapshots.E009", f"{WRAPPERS}[0]",
+          "built a str, which is not a storage", name="wrapper-not-a-storage"),
+    _case(_stack(PREFIX), "snapshots.E010", f"{WRAPPERS}[0]", "TypeError", "prefix",
+          name="wrapper-missing-option"),
+    _case(_stack({"WRAPPER": "django_snapshots.storage.Retry", "OPTIONS": {"attempt": 3}}),
+          "snapshots.E010", f"{WRAPPERS}[0]", "TypeError", "attempt",
+          name="wrapper-unknown-option"),
+    _case(_stack("django_snapshots.storage.Logging",
+                 {"WRAPPER": PREFIX, "OPTIONS": {"prefix": "../tenant"}}),
+          "snapshots.E011", f"{WRAPPERS}[1]", "'..'", name="invalid-prefix"),
+    _case(_stack({"WRAPPER": PREFIX, "OPTIONS": {"prefix": "/abs"}}), "snapshots.E011",
+          f"{WRAPPERS}[0]", "'/abs'", name="absolute-prefix"),
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Any:
+    # Every test starts and ends without a cached stack.
+    with override_settings():
+        yield
+
+
+def test_a_storage_object_is_used_as_given() -> None:
+    storage = Logging(MemoryBackend())
+    with override_settings(SNAPSHOTS={"STORAGE": storage}):
+        assert get_storage() is storage
+
+
+def test_data_builds_the_backend_with_its_options(tmp_path: Path) -> None:
+    setting = {
+        "BACKEND": "django_snapshots.storage.LocalFileSystemBackend",
+        "OPTIONS": {"location": str(tmp_path / "store")},
+    }
+    with override_settings(SNAPSHOTS={"STORAGE": setting}):
+        storage = get_storage()
+    assert isinstance(storage, LocalFileSystemBackend)
+    assert storage.location == str(tmp_path / "store")
+
+
+def test_wrappers_are_listed_outermost_first_as_the_stack_reads() -> None:
+    setting = {
+        "BACKEND": MEMORY,
+        "WRAPPERS": [
+            "django_snapshots.storage.Logging",
+            {"WRAPPER": "django_snapshots.storage.Retry", "OPTIONS": {"attempts": 2}},
+            "django_snapshots.storage.Checksum",
+            {"WRAPPER": "django_snapshots.storage.Prefix", "OPTIONS": {"prefix": "tenant-a"}},
+        ],
+    }
+    with override_settings(SNAPSHOTS={"STORAGE": setting}):
+        storage = get_storage()
+    layers = []
+    layer: Any = storage
+    while layer is not None:
+        layers.append(layer)
+        layer = getattr(layer, "__wrapped__", None)
+    assert [type(layer) for layer in layers[-1:]] == [MemoryBackend]
+    assert isinstance(layers[0], Logging)
+    assert isinstance(layers[1], Retry)
+    assert isinstance(layers[2], Checksum)
+    assert isinstance(layers[3], Prefix)
+    assert "attempts=2" in repr(layers[1])
+    assert isinstance(storage, AdvancedSnapshotStorage)
+
+
+def test_wrappers_may_be_a_tuple_and_options_may_be_omitted() -> None:
+    setting = {"BACKEND": MEMORY, "WRAPPERS": ("django_snapshots.storage.Logging",)}
+    with override_settings(SNAPSHOTS={"STORAGE": setting}):
+        assert repr(get_storage()) == "Logging(MemoryBackend())"
+
+
+def test_a_stack_built_from_data_works_end_to_end() -> None:
+    import io
+
+    setting = {
+        "BACKEND": MEMORY,
+        "WRAPPERS": [{"WRAPPER": "django_snapshots.storage.Prefix", "OPTIONS": {"prefix": "t"}}],
+    }
+    with override_settings(SNAPSHOTS={"STORAGE": setting}):
+        storage = get_storage()
+    storage.write("db.dump", io.BytesIO(b"dump"))
+    assert storage.__wrapped__.list("") == ["t/db.dump"]
+
+
+def test_without_the_setting_the_default_is_checksummed_local_storage_under_base_dir(
+    tmp_path: Path, settings: Any
+) -> None:
+    settings.BASE_DIR = tmp_path
+    storage = get_storage()
+    assert isinstance(storage, Checksum)
+    backend = storage.__wrapped__
+    assert isinstance(backend, LocalFileSystemBackend)
+    assert backend.location == str(tmp_path / DEFAULT_DIRECTORY)
+
+
+def test_without_base_dir_the_default_lives_in_the_current_directory(
+    tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if hasattr(settings, "BASE_DIR"):
+        del settings.BASE_DIR
+    storage = get_storage()
+    assert storage.__wrapped__.location == str(tmp_path / DEFAULT_DIRECTORY)  # type: ignore[attr-defined]
+
+
+def test_a_snapshots_dict_without_storage_means_the_default(tmp_path: Path, settings: Any) -> None:
+    settings.BASE_DIR = tmp_path
+    settings.SNAPSHOTS = {}
+    assert repr(get_storage()) == repr(
+        Checksum(LocalFileSystemBackend(tmp_path / DEFAULT_DIRECTORY))
+    )
+
+
+def test_the_stack_is_built_once_and_shared() -> None:
+    with override_settings(SNAPSHOTS={"STORAGE": {"BACKEND": MEMORY}}):
+        assert get_storage() is get_storage()
+
+
+def test_concurrent_first_calls_build_one_stack() -> None:
+    CountingBackend.built = 0
+    results: list[Any] = []
+    barrier = threading.Barrier(16)
+
+    def call() -> None:
+        barrier.wait()
+        results.append(get_storage())
+
+    with override_settings(SNAPSHOTS={"STORAGE": {"BACKEND": "tests.test_conf.CountingBackend"}}):
+        threads = [threading.Thread(target=call) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert CountingBackend.built == 1
+    assert len(results) == 16
+    assert all(result is results[0] for result in results)
+
+
+def test_the_stack_is_rebuilt_when_the_setting_changes() -> None:
+    first, second = MemoryBackend(), MemoryBackend()
+    with override_settings(SNAPSHOTS={"STORAGE": first}):
+        assert get_storage() is first
+        with override_settings(SNAPSHOTS={"STORAGE": second}):
+            assert get_storage() is second
+        assert get_storage() is first
+
+
+def test_a_data_stack_is_rebuilt_not_reused_after_a_setting_change() -> None:
+    setting = {"SNAPSHOTS": {"STORAGE": {"BACKEND": MEMORY}}}
+    with override_settings(**setting):
+        before = get_storage()
+    with override_settings(**setting):
+        after = get_storage()
+    assert before is not after
+
+
+def test_the_default_follows_a_change_of_base_dir(tmp_path: Path, settings: Any) -> None:
+    settings.BASE_DIR = tmp_path / "one"
+    assert get_storage().__wrapped__.location.endswith(f"one/{DEFAULT_DIRECTORY}")  # type: ignore[attr-defined]
+    settings.BASE_DIR = tmp_path / "two"
+    assert get_storage().__wrapped__.location.endswith(f"two/{DEFAULT_DIRECTORY}")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("snapshots", "check_id", "fragments"), MISCONFIGURATIONS)
+def test_a_misconfiguration_raises_improperly_configured_naming_the_entry(
+    snapshots: Any, check_id: str, fragments: list[str]
+) -> None:
+    with override_settings(SNAPSHOTS=snapshots), pytest.raises(ImproperlyConfigured) as raised:
+        get_storage()
+    error = raised.value
+    assert isinstance(error, InvalidStorageSettingError)
+    assert isinstance(error, SnapshotError)
+    assert error.id == check_id
+    for fragment in fragments:
+        assert fragment in str(error)
+    assert error.hint
+    assert str(error).endswith(error.hint)
+
+
+def test_a_misconfiguration_is_raised_again_until_it_is_fixed() -> None:
+    bad = {"STORAGE": {"BACKEND": "django_snapshots.storage.NoSuchBackend"}}
+    with override_settings(SNAPSHOTS=bad):
+        for _ in range(2):
+            with pytest.raises(InvalidStorageSettingError):
+                get_storage()
+        with override_settings(SNAPSHOTS={"STORAGE": {"BACKEND": MEMORY}}):
+            assert isinstance(get_storage(), MemoryBackend)
+
+
+def test_an_error_never_echoes_option_values() -> None:
+    secret = "s3cr3t-value-never-shown"
+    bad = {"STORAGE": {"BACKEND": MEMORY, "OPTIONS": {"secret_access_key": secret}}}
+    with override_settings(SNAPSHOTS=bad), pytest.raises(InvalidStorageSettingError) as raised:
+        get_storage()
+    assert "secret_access_key" in str(raised.value)
+    assert secret not in str(raised.value)
+    assert secret not in repr(raised.value.args)
+
+
+def test_importing_the_package_needs_no_django_settings(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["PYTHONPATH"] = str(ROOT)
+    code = "import django_snapshots; print(django_snapshots.get_storage.__name__)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "get_storage"
