@@ -20,6 +20,7 @@ from django_snapshots.exceptions import SnapshotStorageError
 from django_snapshots.storage import Logging, MemoryBackend, Prefix
 from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.storage.wrappers import logging as logging_module
+from django_snapshots.testing import StorageConformance
 
 COMMON = {"event", "log_level", "op", "outcome", "duration_ms", "storage"}
 SECRET = "hunter2-do-not-log"
@@ -617,3 +618,20 @@ def test_the_library_never_configures_structlog(tmp_path: Path) -> None:
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+# The storage contract holds through the wrapper.
+
+
+class TestLoggingOverMemoryBackend(StorageConformance):
+    @pytest.fixture
+    def storage(self) -> Iterator[Logging]:
+        with capture_logs():
+            yield Logging(MemoryBackend())
+
+
+class TestLoggingOverLocalFileSystemBackend(StorageConformance):
+    @pytest.fixture
+    def storage(self, tmp_path: Path) -> Iterator[Logging]:
+        with capture_logs():
+            yield Logging(LocalFileSystemBackend(tmp_path))
