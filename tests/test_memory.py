@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,3 +17,69 @@ class TestMemoryBackendConformance(StorageConformance):
     @pytest.fixture
     def storage(self) -> MemoryBackend:
         return MemoryBackend()
+
+
+def test_memory_backend_is_advanced_and_shows_itself_in_repr() -> None:
+    storage = MemoryBackend()
+    assert isinstance(storage, AdvancedSnapshotStorage)
+    assert repr(storage) == "MemoryBackend()"
+
+
+def test_instances_do_not_share_objects() -> None:
+    first, second = MemoryBackend(), MemoryBackend()
+    first.write("k", io.BytesIO(b"x"))
+    assert second.list("") == []
+
+
+def test_failed_stream_write_keeps_the_previous_object() -> None:
+    storage = MemoryBackend()
+    storage.write("k", io.BytesIO(b"old"))
+
+    def failing() -> Iterator[bytes]:
+        yield b"new"
+        raise OSError("source went away")
+
+    with pytest.raises(OSError, match="source went away"):
+        storage.stream_write("k", failing())
+    assert storage.read("k").read() == b"old"
+
+
+def test_concurrent_writers_never_tear_an_object() -> None:
+    storage = MemoryBackend()
+    versions = [bytes([n]) * 300_000 for n in range(8)]
+    torn: list[bytes] = []
+
+    def writer(data: bytes) -> None:
+        for _ in range(20):
+            storage.write("shared", io.BytesIO(data))
+
+    def reader() -> None:
+        for _ in range(100):
+            if storage.exists("shared"):
+                data = storage.read("shared").read()
+                if data not in versions:
+                    torn.append(data[:16])
+
+    threads = [threading.Thread(target=writer, args=(v,)) for v in versions]
+    threads.append(threading.Thread(target=reader))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert torn == []
+    assert storage.read("shared").read() in versions
+
+
+def test_concurrent_writers_to_distinct_keys_all_land() -> None:
+    storage = MemoryBackend()
+
+    def writer(n: int) -> None:
+        for i in range(50):
+            storage.write(f"t{n}/{i:03d}", io.BytesIO(b"x"))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(storage.list("")) == 300
