@@ -297,8 +297,8 @@ class LocalFileSystemBackend:
             root = self._open_root(key, create=create)
             if root is not None:
                 fds.append(root)
-                for index, segment in enumerate(segments):
-                    fd = self._open_directory(key, fds[-1], segments[: index + 1], create=create)
+                for depth in range(1, len(segments) + 1):
+                    fd = self._open_directory(key, fds[-1], segments[:depth], create=create)
                     if fd is None:
                         break
                     fds.append(fd)
