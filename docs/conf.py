@@ -147,7 +147,7 @@ def _resolve_missing(app: Any, env: Any, node: Any, contnode: Any) -> Any:
 
 def _hide_private_bases(app: Any, name: str, obj: Any, options: Any, bases: list[Any]) -> None:
     # Show a class's public ancestry only: a private base is an implementation
-    # detail, so it is replaced by its own bases; a bare ``object`` says nothing.
+    # detail, so it is replaced by its own bases.
     index = 0
     while index < len(bases):
         base = bases[index]
@@ -155,8 +155,6 @@ def _hide_private_bases(app: Any, name: str, obj: Any, options: Any, bases: list
             bases[index : index + 1] = [b for b in base.__bases__ if b is not object]
         else:
             index += 1
-    if bases == [object]:
-        bases.clear()
 
 
 def setup(app: Any) -> dict[str, Any]:

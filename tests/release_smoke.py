@@ -2,7 +2,7 @@
 
 ``tox -e release`` runs this script.  It
 
-1. builds the sdist and the wheel with ``python -m build``;
+1. builds the sdist with ``python -m build``, and the wheel from the sdist;
 2. runs ``twine check --strict`` on both;
 3. checks what each archive contains: the wheel ships the package and
    ``py.typed`` and nothing else, the sdist also carries the docs, the tests,
@@ -11,7 +11,9 @@
    dependencies come from the package index) and runs the smoke test below
    there, from an empty directory, so the source tree cannot stand in for the
    installed package;
-5. runs the command line installed with the wheel: ``--help``, ``check`` and
+5. installs pytest next to it and runs the conformance kit of
+   ``django_snapshots.testing`` on an installed stack;
+6. runs the command line installed with the wheel: ``--help``, ``check`` and
    ``demo`` in an empty directory.
 
 ``python tests/release_smoke.py --outdir dist`` keeps the archives in ``dist``.
@@ -57,7 +59,7 @@ WHEEL_REQUIRED = (
     "django_snapshots/storage/wrappers/__init__.py",
     "django_snapshots/management/commands/snapshots.py",
 )
-DEBRIS = ("__pycache__", ".pyc", ".venv/", "docs/_build", ".tox/", ".egg-info/", ".mypy_cache")
+DEBRIS = ("__pycache__", ".pyc", ".venv/", "docs/_build", ".tox/", ".mypy_cache", ".pytest_cache")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         outdir = (options.outdir or Path(scratch) / "dist").resolve()
         for old in glob.glob(str(outdir / "django_snapshots-*")):
             os.remove(old)
-        _run(sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", outdir, ROOT)
+        # Without --sdist/--wheel, build makes the wheel from the sdist, which
+        # proves the sdist complete enough to rebuild the release.
+        _run(sys.executable, "-m", "build", "--outdir", outdir, ROOT)
         sdist = _one(outdir, f"django_snapshots-{version}.tar.gz")
         wheel = _one(outdir, f"django_snapshots-{version}-py3-none-any.whl")
         _run(sys.executable, "-m", "twine", "check", "--strict", sdist, wheel)
@@ -150,12 +154,35 @@ def _smoke_test_in_fresh_venv(wheel: Path, version: str, scratch: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DJANGO_"))}
     # -I: neither the current directory nor PYTHONPATH may shadow the installed
     # package, and the script's own directory is not put on sys.path.
-    _run(python, "-I", Path(__file__), "--smoke", version, cwd=empty, env=env)
+    print(_run(python, "-I", Path(__file__), "--smoke", version, cwd=empty, env=env))
+    # The testing kit is for the project's own test suite, where pytest is.
+    _run(python, "-m", "pip", "install", "--quiet", "pytest")
+    (empty / "test_installed_kit.py").write_text(_KIT_TEST, "utf-8")
+    _run(python, "-I", "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=empty, env=env)
+    (empty / "test_installed_kit.py").unlink()
     console = bindir / "django-snapshots"
     _run(console, "--help", cwd=empty, env=env)
     print(_run(console, "check", cwd=empty, env=env))
     _run(python, "-I", "-m", "django_snapshots", "demo", cwd=empty, env=env)
     print("the wheel's command line works")
+
+
+_KIT_TEST = """\
+import pytest
+
+from django_snapshots.storage import LocalFileSystemBackend, Logging, MemoryBackend
+from django_snapshots.testing import Chaos, StorageConformance, assert_intercepts_every_method
+
+
+class TestInstalledLocalStack(StorageConformance):
+    @pytest.fixture
+    def storage(self, tmp_path):
+        return Logging(LocalFileSystemBackend(tmp_path))
+
+
+def test_wrappers_intercept_every_method():
+    assert_intercepts_every_method(Chaos(MemoryBackend(), failure_rate=0.0))
+"""
 
 
 def smoke(version: str) -> None:
@@ -184,7 +211,7 @@ def smoke(version: str) -> None:
         Prefix,
         Retry,
     )
-    from django_snapshots.testing import assert_intercepts_every_method
+    from django_snapshots.storage.wrappers.base import missing_intercepts
 
     package = Path(django_snapshots.__file__).resolve().parent
     if not package.is_relative_to(Path(sys.prefix).resolve()):
@@ -202,7 +229,8 @@ def smoke(version: str) -> None:
         stack = Logging(Retry(Checksum(Prefix(LocalFileSystemBackend(location), "tenant-a"))))
         if not isinstance(stack, AdvancedSnapshotStorage):
             raise AssertionError(f"{stack!r} lost the advanced tier")
-        assert_intercepts_every_method(stack)
+        if missing_intercepts(stack):
+            raise AssertionError(f"{stack!r} does not intercept {missing_intercepts(stack)}")
         payload = os.urandom(3 * 1024 * 1024 + 17)
         stack.write("db/2026-11-26.dump", io.BytesIO(payload))
         with stack.read("db/2026-11-26.dump") as stream:
