@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any, TextIO, cast
 
 from tqdm import tqdm
 
@@ -191,7 +191,7 @@ def _put(options: dict[str, Any], console: Console) -> None:
         console.progress(total=size, desc=key) as bar,
     ):
         counted = _CountingReader(stream, bar.update)
-        storage.write(key, counted)
+        storage.write(key, cast(IO[bytes], counted))
     console.print(f"stored {counted.count} bytes at {key}")
 
 

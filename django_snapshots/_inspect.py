@@ -8,7 +8,7 @@ import hashlib
 import io
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -34,12 +34,14 @@ class ProbeStep:
     detail: str = ""
 
 
-def probe_storage(storage: SnapshotStorage) -> list[ProbeStep]:
+def probe_storage(storage: SnapshotStorage) -> Generator[ProbeStep, None, None]:
     """Write a small random object under :data:`PROBE_PREFIX`, read it back,
     verify it through the stack's Checksum layer (if any), find it in a
-    listing and delete it; return the steps, stopping at the first failure.
+    listing and delete it; yield each step as it ends, and stop after the
+    first failure.
 
-    The probe object is removed whatever happens.
+    The probe object is removed whatever happens, even when the caller stops
+    iterating early.
     """
     key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
     payload = os.urandom(_PROBE_SIZE)
@@ -81,17 +83,23 @@ def probe_storage(storage: SnapshotStorage) -> list[ProbeStep]:
         ("list", find_in_listing),
         ("delete", delete),
     ]
-    results = []
-    for name, step in steps:
-        start = perf_counter()
-        try:
-            detail = step()
-        except Exception as exc:
-            results.append(ProbeStep(name, perf_counter() - start, f"{type(exc).__name__}: {exc}"))
+    deleted = False
+    try:
+        for name, step in steps:
+            start = perf_counter()
+            try:
+                detail = step()
+            except Exception as exc:
+                seconds = perf_counter() - start
+                _remove_quietly(storage, key)
+                deleted = True
+                yield ProbeStep(name, seconds, f"{type(exc).__name__}: {exc}")
+                return
+            deleted = name == "delete"
+            yield ProbeStep(name, perf_counter() - start, detail=detail)
+    finally:
+        if not deleted:
             _remove_quietly(storage, key)
-            break
-        results.append(ProbeStep(name, perf_counter() - start, detail=detail))
-    return results
 
 
 def describe_layers(storage: SnapshotStorage) -> list[tuple[str, str]]:

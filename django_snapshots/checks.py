@@ -28,6 +28,7 @@ Only the deploy check performs I/O: it writes a small probe object under
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,7 +86,8 @@ def check_storage_round_trip(
         storage = get_storage()
     except InvalidStorageSettingError:
         return []  # reported by check_storage_setting
-    failed = next((step for step in probe_storage(storage) if step.error), None)
+    with contextlib.closing(probe_storage(storage)) as steps:
+        failed = next((step for step in steps if step.error), None)
     if failed is None:
         return []
     return [

@@ -23,9 +23,11 @@ from django_snapshots.storage import (
     Logging,
     MemoryBackend,
     Prefix,
+    RcloneBackend,
 )
 from django_snapshots.storage.streams import CHUNK_SIZE
 from django_snapshots.testing import Chaos
+from tests.conftest import S3Bucket
 
 SUBCOMMANDS = ["check", "ls", "put", "get", "rm", "sync", "verify", "demo"]
 
@@ -292,3 +294,30 @@ def test_every_subcommand_has_help(subcommand: str, capsys: pytest.CaptureFixtur
 def test_a_missing_subcommand_is_a_usage_error() -> None:
     with pytest.raises(CommandError, match="required"):
         call_command("snapshots")
+
+
+def test_the_commands_work_on_rclone_over_a_real_s3_server(
+    s3_bucket: S3Bucket, artifact: Path, tmp_path: Path
+) -> None:
+    server = s3_bucket.server
+    config = {
+        "type": "s3",
+        "provider": "Other",
+        "endpoint": server.endpoint_url,
+        "access_key_id": server.access_key_id,
+        "secret_access_key": server.secret_access_key,
+        "region": server.region,
+    }
+    stack = Checksum(RcloneBackend(f"s3:{s3_bucket.name}/backups", config=config))
+    with override_settings(SNAPSHOTS={"STORAGE": stack}):
+        checked = snapshots("check")
+        snapshots("put", str(artifact), "db/a.dump")
+        listed = snapshots("ls")
+        verified = snapshots("verify")
+        snapshots("get", "db/a.dump", str(tmp_path / "copy.dump"))
+    assert "  2. [advanced] RcloneBackend(" in checked
+    assert checked.endswith("OK\n")
+    assert server.secret_access_key not in checked
+    assert listed == "db/a.dump\n"
+    assert verified == "verified 1 object: all intact\n"
+    assert (tmp_path / "copy.dump").read_bytes() == artifact.read_bytes()

@@ -1,0 +1,198 @@
+"""System checks: each misconfiguration is an Error with its id and a hint,
+reported without any I/O; the deploy check probes the storage."""
+
+from __future__ import annotations
+
+import io
+import select
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.apps import apps
+from django.core.checks import ERROR, WARNING, run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from django_snapshots.checks import check_storage_round_trip, check_storage_setting
+from django_snapshots.storage import Checksum, LocalFileSystemBackend, MemoryBackend
+from django_snapshots.testing import Chaos
+from tests.conftest import S3Bucket
+from tests.test_conf import MISCONFIGURATIONS
+
+MEMORY = "django_snapshots.storage.MemoryBackend"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    with override_settings():
+        yield
+
+
+@pytest.mark.parametrize(("snapshots", "check_id", "fragments"), MISCONFIGURATIONS)
+def test_each_misconfiguration_is_an_error_with_its_id_and_a_hint(
+    snapshots: Any, check_id: str, fragments: list[str]
+) -> None:
+    with override_settings(SNAPSHOTS=snapshots):
+        messages = check_storage_setting()
+    assert [(m.level, m.id) for m in messages] == [(ERROR, check_id)]
+    assert fragments[-1] in messages[0].msg
+    assert messages[0].hint
+
+
+def test_manage_py_check_reports_the_misconfiguration() -> None:
+    bad = {"STORAGE": {"BACKEND": "django_snapshots.storage.NoSuchBackend"}}
+    with override_settings(SNAPSHOTS=bad), pytest.raises(SystemCheckError) as raised:
+        call_command("check", stdout=io.StringIO(), stderr=io.StringIO())
+    assert "(snapshots.E004)" in str(raised.value)
+    assert "HINT: Give the full dotted path" in str(raised.value)
+
+
+def test_the_checks_are_registered_under_the_snapshots_tag() -> None:
+    bad = {"STORAGE": object()}
+    with override_settings(SNAPSHOTS=bad):
+        messages = run_checks(tags=["snapshots"])
+    assert [m.id for m in messages] == ["snapshots.E002"]
+
+
+def test_a_valid_stack_with_checksums_passes(tmp_path: Any) -> None:
+    storage = Checksum(LocalFileSystemBackend(tmp_path))
+    with override_settings(SNAPSHOTS={"STORAGE": storage}):
+        assert check_storage_setting() == []
+        call_command("check", stdout=io.StringIO())
+
+
+def test_a_stack_without_checksum_layer_gets_a_warning() -> None:
+    with override_settings(SNAPSHOTS={"STORAGE": {"BACKEND": MEMORY}}):
+        messages = check_storage_setting()
+    assert [(m.level, m.id) for m in messages] == [(WARNING, "snapshots.W001")]
+    assert "Checksum" in messages[0].hint
+
+
+def test_the_default_storage_passes(tmp_path: Any, settings: Any) -> None:
+    settings.BASE_DIR = tmp_path
+    assert check_storage_setting() == []
+
+
+def test_checks_of_other_apps_do_not_run_the_snapshots_checks() -> None:
+    with override_settings(SNAPSHOTS={"STORAGE": object()}):
+        assert check_storage_setting(app_configs=[apps.get_app_config("auth")]) == []
+        assert check_storage_round_trip(app_configs=[apps.get_app_config("auth")]) == []
+        snapshots = [apps.get_app_config("django_snapshots")]
+        assert [m.id for m in check_storage_setting(app_configs=snapshots)] == ["snapshots.E002"]
+
+
+def test_the_ordinary_check_does_no_io_on_the_storage() -> None:
+    # Every operation of this storage fails: only a check that touches it
+    # could notice.
+    broken = Checksum(Chaos(MemoryBackend(), failure_rate=1.0))
+    with override_settings(SNAPSHOTS={"STORAGE": broken}):
+        call_command("check", stdout=io.StringIO())
+        assert check_storage_setting() == []
+
+
+def test_the_deploy_check_probes_the_storage_and_reports_a_failure() -> None:
+    broken = Checksum(Chaos(MemoryBackend(), failure_rate=1.0, seed=1))
+    with override_settings(SNAPSHOTS={"STORAGE": broken}):
+        messages = check_storage_round_trip()
+        with pytest.raises(SystemCheckError) as raised:
+            call_command("check", "--deploy", stdout=io.StringIO(), stderr=io.StringIO())
+    assert [(m.level, m.id) for m in messages] == [(ERROR, "snapshots.E101")]
+    assert "round trip at write" in messages[0].msg
+    assert "ConnectionError" in messages[0].msg
+    assert "(snapshots.E101)" in str(raised.value)
+
+
+def test_the_deploy_check_passes_and_leaves_nothing_behind() -> None:
+    backend = MemoryBackend()
+    with override_settings(SNAPSHOTS={"STORAGE": Checksum(backend)}):
+        assert check_storage_round_trip() == []
+    assert backend.list("") == []
+
+
+def test_the_deploy_check_catches_a_storage_that_loses_data_and_cleans_up() -> None:
+    class Truncating(MemoryBackend):
+        def write(self, path: str, content: Any) -> None:
+            super().write(path, io.BytesIO(content.read()[:-1]))
+
+    storage = Truncating()
+    with override_settings(SNAPSHOTS={"STORAGE": storage}):
+        messages = check_storage_round_trip()
+    assert [m.id for m in messages] == ["snapshots.E101"]
+    assert "round trip at read: ValueError: the bytes read back differ" in messages[0].msg
+    assert storage.list("") == []
+
+
+def test_the_deploy_check_leaves_a_misconfiguration_to_the_setting_check() -> None:
+    with override_settings(SNAPSHOTS={"STORAGE": object()}):
+        assert check_storage_round_trip() == []
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A TCP port on loopback that records whether anything connected."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server
+
+
+def _was_contacted(server: socket.socket) -> bool:
+    readable, _, _ = select.select([server], [], [], 0)
+    return bool(readable)
+
+
+def test_manage_py_check_never_contacts_an_rclone_remote(listener: socket.socket) -> None:
+    port = listener.getsockname()[1]
+    setting = {
+        "BACKEND": "django_snapshots.storage.RcloneBackend",
+        "OPTIONS": {
+            "remote": "backups:bucket/base",
+            "config": {
+                "type": "s3",
+                "provider": "Other",
+                "endpoint": f"http://127.0.0.1:{port}",
+                "access_key_id": "test-access-key",
+                "secret_access_key": "test-secret-key",
+            },
+        },
+        "WRAPPERS": ["django_snapshots.storage.Retry", "django_snapshots.storage.Checksum"],
+    }
+    with override_settings(SNAPSHOTS={"STORAGE": setting}):
+        call_command("check", stdout=io.StringIO())
+        assert check_storage_setting() == []
+    assert not _was_contacted(listener)
+
+
+def test_the_listener_notices_a_connection(listener: socket.socket) -> None:
+    # The control for the test above: a contact would not go unnoticed.
+    with socket.create_connection(listener.getsockname(), timeout=5):
+        assert _was_contacted(listener)
+
+
+def test_the_deploy_check_round_trips_through_rclone_on_a_real_s3_server(
+    s3_bucket: S3Bucket,
+) -> None:
+    server = s3_bucket.server
+    setting = {
+        "BACKEND": "django_snapshots.storage.RcloneBackend",
+        "OPTIONS": {
+            "remote": f"s3:{s3_bucket.name}/backups",
+            "config": {
+                "type": "s3",
+                "provider": "Other",
+                "endpoint": server.endpoint_url,
+                "access_key_id": server.access_key_id,
+                "secret_access_key": server.secret_access_key,
+                "region": server.region,
+            },
+        },
+        "WRAPPERS": ["django_snapshots.storage.Checksum"],
+    }
+    with override_settings(SNAPSHOTS={"STORAGE": setting}):
+        assert check_storage_setting() == []
+        assert check_storage_round_trip() == []
+    listing = server.client().list_objects_v2(Bucket=s3_bucket.name)
+    assert listing["KeyCount"] == 0
