@@ -265,29 +265,36 @@ class Retry(StorageWrapper):
         try:
             return op()
         except Exception as exc:
-            if self._self_attempts == 1 or not self._self_retryable(exc):
+            verdict = self._self_judge(exc)
+            if verdict is None:
                 raise
             error = exc
         # Retried outside the handler, so that later failures do not chain to this one.
-        return self._self_retry(again or op, error)
+        return self._self_retry(again or op, error, verdict)
 
     def _self_retry(
         self,
         op: Callable[[], T],
         error: Exception,
+        verdict: object,
         *,
         progress: Callable[[], int] | None = None,
         veto: Callable[[], bool] | None = None,
     ) -> T:
-        """Retry *op* after *error* ended the first try.
+        """Retry *op* after *error* ended the first try (*verdict* is what
+        :meth:`_self_judge` said about it).
 
         *progress* counts the bytes transferred so far: a try that fails after
         transferring some starts a new stamina round (a fresh *timeout*), with
         the tries left.  *veto* returning true stops all retrying.
         """
+        judged: tuple[Exception, object] = (error, verdict)
 
         def hook(exc: Exception) -> object:
-            return False if veto is not None and veto() else self._self_hook(exc)
+            if veto is not None and veto():
+                return False
+            # The predicate is asked once per failure, even if it is re-raised.
+            return judged[1] if exc is judged[0] else self._self_hook(exc)
 
         used = 1  # tries made so far; *error* ended the last of them
         pending: Exception | None = error
@@ -316,22 +323,29 @@ class Retry(StorageWrapper):
                             progress is None
                             or progress() == mark
                             or tries >= self._self_attempts
-                            or not self._self_retryable(exc)
                             or (veto is not None and veto())
                         ):
                             raise
-                        restart, used = exc, tries
+                        verdict = self._self_judge(exc)
+                        if verdict is None:
+                            raise
+                        restart, used, judged = exc, tries, (exc, verdict)
                 if restart is not None:
                     break
             if restart is None:  # pragma: no cover - stamina returns or raises
                 raise AssertionError("stamina ended without an outcome")
             pending = restart
 
-    def _self_retryable(self, exc: Exception) -> bool:
+    def _self_judge(self, exc: Exception) -> object:
+        """Return what *on* says about *exc* if it is to be retried, else None."""
+        if self._self_attempts == 1:
+            return None
         verdict = self._self_hook(exc)
         # A predicate may answer with a custom wait (a number), which stamina
         # takes as "retry"; None counts as "no", as stamina does.
-        return verdict if isinstance(verdict, bool) else verdict is not None
+        if verdict is None or verdict is False:
+            return None
+        return verdict
 
     def _self_replay(self, replay: _Replay, send: Callable[[Callable[[], Any]], None]) -> None:
         """Send *replay* with *send*, and send it whole again after a transient failure."""
@@ -339,13 +353,15 @@ class Retry(StorageWrapper):
             send(replay.first)
             return
         except Exception as exc:
-            if replay.failure is not None or not self._self_retryable(exc):
+            verdict = None if replay.failure is not None else self._self_judge(exc)
+            if verdict is None:
                 raise
             error = exc
         replay.complete()
         self._self_retry(
             lambda: send(replay.again),
             error,
+            verdict,
             progress=replay.transferred,
             veto=lambda: replay.failure is not None,
         )
@@ -635,11 +651,12 @@ class _ResumingReader(io.RawIOBase):
         try:
             return self._read_once(size)
         except Exception as exc:
-            if self._wrapper._self_attempts == 1 or not self._wrapper._self_retryable(exc):
+            verdict = self._wrapper._self_judge(exc)
+            if verdict is None:
                 raise
             error = exc
         return self._wrapper._self_retry(
-            lambda: self._resume(size), error, progress=lambda: self._skipped
+            lambda: self._resume(size), error, verdict, progress=lambda: self._skipped
         )
 
     def readall(self) -> bytes:
@@ -718,10 +735,13 @@ class _ChunkCursor:
         try:
             return self._next_once()
         except Exception as exc:
-            if self._wrapper._self_attempts == 1 or not self._wrapper._self_retryable(exc):
+            verdict = self._wrapper._self_judge(exc)
+            if verdict is None:
                 raise
             error = exc
-        return self._wrapper._self_retry(self._resume, error, progress=lambda: self._skipped)
+        return self._wrapper._self_retry(
+            self._resume, error, verdict, progress=lambda: self._skipped
+        )
 
     def close(self) -> None:
         chunks, self._chunks = self._chunks, None
