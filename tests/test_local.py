@@ -1,0 +1,489 @@
+"""LocalFileSystemBackend: the storage contract, atomic replacement, and
+nothing read, written, listed or deleted outside its location."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from django_snapshots import (
+    AdvancedSnapshotStorage,
+    SnapshotStorageError,
+    SnapshotStoragePathError,
+)
+from django_snapshots.storage import LocalFileSystemBackend
+from django_snapshots.storage.streams import CHUNK_SIZE
+from django_snapshots.testing import StorageConformance
+
+
+class TestLocalFileSystemBackendConformance(StorageConformance):
+    @pytest.fixture
+    def storage(self, tmp_path: Path) -> LocalFileSystemBackend:
+        return LocalFileSystemBackend(tmp_path / "root")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "root"
+
+
+@pytest.fixture
+def storage(root: Path) -> LocalFileSystemBackend:
+    return LocalFileSystemBackend(root)
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory next to the location, holding a file the storage must never touch."""
+    directory = tmp_path / "outside"
+    directory.mkdir()
+    (directory / "secret").write_bytes(b"secret")
+    return directory
+
+
+def _tree(directory: Path) -> dict[str, bytes | None]:
+    """Every entry below *directory*: files with their bytes, the rest as None."""
+    entries: dict[str, bytes | None] = {}
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory).as_posix()
+        is_file = path.is_file() and not path.is_symlink()
+        entries[relative] = path.read_bytes() if is_file else None
+    return entries
+
+
+def _temporary_files(directory: Path) -> list[str]:
+    return [name for _, _, files in os.walk(directory) for name in files if "\x7f" in name]
+
+
+# Construction
+
+
+def test_location_is_created_and_shown_as_an_absolute_path(tmp_path: Path) -> None:
+    storage = LocalFileSystemBackend(tmp_path / "a" / "b")
+    assert (tmp_path / "a" / "b").is_dir()
+    assert storage.location == str(tmp_path / "a" / "b")
+    assert repr(storage) == f"LocalFileSystemBackend({str(tmp_path / 'a' / 'b')!r})"
+    assert isinstance(storage, AdvancedSnapshotStorage)
+
+
+def test_relative_location_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage = LocalFileSystemBackend("backups")
+    assert storage.location == str(tmp_path / "backups")
+    monkeypatch.chdir("/")
+    storage.write("k", io.BytesIO(b"x"))
+    assert (tmp_path / "backups" / "k").read_bytes() == b"x"
+
+
+def test_location_must_be_a_non_empty_text_path(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="location must be a str"):
+        LocalFileSystemBackend(os.fsencode(tmp_path))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must not be empty"):
+        LocalFileSystemBackend("")
+
+
+def test_location_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(SnapshotStorageError, match=r"cannot use .* as a storage location"):
+        LocalFileSystemBackend(tmp_path / "file")
+
+
+def test_location_may_itself_be_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    storage = LocalFileSystemBackend(tmp_path / "link")
+    storage.write("k", io.BytesIO(b"x"))
+    assert (tmp_path / "real" / "k").read_bytes() == b"x"
+
+
+def test_a_removed_location_lists_nothing_and_is_recreated_by_a_write(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    root.rmdir()
+    assert storage.list("") == []
+    assert storage.exists("k") is False
+    with pytest.raises(FileNotFoundError):
+        storage.read("k")
+    storage.write("d/k", io.BytesIO(b"x"))
+    assert (root / "d" / "k").read_bytes() == b"x"
+
+
+# Layout and permissions
+
+
+def test_keys_map_to_files_below_the_location(storage: LocalFileSystemBackend, root: Path) -> None:
+    storage.write("db/2026/latest.dump", io.BytesIO(b"dump"))
+    assert _tree(root) == {"db": None, "db/2026": None, "db/2026/latest.dump": b"dump"}
+
+
+def test_objects_and_directories_are_private(storage: LocalFileSystemBackend, root: Path) -> None:
+    storage.write("db/latest.dump", io.BytesIO(b"dump"))
+    assert stat.S_IMODE((root / "db" / "latest.dump").stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "db").stat().st_mode) == 0o700
+
+
+def test_delete_removes_empty_parents_up_to_the_location(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    storage.write("a/b/c/one", io.BytesIO(b"1"))
+    storage.write("a/two", io.BytesIO(b"2"))
+    storage.delete("a/b/c/one")
+    assert _tree(root) == {"a": None, "a/two": b"2"}
+    storage.delete("a/two")
+    assert _tree(root) == {}
+    assert root.is_dir()
+
+
+def test_atomic_move_removes_the_emptied_source_directories(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    storage.write("incoming/x/part", io.BytesIO(b"data"))
+    storage.atomic_move("incoming/x/part", "final/object")
+    assert _tree(root) == {"final": None, "final/object": b"data"}
+
+
+def test_atomic_move_onto_itself_keeps_the_object(storage: LocalFileSystemBackend) -> None:
+    storage.write("k", io.BytesIO(b"data"))
+    storage.atomic_move("k", "k")
+    assert storage.read("k").read() == b"data"
+
+
+# Atomic, durable replacement
+
+
+def _failing_after(chunks: int, error: BaseException) -> Iterator[bytes]:
+    for _ in range(chunks):
+        yield b"n" * CHUNK_SIZE
+    raise error
+
+
+@pytest.mark.parametrize(
+    "error", [OSError("source lost"), KeyboardInterrupt()], ids=["exception", "interrupt"]
+)
+def test_failed_write_keeps_the_old_object_and_leaves_no_temporary_file(
+    storage: LocalFileSystemBackend, root: Path, error: BaseException
+) -> None:
+    storage.write("db/latest.dump", io.BytesIO(b"old"))
+    with pytest.raises(type(error)) as raised:
+        storage.stream_write("db/latest.dump", _failing_after(2, error))
+    assert raised.value is error
+    assert _tree(root) == {"db": None, "db/latest.dump": b"old"}
+
+
+def test_failed_write_to_a_new_directory_leaves_nothing_behind(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    storage.write("kept", io.BytesIO(b"k"))
+
+    class Broken(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: object) -> int:
+            raise OSError("disk of the source failed")
+
+    with pytest.raises(OSError, match="disk of the source failed"):
+        storage.write("new/deep/key", Broken())  # type: ignore[arg-type]
+    assert _tree(root) == {"kept": b"k"}
+
+
+def test_write_streams_into_a_temporary_file_in_the_target_directory(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    seen: list[dict[str, bytes | None]] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield b"first"
+        seen.append(_tree(root))
+        yield b"second"
+
+    storage.write("db/latest.dump", io.BytesIO(b"old"))
+    storage.stream_write("db/latest.dump", chunks())
+    [during] = seen
+    temporary = [name for name in during if "\x7f" in name]
+    assert len(temporary) == 1
+    assert temporary[0].startswith("db/")
+    assert during["db/latest.dump"] == b"old"
+    assert storage.read("db/latest.dump").read() == b"firstsecond"
+    assert _temporary_files(root) == []
+
+
+def test_write_syncs_the_file_and_its_directory_before_returning(
+    storage: LocalFileSystemBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        mode = os.fstat(fd).st_mode
+        synced.append("dir" if stat.S_ISDIR(mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    storage.write("db/latest.dump", io.BytesIO(b"dump"))
+    assert synced[-2:] == ["file", "dir"]
+
+
+def test_temporary_and_foreign_files_are_never_listed(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    storage.write("db/latest.dump", io.BytesIO(b"dump"))
+    (root / "db" / ".snapshots-write-0123\x7f").write_bytes(b"left by a crash")
+    (root / "db" / "back\\slash").write_bytes(b"not a key")
+    (root / "ctl\x01dir").mkdir()
+    (root / "ctl\x01dir" / "x").write_bytes(b"not a key")
+    assert storage.list("") == ["db/latest.dump"]
+    assert storage.list("db/") == ["db/latest.dump"]
+
+
+def test_concurrent_writers_never_tear_an_object(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    versions = [bytes([n]) * (CHUNK_SIZE + 1000) for n in range(4)]
+    problems: list[str] = []
+
+    def writer(data: bytes) -> None:
+        for _ in range(5):
+            storage.write("shared", io.BytesIO(data))
+
+    def reader() -> None:
+        for _ in range(30):
+            try:
+                with storage.read("shared") as file:
+                    data = file.read()
+            except FileNotFoundError:
+                continue
+            if data not in versions:
+                problems.append(f"torn read of {len(data)} bytes")
+
+    threads = [threading.Thread(target=writer, args=(v,)) for v in versions]
+    threads += [threading.Thread(target=reader) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert problems == []
+    assert storage.read("shared").read() in versions
+    assert _temporary_files(root) == []
+
+
+def test_concurrent_deletes_and_writes_in_one_directory_all_land(
+    storage: LocalFileSystemBackend,
+) -> None:
+    # Deletes prune empty directories while writers create files in them.
+    errors: list[BaseException] = []
+
+    def churn(n: int) -> None:
+        try:
+            for i in range(60):
+                storage.write(f"shared/dir/{n}-{i}", io.BytesIO(b"x"))
+                storage.delete(f"shared/dir/{n}-{i}")
+            storage.write(f"shared/dir/{n}-last", io.BytesIO(b"x"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert storage.list("") == [f"shared/dir/{n}-last" for n in range(4)]
+
+
+# Objects and directories
+
+
+def test_writing_below_an_object_is_a_clear_error(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    storage.write("a", io.BytesIO(b"object"))
+    with pytest.raises(SnapshotStorageError, match="'a' is an object") as raised:
+        storage.write("a/b", io.BytesIO(b"x"))
+    assert raised.value.transient is False
+    with pytest.raises(SnapshotStorageError, match="'a' is an object"):
+        storage.atomic_move("a", "a/b")
+    assert _tree(root) == {"a": b"object"}
+
+
+def test_writing_over_a_directory_of_keys_is_a_clear_error(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    storage.write("a/b", io.BytesIO(b"object"))
+    with pytest.raises(SnapshotStorageError, match="other keys are stored below 'a/'"):
+        storage.write("a", io.BytesIO(b"x"))
+    storage.write("c", io.BytesIO(b"c"))
+    with pytest.raises(SnapshotStorageError, match="other keys are stored below 'a/'"):
+        storage.atomic_move("c", "a")
+    assert _tree(root) == {"a": None, "a/b": b"object", "c": b"c"}
+
+
+def test_a_path_below_an_object_does_not_exist(storage: LocalFileSystemBackend) -> None:
+    storage.write("a", io.BytesIO(b"object"))
+    assert storage.exists("a/b") is False
+    assert storage.list("a/") == []
+    with pytest.raises(FileNotFoundError):
+        storage.read("a/b")
+    storage.delete("a/b")
+    assert storage.list("") == ["a"]
+
+
+def test_a_special_file_is_not_an_object_and_never_blocks(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    root.joinpath("d").mkdir()
+    os.mkfifo(root / "d" / "fifo")
+    assert storage.exists("d/fifo") is False
+    assert storage.list("") == []
+    with pytest.raises(FileNotFoundError):
+        storage.read("d/fifo")
+    with pytest.raises(SnapshotStorageError, match="special file"):
+        storage.write("d/fifo", io.BytesIO(b"x"))
+
+
+def test_a_name_too_long_for_the_file_system_is_a_storage_error(
+    storage: LocalFileSystemBackend,
+) -> None:
+    key = "x" * 300  # a valid key, but longer than a file name may be
+    with pytest.raises(SnapshotStorageError, match="cannot write"):
+        storage.write(key, io.BytesIO(b"x"))
+    assert storage.exists(key) is False
+    with pytest.raises(FileNotFoundError):
+        storage.read(key)
+    assert storage.list("") == []
+
+
+def test_stream_read_of_a_missing_key_raises_at_the_call(storage: LocalFileSystemBackend) -> None:
+    with pytest.raises(FileNotFoundError):
+        storage.stream_read("absent")
+
+
+def test_sync_replaces_objects_that_stand_where_directories_must_go(
+    storage: LocalFileSystemBackend,
+) -> None:
+    storage.write("src/a/b", io.BytesIO(b"new file below a/"))
+    storage.write("src/c", io.BytesIO(b"new file c"))
+    storage.write("dst/a", io.BytesIO(b"stale object a"))
+    storage.write("dst/c/d", io.BytesIO(b"stale object below c/"))
+    storage.sync("src/", "dst/")
+    assert storage.list("dst/") == ["dst/a/b", "dst/c"]
+    assert storage.read("dst/a/b").read() == b"new file below a/"
+    assert storage.read("dst/c").read() == b"new file c"
+
+
+def test_list_walks_only_the_directory_the_prefix_names(
+    storage: LocalFileSystemBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("big/1/x", "big/2/x", "big/3/x", "want/a/x", "want/b", "wanted"):
+        storage.write(key, io.BytesIO(b"x"))
+    scanned: list[str] = []
+    real_scandir = os.scandir
+
+    def recording_scandir(fd: int) -> object:
+        scanned.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_scandir(fd)
+
+    monkeypatch.setattr(os, "scandir", recording_scandir)
+    assert storage.list("want/") == ["want/a/x", "want/b"]
+    assert [Path(p).relative_to(storage.location).as_posix() for p in scanned] == [
+        "want",
+        "want/a",
+    ]
+
+
+# Nothing outside the location
+
+_OPERATIONS: dict[str, Callable[[LocalFileSystemBackend, str], object]] = {
+    "read": lambda s, k: s.read(k),
+    "write": lambda s, k: s.write(k, io.BytesIO(b"pwned")),
+    "delete": lambda s, k: s.delete(k),
+    "exists": lambda s, k: s.exists(k),
+    "stream_read": lambda s, k: next(iter(s.stream_read(k))),
+    "stream_write": lambda s, k: s.stream_write(k, iter([b"pwned"])),
+    "atomic_move from": lambda s, k: s.atomic_move(k, "moved"),
+    "atomic_move to": lambda s, k: s.atomic_move("victim", k),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(_OPERATIONS))
+@pytest.mark.parametrize("key", ["../outside/secret", "/tmp/x", "a/../../outside/secret"])
+def test_traversal_keys_touch_nothing(
+    storage: LocalFileSystemBackend,
+    root: Path,
+    outside: Path,
+    tmp_path: Path,
+    operation: str,
+    key: str,
+) -> None:
+    storage.write("victim", io.BytesIO(b"v"))
+    before = _tree(tmp_path)
+    with pytest.raises(SnapshotStoragePathError):
+        _OPERATIONS[operation](storage, key)
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("operation", sorted(_OPERATIONS))
+@pytest.mark.parametrize(
+    "layout",
+    ["file link out", "directory link out", "directory link in", "file link in", "dangling"],
+)
+def test_symlinks_below_the_location_are_never_followed(
+    storage: LocalFileSystemBackend,
+    root: Path,
+    outside: Path,
+    tmp_path: Path,
+    operation: str,
+    layout: str,
+) -> None:
+    storage.write("victim", io.BytesIO(b"v"))
+    storage.write("real/secret", io.BytesIO(b"inside"))
+    key = {
+        "file link out": "link",
+        "directory link out": "link/secret",
+        "directory link in": "link/secret",
+        "file link in": "link",
+        "dangling": "link",
+    }[layout]
+    target = {
+        "file link out": outside / "secret",
+        "directory link out": outside,
+        "directory link in": root / "real",
+        "file link in": root / "real" / "secret",
+        "dangling": outside / "created-through-link",
+    }[layout]
+    (root / "link").symlink_to(target)
+    before = _tree(tmp_path)
+    with pytest.raises(SnapshotStoragePathError, match="symbolic link"):
+        _OPERATIONS[operation](storage, key)
+    assert _tree(tmp_path) == before
+    assert storage.list("") == ["real/secret", "victim"]
+
+
+def test_list_through_a_symlinked_directory_is_refused(
+    storage: LocalFileSystemBackend, root: Path, outside: Path
+) -> None:
+    (root / "link").symlink_to(outside)
+    with pytest.raises(SnapshotStoragePathError, match="symbolic link"):
+        storage.list("link/")
+    with pytest.raises(SnapshotStoragePathError, match="symbolic link"):
+        storage.recursive_list("link/sec")
+    assert storage.list("li") == []
+
+
+def test_sync_never_writes_through_a_symlinked_destination(
+    storage: LocalFileSystemBackend, root: Path, outside: Path, tmp_path: Path
+) -> None:
+    storage.write("src/secret", io.BytesIO(b"overwrite"))
+    (root / "dst").symlink_to(outside)
+    before = _tree(tmp_path)
+    with pytest.raises(SnapshotStoragePathError, match="symbolic link"):
+        storage.sync("src/", "dst/")
+    assert _tree(tmp_path) == before
