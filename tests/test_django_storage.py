@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from django_snapshots.storage import (
     SnapshotStorage,
 )
 from django_snapshots.storage.streams import CHUNK_SIZE
+from django_snapshots.testing import StorageConformance
 
 KINDS = ["filesystem", "memory", "s3"]
 
@@ -138,6 +140,42 @@ class FailingStream(io.RawIOBase):
             raise self.error
         view = memoryview(buffer)[: self._fail_at - self._source.tell()]
         return self._source.readinto(view)
+
+
+# --------------------------------------------------------------------------
+# The whole storage contract, on each storage
+
+
+class TestFileSystemStorageConformance(StorageConformance):
+    @pytest.fixture
+    def storage(self, tmp_path: Path) -> DjangoStorageBackend:
+        return DjangoStorageBackend(FileSystemStorage(location=tmp_path / "media"))
+
+
+class TestInMemoryStorageConformance(StorageConformance):
+    @pytest.fixture
+    def storage(self) -> DjangoStorageBackend:
+        return DjangoStorageBackend(InMemoryStorage())
+
+
+class TestS3StorageConformance(StorageConformance):
+    @pytest.fixture
+    def storage(self, s3_bucket) -> DjangoStorageBackend:  # type: ignore[no-untyped-def]
+        return DjangoStorageBackend(s3_storage(s3_bucket))
+
+
+class TestStoragesAliasConformance(StorageConformance):
+    @pytest.fixture
+    def storage(self, tmp_path: Path) -> Iterator[DjangoStorageBackend]:
+        config = {
+            "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+            "backups": {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": str(tmp_path / "backups")},
+            },
+        }
+        with override_settings(STORAGES=config):
+            yield DjangoStorageBackend("backups")
 
 
 # --------------------------------------------------------------------------
@@ -674,3 +712,16 @@ def test_a_missing_bucket_is_a_permanent_storage_error_not_an_empty_listing(s3_b
     with pytest.raises(SnapshotStorageError) as caught:
         backend.write("k", io.BytesIO(b"data"))
     assert caught.value.transient is False
+
+
+def test_s3_listing_takes_one_request_whatever_the_depth(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+    storage = s3_storage(s3_bucket)
+    backend = DjangoStorageBackend(storage)
+    keys = [f"db/{year}/{month:02}/dump" for year in (2025, 2026) for month in range(1, 13)]
+    for key in keys:
+        backend.write(key, io.BytesIO(b"x"))
+    requests: list[str] = []
+    events = storage.connection.meta.client.meta.events
+    events.register("before-call.s3", lambda model, **_: requests.append(model.name))
+    assert backend.list("db/") == sorted(keys)
+    assert requests == ["ListObjectsV2"]

@@ -56,6 +56,8 @@ __all__ = ["DjangoStorageBackend"]
 # below a file (InMemoryStorage turns the last into FileExistsError).
 _NO_OBJECT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
+_S3_MODULE = "storages.backends.s3"
+
 # Error codes S3-compatible services use for "slow down and try again".
 _THROTTLING_CODES = frozenset(
     {
@@ -183,12 +185,14 @@ class DjangoStorageBackend:
 
         Walks ``listdir`` recursively from the directory part of *prefix*
         (``"db/2026"`` lists ``db/`` and keeps names starting with ``2026``);
-        names that are not valid keys are left out.
+        an S3Storage is listed flat instead, one request per thousand keys.
+        Names that are not valid keys are left out.
         """
         prefix = validate_prefix(prefix)
         storage = self.storage
         with _storage_failures(f"list {prefix!r} on {self!r}"):
-            return sorted(_walk(storage, prefix))
+            keys = _s3_keys(storage, prefix) if _is_s3(storage) else _walk(storage, prefix)
+            return sorted(keys)
 
     def delete(self, path: str) -> None:
         """Remove the object at *path*; a missing key (or a directory) is left alone."""
@@ -392,8 +396,7 @@ def _resolve(alias: str) -> Storage:
 
 
 def _check_supported(storage: Storage, *, where: str) -> None:
-    s3 = sys.modules.get("storages.backends.s3")
-    if s3 is not None and isinstance(storage, s3.S3Storage) and storage.gzip:
+    if _is_s3(storage) and storage.gzip:
         # It compresses some objects on the way in (chosen by content type)
         # and decompresses on the way out by Content-Encoding, which a
         # ".gz" key also gets: bytes would not come back as they went in.
@@ -406,8 +409,7 @@ def _check_supported(storage: Storage, *, where: str) -> None:
 def _describe(storage: Storage) -> str:
     # Only attributes known to hold no secret: a generic ``location`` can be
     # a URL with a password in it (FTPStorage).
-    s3 = sys.modules.get("storages.backends.s3")
-    if s3 is not None and isinstance(storage, s3.S3Storage):
+    if _is_s3(storage):
         place = "/".join(part for part in (storage.bucket_name, storage.location) if part)
         return f" {place!r}"
     if isinstance(storage, FileSystemStorage):
@@ -419,12 +421,11 @@ def _replaces_in_one_step(storage: Storage) -> bool:
     # S3 makes an uploaded object visible only once complete (a PUT, or a
     # completed multipart upload), replacing the old one; S3Storage with
     # file_overwrite saves straight over the key.
-    s3 = sys.modules.get("storages.backends.s3")
-    return s3 is not None and isinstance(storage, s3.S3Storage) and bool(storage.file_overwrite)
+    return _is_s3(storage) and bool(storage.file_overwrite)
 
 
 def _streaming_source(storage: Storage, file: Any, key: str) -> Any:
-    s3 = sys.modules.get("storages.backends.s3")
+    s3 = sys.modules.get(_S3_MODULE)
     if s3 is None or not isinstance(file, s3.S3File):
         return file
     # S3File downloads the whole object into a buffer on first read, in
@@ -446,6 +447,13 @@ def _streaming_source(storage: Storage, file: Any, key: str) -> Any:
     return body
 
 
+def _is_s3(storage: Storage) -> bool:
+    # Checked by class, without importing django-storages: a storage of its
+    # S3 backend exists only once the module has been imported.
+    s3 = sys.modules.get(_S3_MODULE)
+    return s3 is not None and isinstance(storage, s3.S3Storage)
+
+
 def _is_object(storage: Storage, key: str) -> bool:
     # Storage.exists is True for directories on FileSystemStorage and
     # InMemoryStorage; opening tells objects apart.  Opening is lazy for
@@ -456,6 +464,18 @@ def _is_object(storage: Storage, key: str) -> bool:
         return False
     file.close()
     return True
+
+
+def _s3_keys(storage: Any, prefix: str) -> Iterator[str]:
+    # One flat listing, a request per thousand keys, instead of a listdir
+    # request per directory level.
+    root = (storage.location.rstrip("/") + "/").lstrip("/")
+    paginator = storage.connection.meta.client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=storage.bucket_name, Prefix=root + prefix):
+        for entry in page.get("Contents", ()):
+            key = entry["Key"][len(root) :]
+            if _is_valid(validate_key, key):
+                yield key
 
 
 def _walk(storage: Storage, prefix: str) -> Iterator[str]:
