@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from django_snapshots._cli import CommandFailed, Console, add_subcommands, run
+from django_snapshots.exceptions import SnapshotError
 
 __all__ = ["main"]
 
@@ -82,8 +83,12 @@ def _configure_django(*, settings_module: str | None, pythonpath: str | None) ->
             sys.path.insert(0, os.getcwd())
         try:
             django.setup()
-        except (ImportError, ImproperlyConfigured) as exc:
-            raise CommandFailed(f"cannot load the settings module {name!r}: {exc}") from exc
+        except (ImportError, ImproperlyConfigured, SnapshotError) as exc:
+            # SnapshotError: a storage object built in the settings module
+            # refused its arguments.
+            raise CommandFailed(
+                f"cannot load the settings module {name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
     elif not settings.configured:
         settings.configure(INSTALLED_APPS=["django_snapshots"])
         django.setup()

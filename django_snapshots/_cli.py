@@ -66,7 +66,10 @@ class Console:
     stdin: IO[bytes] | None = None
 
     def print(self, text: str = "") -> None:
-        # tqdm.write keeps an active progress bar intact.
+        self.out.write(text + "\n")
+
+    def print_during_progress(self, text: str = "") -> None:
+        """Print *text* while a progress bar may be on screen, keeping the bar intact."""
         tqdm.write(text, file=self.out)
 
     def progress(self, *, total: int | None, desc: str, unit: str = "B") -> tqdm[Any]:
@@ -115,7 +118,8 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     get = add("get", "Copy a stored object to a file",
               "DEST is replaced atomically, and only once the whole object was read (and "
               "verified, when the stack checks digests); a new file is readable by its owner "
-              "only.")  # fmt: skip
+              "only.  With -, bytes go out as they are read, so a failed verification is "
+              "reported (exit status 1) after them.")  # fmt: skip
     get.add_argument("key", metavar="KEY", help="key of the object to copy")
     get.add_argument("dest", metavar="DEST",
                      help="file or directory to write to, or - for standard output")  # fmt: skip
@@ -255,7 +259,8 @@ def _verify(options: dict[str, Any], console: Console) -> None:
                 checksum.layer.verify(key)
             except (SnapshotError, OSError) as exc:
                 failures += 1
-                console.print(f"FAILED {checksum.outer_key(key)}: {type(exc).__name__}: {exc}")
+                failure = f"FAILED {checksum.outer_key(key)}: {type(exc).__name__}: {exc}"
+                console.print_during_progress(failure)
             bar.update(1)
     noun = "object" if len(keys) == 1 else "objects"
     if failures:

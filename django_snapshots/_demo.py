@@ -148,7 +148,7 @@ def _json_logger(console: Console) -> Any:
         return "   " + json.dumps({**first, **event}, default=str)
 
     return structlog.wrap_logger(
-        structlog.PrintLogger(console.out),
+        _Printer(console),
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -156,6 +156,17 @@ def _json_logger(console: Console) -> Any:
         ],
         wrapper_class=structlog.BoundLogger,
     )
+
+
+class _Printer:
+    # The entry of a transfer is emitted while its progress bar is drawn.
+    def __init__(self, console: Console) -> None:
+        self._print = console.print_during_progress
+
+    def msg(self, message: str) -> None:
+        self._print(message)
+
+    debug = info = warning = error = critical = exception = msg
 
 
 def _tier(storage: object) -> str:

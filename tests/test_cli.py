@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -321,3 +323,79 @@ def test_the_commands_work_on_rclone_over_a_real_s3_server(
     assert listed == "db/a.dump\n"
     assert verified == "verified 1 object: all intact\n"
     assert (tmp_path / "copy.dump").read_bytes() == artifact.read_bytes()
+
+
+def test_verify_and_check_follow_a_prefix_above_the_checksum_layer(tmp_path: Path) -> None:
+    checksummed = Checksum(LocalFileSystemBackend(tmp_path))
+    checksummed.write("tenant-b/db/other.dump", io.BytesIO(b"another tenant"))
+    flip_byte(tmp_path / "tenant-b" / "db" / "other.dump", offset=0)
+    stack = Prefix(checksummed, "tenant-a")
+    stack.write("db/a.dump", io.BytesIO(b"a"))
+    stack.write("db/b.dump", io.BytesIO(b"b"))
+    flip_byte(tmp_path / "tenant-a" / "db" / "b.dump", offset=0)
+    out = io.StringIO()
+    with override_settings(SNAPSHOTS={"STORAGE": stack}):
+        with pytest.raises(CommandError) as raised:
+            call_command("snapshots", "verify", stdout=out, stderr=io.StringIO())
+        checked = snapshots("check")
+    # Only the tenant's objects, named as the stack names them.
+    assert str(raised.value) == "1 of 2 objects failed verification"
+    assert out.getvalue().startswith("FAILED db/b.dump: SnapshotIntegrityError: ")
+    assert "verify  ok" in checked
+
+
+def _project(directory: Path, snapshots: str) -> Path:
+    directory.mkdir()
+    (directory / "manage.py").write_text(
+        "import sys\n"
+        "from django.core.management import execute_from_command_line\n"
+        "execute_from_command_line(sys.argv)\n"
+    )
+    (directory / "site_settings.py").write_text(
+        "SECRET_KEY = 'not-secret'\n"
+        "INSTALLED_APPS = ['django_snapshots']\n"
+        f"SNAPSHOTS = {snapshots}\n"
+    )
+    return directory
+
+
+def _manage(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env["DJANGO_SETTINGS_MODULE"] = "site_settings"
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=project, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_manage_py_runs_the_commands_of_a_real_project(tmp_path: Path, artifact: Path) -> None:
+    store = tmp_path / "store"
+    setting = (
+        '{"STORAGE": {"BACKEND": "django_snapshots.storage.LocalFileSystemBackend", '
+        f'"OPTIONS": {{"location": {str(store)!r}}}, '
+        '"WRAPPERS": ["django_snapshots.storage.Checksum"]}}'
+    )
+    project = _project(tmp_path / "project", setting)
+    put = _manage(project, "snapshots", "put", str(artifact), "db/a.dump")
+    assert put.returncode == 0, put.stderr
+    assert _manage(project, "snapshots", "ls").stdout == "db/a.dump\n"
+    assert (store / "db" / "a.dump.sha256").exists()
+    missing = _manage(project, "snapshots", "get", "db/missing.dump", "out.dump")
+    assert missing.returncode == 1
+    assert missing.stderr == "CommandError: no object at 'db/missing.dump'\n"
+    usage = _manage(project, "snapshots", "verify", "--help")
+    assert usage.returncode == 0
+    assert usage.stdout.startswith("usage: manage.py snapshots verify")
+
+
+def test_manage_py_reports_a_misconfiguration_in_one_line(tmp_path: Path) -> None:
+    project = _project(tmp_path / "project", '{"STORAGE": {"BACKEND": "nowhere.Backend"}}')
+    result = _manage(project, "snapshots", "ls")
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        'CommandError: misconfigured: SNAPSHOTS["STORAGE"]["BACKEND"]: cannot import'
+    )
+    assert result.stderr.count("\n") == 1
+    checked = _manage(project, "check")
+    assert checked.returncode == 1
+    assert "(snapshots.E004)" in checked.stderr

@@ -256,3 +256,16 @@ def test_verify_draws_a_progress_bar_only_on_a_terminal(tmp_path: Path, artifact
     assert "verify:" in drawn
     assert "0/3" in drawn
     assert cli("verify", cwd=tmp_path).stderr == b""
+
+
+def test_a_settings_module_whose_storage_fails_to_build_is_a_one_line_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "brokensettings.py").write_text(
+        "from django_snapshots.storage import Prefix, MemoryBackend\n"
+        "SNAPSHOTS = {'STORAGE': Prefix(MemoryBackend(), '../escape')}\n"
+    )
+    message = one_line_error(cli("--settings", "brokensettings", "ls", cwd=tmp_path))
+    assert message.startswith(
+        "cannot load the settings module 'brokensettings': SnapshotStoragePathError: "
+    )
