@@ -339,6 +339,28 @@ def test_read_logs_an_error_raised_mid_stream_and_re_raises_it(clock: Clock) -> 
     assert entry["log_level"] == "error"
 
 
+def test_reading_zero_bytes_is_not_the_end_of_the_stream(memory: MemoryBackend) -> None:
+    with capture_logs() as entries:
+        reader = Logging(memory).read("db/a.dump")
+        assert reader.read(0) == b""
+        assert entries == []
+        assert reader.read(None) == b"aaaa"
+        assert only(entries)["bytes"] == 4
+        assert reader.read() == b""
+        reader.close()
+    assert len(entries) == 1
+
+
+def test_readinto_counts_the_bytes_delivered(memory: MemoryBackend) -> None:
+    buffer = bytearray(3)
+    with capture_logs() as entries:
+        reader = Logging(memory).read("db/a.dump")
+        assert reader.readinto(buffer) == 3
+        assert reader.readinto(buffer) == 1
+        assert reader.readinto(buffer) == 0
+    assert only(entries)["bytes"] == 4
+
+
 def test_read_returns_a_context_manager_that_logs_on_exit(memory: MemoryBackend) -> None:
     with capture_logs() as entries:
         with Logging(memory).read("db/a.dump") as file:

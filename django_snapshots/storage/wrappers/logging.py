@@ -88,7 +88,7 @@ class Logging(StorageWrapper):
             _configure(self, storage, logger)
 
     def read(self, path: str) -> IO[bytes]:
-        """Open *path*; the entry is logged when the returned stream is exhausted or closed."""
+        """Open *path*; the entry is logged when the returned stream ends or is closed."""
         start = perf_counter()
         try:
             source = self.__wrapped__.read(path)
@@ -152,7 +152,7 @@ class AdvancedLogging(Logging, tier="advanced"):
     __wrapped__: AdvancedSnapshotStorage
 
     def stream_read(self, path: str) -> Iterator[bytes]:
-        """Yield the chunks of *path*; the entry is logged when the iterator is exhausted or closed."""
+        """Yield the chunks of *path*; the entry is logged when the iterator ends or is closed."""
         start = perf_counter()
         try:
             chunks = self.__wrapped__.stream_read(path)
@@ -252,15 +252,34 @@ class _LoggedReader(ObservedReader):
         self._bytes = 0
         self._logged = False
 
+    def read(self, size: int | None = -1) -> bytes:
+        # The common calls, read() and read(n), go straight to the source
+        # rather than through readinto and a buffer of the base class.
+        if self._eof or size == 0:
+            return b""
+        try:
+            data = self._source.read(-1 if size is None else size)
+        except BaseException as exc:
+            self._log_error(exc)
+            raise
+        if data:
+            self._bytes += len(data)
+            if size is None or size < 0:  # the source read to its end
+                self._eof = True
+                self._log_ok()
+        elif data is not None:  # b"": end of stream; None: nothing ready yet
+            self._eof = True
+            self._log_ok()
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
     def readinto(self, buffer: Any) -> int:
         try:
             return super().readinto(buffer)
         except BaseException as exc:
-            if not self._logged:
-                self._logged = True
-                _log_error(
-                    self._wrapper, "read", self._start, exc, path=self._path, bytes=self._bytes
-                )
+            self._log_error(exc)
             raise
 
     def _on_data(self, chunk: memoryview) -> None:
@@ -281,6 +300,11 @@ class _LoggedReader(ObservedReader):
             _EVENTS["read"], op="read", outcome="ok", duration_ms=_since(self._start),
             storage=wrapper._self_storage, path=self._path, bytes=self._bytes,
         )  # fmt: skip
+
+    def _log_error(self, exc: BaseException) -> None:
+        if not self._logged:
+            self._logged = True
+            _log_error(self._wrapper, "read", self._start, exc, path=self._path, bytes=self._bytes)
 
 
 class _LoggedChunks(Iterator[bytes]):
