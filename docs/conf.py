@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from importlib.metadata import version as distribution_version
 from pathlib import Path
@@ -106,6 +107,10 @@ def _documented_by_identity(env: Any) -> dict[int, str]:
 
 
 def _resolve_missing(app: Any, env: Any, node: Any, contnode: Any) -> Any:
+    if node.get("refdomain") == "std" and node.get("reftype") == "envvar":
+        # The library documents no environment variable of its own: the
+        # references are to the system's (TMPDIR) or rclone's, shown as is.
+        return contnode
     if node.get("refdomain") != "py" or node.get("reftype") not in _PY_ROLES:
         return None
     target = node["reftarget"]
@@ -157,7 +162,46 @@ def _hide_private_bases(app: Any, name: str, obj: Any, options: Any, bases: list
             index += 1
 
 
+_new_overloads: dict[tuple[str, str], list[inspect.Signature]] = {}
+
+
+def _wrapper_signature(
+    app: Any, what: str, name: str, obj: Any, options: Any, args: str | None, retann: str
+) -> tuple[str, str] | None:
+    # A wrapper's __new__ overloads exist for type checkers (they map the
+    # storage's tier to the wrapper's); shown as signatures they would list
+    # every option twice with "..." defaults.  Show the one call users write,
+    # with its real defaults, instead.
+    from django_snapshots.storage.wrappers.base import StorageWrapper
+
+    if what not in {"class", "exception"} or not isinstance(obj, type):
+        return None
+    if getattr(obj, "_is_protocol", False):
+        return "", ""  # a protocol is implemented, never instantiated
+    if not issubclass(obj, StorageWrapper) or obj is StorageWrapper:
+        return None
+    from sphinx.pycode import ModuleAnalyzer
+
+    overloads: list[inspect.Signature] = []
+    for cls in obj.__mro__:
+        if not cls.__module__.startswith("django_snapshots."):
+            continue
+        analyzer = ModuleAnalyzer.for_module(cls.__module__)
+        analyzer.analyze()
+        qualname = f"{cls.__qualname__}.__new__"
+        if qualname in analyzer.overloads:
+            _new_overloads[cls.__module__, qualname] = analyzer.overloads.pop(qualname)
+        overloads = overloads or _new_overloads.get((cls.__module__, qualname), [])
+    signature = inspect.signature(obj.__init__)
+    parameters = list(signature.parameters.values())[1:]
+    if any(p.kind is p.VAR_KEYWORD for p in parameters) and overloads:
+        parameters = list(overloads[0].parameters.values())[1:]
+    plain = [p.replace(annotation=inspect.Parameter.empty) for p in parameters]
+    return str(signature.replace(parameters=plain, return_annotation=inspect.Signature.empty)), ""
+
+
 def setup(app: Any) -> dict[str, Any]:
+    app.connect("autodoc-process-signature", _wrapper_signature)
     app.connect("env-check-consistency", _forget_documented)
     app.connect("missing-reference", _resolve_missing)
     app.connect("autodoc-process-bases", _hide_private_bases)

@@ -219,6 +219,7 @@ def _run_doctest(example: Example, namespace: dict[str, Any]) -> None:
     test = doctest.DocTestParser().get_doctest(
         example.source, namespace, example.page, example.page, example.line - 1
     )
+    test.globs = namespace  # DocTest copies its globals; later examples need these
     report: list[str] = []
     runner = doctest.DocTestRunner(optionflags=DOCTEST_FLAGS)
     runner.run(test, out=report.append, clear_globs=False)
@@ -464,6 +465,13 @@ def test_examples_of_one_page_share_a_namespace() -> None:
     namespace: dict[str, Any] = {}
     run_examples(extract_rst(_PAGE, "page.rst")[0], namespace)
     assert namespace["shout"] == "HELLO!"
+
+
+def test_names_defined_in_a_doctest_reach_the_following_examples() -> None:
+    page = "T\n=\n\n>>> answer = 42\n\n.. code-block:: python\n\n   assert answer == 42\n"
+    namespace: dict[str, Any] = {}
+    run_examples(extract_rst(page, "docs/names.rst")[0], namespace)
+    assert namespace["answer"] == 42
 
 
 def test_an_unmarked_literal_block_is_reported_with_its_line() -> None:
