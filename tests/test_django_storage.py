@@ -10,6 +10,7 @@ import threading
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -18,6 +19,7 @@ from django.core.files.storage import (
     FileSystemStorage,
     InMemoryStorage,
     InvalidStorageError,
+    Storage,
     default_storage,
     storages,
 )
@@ -31,11 +33,12 @@ from django_snapshots.storage import (
 )
 from django_snapshots.storage.streams import CHUNK_SIZE
 from django_snapshots.testing import StorageConformance
+from tests.conftest import S3Bucket
 
 KINDS = ["filesystem", "memory", "s3"]
 
 
-def s3_storage(bucket, **options):  # type: ignore[no-untyped-def]
+def s3_storage(bucket: S3Bucket, **options: Any) -> Any:
     from storages.backends.s3 import S3Storage
 
     server = bucket.server
@@ -56,7 +59,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def django_storage(kind: str, tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+def django_storage(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Storage:
     if kind == "filesystem":
         return FileSystemStorage(location=tmp_path / "media")
     if kind == "memory":
@@ -65,7 +68,7 @@ def django_storage(kind: str, tmp_path: Path, request: pytest.FixtureRequest):  
 
 
 @pytest.fixture
-def backend(django_storage) -> DjangoStorageBackend:  # type: ignore[no-untyped-def]
+def backend(django_storage: Storage) -> DjangoStorageBackend:
     return DjangoStorageBackend(django_storage)
 
 
@@ -100,7 +103,7 @@ class StrictStream(io.RawIOBase):
         self._offset += len(chunk)
         return chunk
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buffer: Any) -> int:
         chunk = self.read(len(buffer))
         buffer[: len(chunk)] = chunk
         return len(chunk)
@@ -118,7 +121,7 @@ class ShortReads(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer)[: self._step]
         return self._source.readinto(view)
 
@@ -135,7 +138,7 @@ class FailingStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buffer: Any) -> int:
         if self._source.tell() >= self._fail_at:
             raise self.error
         view = memoryview(buffer)[: self._fail_at - self._source.tell()]
@@ -160,7 +163,7 @@ class TestInMemoryStorageConformance(StorageConformance):
 
 class TestS3StorageConformance(StorageConformance):
     @pytest.fixture
-    def storage(self, s3_bucket) -> DjangoStorageBackend:  # type: ignore[no-untyped-def]
+    def storage(self, s3_bucket: S3Bucket) -> DjangoStorageBackend:
         return DjangoStorageBackend(s3_storage(s3_bucket))
 
 
@@ -358,7 +361,7 @@ def test_a_failed_write_removes_its_partial_object(kind: str, tmp_path: Path) ->
         assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_a_failed_write_to_s3_keeps_the_previous_object(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_write_to_s3_keeps_the_previous_object(s3_bucket: S3Bucket) -> None:
     backend = DjangoStorageBackend(s3_storage(s3_bucket))
     backend.write("k", io.BytesIO(b"previous"))
     for fail_at in (100, 9 * 1024 * 1024):  # a single PUT, then a multipart upload
@@ -372,7 +375,7 @@ def test_a_failed_write_to_s3_keeps_the_previous_object(s3_bucket) -> None:  # t
     assert client.list_multipart_uploads(Bucket=s3_bucket.name).get("Uploads", []) == []
 
 
-def test_a_failed_write_to_s3_without_overwrite_leaves_the_key_absent(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_write_to_s3_without_overwrite_leaves_the_key_absent(s3_bucket: S3Bucket) -> None:
     backend = DjangoStorageBackend(s3_storage(s3_bucket, file_overwrite=False))
     backend.write("k", io.BytesIO(b"previous"))
     backend.write("k", io.BytesIO(b"replaced"))
@@ -386,7 +389,7 @@ def test_a_failed_write_to_s3_without_overwrite_leaves_the_key_absent(s3_bucket)
 class FirstChunkOnly(InMemoryStorage):
     """A storage that saves only the first chunk of what it is given."""
 
-    def _save(self, name, content):  # type: ignore[no-untyped-def]
+    def _save(self, name: str, content: Any) -> str:
         first = next(iter(content.chunks()), b"")
         return super()._save(name, ContentFile(first))
 
@@ -405,14 +408,14 @@ def test_a_storage_that_stops_reading_early_fails_the_write() -> None:
 class VersionedNames(FileSystemStorage):
     """A storage that never reuses a name: every save gets a fresh suffix."""
 
-    def get_available_name(self, name, max_length=None):  # type: ignore[no-untyped-def]
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
         return f"{name}.v1"
 
 
 class WriteOnce(InMemoryStorage):
     """A retention storage: objects cannot be deleted."""
 
-    def delete(self, name):  # type: ignore[no-untyped-def]
+    def delete(self, name: str) -> None:
         pass
 
 
@@ -490,7 +493,7 @@ def test_readers_of_local_storages_seek(backend: DjangoStorageBackend) -> None:
         assert reader.read() == b"89"
 
 
-def test_s3_objects_are_read_as_a_stream(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+def test_s3_objects_are_read_as_a_stream(s3_bucket: S3Bucket) -> None:
     backend = DjangoStorageBackend(s3_storage(s3_bucket))
     size = 24 * CHUNK_SIZE
     s3_bucket.server.client().upload_fileobj(io.BytesIO(b"\x5a" * size), s3_bucket.name, "big")
@@ -510,7 +513,7 @@ def test_s3_objects_are_read_as_a_stream(s3_bucket) -> None:  # type: ignore[no-
     assert peak < 8 * CHUNK_SIZE, f"peak {peak / CHUNK_SIZE:.1f} MiB while streaming"
 
 
-def test_s3_uploads_full_parts_from_a_stream_of_short_reads(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+def test_s3_uploads_full_parts_from_a_stream_of_short_reads(s3_bucket: S3Bucket) -> None:
     backend = DjangoStorageBackend(s3_storage(s3_bucket))
     data = payload(9 * 1024 * 1024)
     backend.write("big", ShortReads(data, step=64 * 1024))
@@ -521,7 +524,7 @@ def test_s3_uploads_full_parts_from_a_stream_of_short_reads(s3_bucket) -> None: 
     assert read_all(backend, "big") == data
 
 
-def test_s3_gz_keys_come_back_byte_for_byte(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+def test_s3_gz_keys_come_back_byte_for_byte(s3_bucket: S3Bucket) -> None:
     import gzip
 
     backend = DjangoStorageBackend(s3_storage(s3_bucket))
@@ -530,14 +533,14 @@ def test_s3_gz_keys_come_back_byte_for_byte(s3_bucket) -> None:  # type: ignore[
     assert read_all(backend, "db/dump.sql.gz") == data
 
 
-def test_an_s3_storage_that_gzips_is_refused(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+def test_an_s3_storage_that_gzips_is_refused(s3_bucket: S3Bucket) -> None:
     with pytest.raises(InvalidStorageError, match="gzip"):
         DjangoStorageBackend(s3_storage(s3_bucket, gzip=True))
 
 
 def test_s3_listing_never_looks_at_the_local_directory(
-    s3_bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
+    s3_bucket: S3Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "local-file").write_bytes(b"x")
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "inner").write_bytes(b"y")
@@ -548,7 +551,7 @@ def test_s3_listing_never_looks_at_the_local_directory(
     assert backend.list("") == ["remote/key"]
 
 
-def test_s3_objects_under_a_location_are_listed_relative_to_it(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+def test_s3_objects_under_a_location_are_listed_relative_to_it(s3_bucket: S3Bucket) -> None:
     backend = DjangoStorageBackend(s3_storage(s3_bucket, location="tenant-a"))
     backend.write("db/x", io.BytesIO(b"x"))
     client = s3_bucket.server.client()
@@ -666,7 +669,7 @@ def test_repr_names_the_storage_class_and_where_it_stores(tmp_path: Path) -> Non
     )
 
 
-def test_s3_repr_shows_the_bucket_and_never_the_credentials(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+def test_s3_repr_shows_the_bucket_and_never_the_credentials(s3_bucket: S3Bucket) -> None:
     backend = DjangoStorageBackend(s3_storage(s3_bucket, location="backups"))
     text = repr(backend)
     assert text == f"DjangoStorageBackend(<S3Storage> '{s3_bucket.name}/backups')"
@@ -680,7 +683,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_an_unreachable_s3_endpoint_is_a_transient_storage_error(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+def test_an_unreachable_s3_endpoint_is_a_transient_storage_error(s3_bucket: S3Bucket) -> None:
     from botocore.config import Config
 
     storage = s3_storage(
@@ -704,7 +707,9 @@ def test_an_unreachable_s3_endpoint_is_a_transient_storage_error(s3_bucket) -> N
         assert s3_bucket.server.secret_access_key not in message
 
 
-def test_a_missing_bucket_is_a_permanent_storage_error_not_an_empty_listing(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_bucket_is_a_permanent_storage_error_not_an_empty_listing(
+    s3_bucket: S3Bucket,
+) -> None:
     backend = DjangoStorageBackend(s3_storage(s3_bucket, bucket_name="no-such-bucket-here"))
     with pytest.raises(SnapshotStorageError) as caught:
         backend.list("")
@@ -714,7 +719,7 @@ def test_a_missing_bucket_is_a_permanent_storage_error_not_an_empty_listing(s3_b
     assert caught.value.transient is False
 
 
-def test_s3_listing_takes_one_request_whatever_the_depth(s3_bucket) -> None:  # type: ignore[no-untyped-def]
+def test_s3_listing_takes_one_request_whatever_the_depth(s3_bucket: S3Bucket) -> None:
     storage = s3_storage(s3_bucket)
     backend = DjangoStorageBackend(storage)
     keys = [f"db/{year}/{month:02}/dump" for year in (2025, 2026) for month in range(1, 13)]

@@ -36,7 +36,7 @@ import io
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import IO, Any
+from typing import IO, Any, TypeGuard, cast
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.core.files.storage import (
@@ -143,7 +143,7 @@ class DjangoStorageBackend:
             except BaseException:
                 file.close()
                 raise
-        return _ObjectReader(source, where=where)
+        return cast("IO[bytes]", _ObjectReader(source, where=where))
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store every byte of *content* from its current position to EOF at
@@ -163,7 +163,7 @@ class DjangoStorageBackend:
                 # name when the key is taken, so the old object goes first.
                 self._delete_object(storage, key)
             try:
-                saved = storage.save(key, source)
+                saved = storage.save(key, cast("IO[bytes]", source))
             except BaseException:
                 if not in_one_step:
                     # Whatever is at the key now is a partial object of ours.
@@ -272,7 +272,7 @@ class _ForwardReader(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            return b"".join(iter_chunks(self))
+            return b"".join(iter_chunks(cast("IO[bytes]", self)))
         parts = []
         wanted = size
         while wanted > 0:
@@ -293,7 +293,7 @@ class _ForwardReader(io.RawIOBase):
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """Yield the content in chunks, without rewinding (Django's File API)."""
-        return iter_chunks(self, chunk_size or CHUNK_SIZE)
+        return iter_chunks(cast("IO[bytes]", self), chunk_size or CHUNK_SIZE)
 
     def close(self) -> None:
         # The caller's content stays open: only this view of it is closed.
@@ -363,7 +363,7 @@ class _ObjectReader(io.RawIOBase):
         return n
 
     def readall(self) -> bytes:
-        return b"".join(iter_chunks(self))
+        return b"".join(iter_chunks(cast("IO[bytes]", self)))
 
     def close(self) -> None:
         if not self.closed:
@@ -424,7 +424,7 @@ def _replaces_in_one_step(storage: Storage) -> bool:
     return _is_s3(storage) and bool(storage.file_overwrite)
 
 
-def _streaming_source(storage: Storage, file: Any, key: str) -> Any:
+def _streaming_source(storage: Any, file: Any, key: str) -> Any:
     s3 = sys.modules.get(_S3_MODULE)
     if s3 is None or not isinstance(file, s3.S3File):
         return file
@@ -447,7 +447,7 @@ def _streaming_source(storage: Storage, file: Any, key: str) -> Any:
     return body
 
 
-def _is_s3(storage: Storage) -> bool:
+def _is_s3(storage: Storage) -> TypeGuard[Any]:
     # Checked by class, without importing django-storages: a storage of its
     # S3 backend exists only once the module has been imported.
     s3 = sys.modules.get(_S3_MODULE)
