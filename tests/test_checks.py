@@ -20,15 +20,11 @@ from django_snapshots.checks import check_storage_round_trip, check_storage_sett
 from django_snapshots.storage import Checksum, LocalFileSystemBackend, MemoryBackend
 from django_snapshots.testing import Chaos
 from tests.conftest import S3Bucket
-from tests.test_conf import MISCONFIGURATIONS
+from tests.test_conf import MISCONFIGURATIONS, fresh_storage_cache
+
+pytestmark = pytest.mark.usefixtures(fresh_storage_cache.__name__)
 
 MEMORY = "django_snapshots.storage.MemoryBackend"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
-    with override_settings():
-        yield
 
 
 @pytest.mark.parametrize(("snapshots", "check_id", "fragments"), MISCONFIGURATIONS)

@@ -30,6 +30,9 @@ from django_snapshots.storage import (
 from django_snapshots.storage.streams import CHUNK_SIZE
 from django_snapshots.testing import Chaos
 from tests.conftest import S3Bucket
+from tests.test_conf import fresh_storage_cache
+
+pytestmark = pytest.mark.usefixtures(fresh_storage_cache.__name__)
 
 SUBCOMMANDS = ["check", "ls", "put", "get", "rm", "sync", "verify", "demo"]
 

@@ -8,11 +8,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.test import override_settings
 
 from django_snapshots import SnapshotError, get_storage
@@ -127,10 +129,17 @@ MISCONFIGURATIONS: list[Any] = [
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache() -> Any:
-    # Every test starts and ends without a cached stack.
-    with override_settings():
-        yield
+def fresh_storage_cache() -> Iterator[None]:
+    """Start and end each test without a cached stack, whatever earlier
+    tests left (a stack built from the test settings, for instance)."""
+    forget_storage()
+    yield
+    forget_storage()
+
+
+def forget_storage() -> None:
+    # What a change of the setting does: the stack is built again on demand.
+    setting_changed.send(sender=None, setting="SNAPSHOTS", value=None, enter=False)
 
 
 def test_a_storage_object_is_used_as_given() -> None:
