@@ -54,6 +54,9 @@ class ChunkReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
+        if self.closed:
+            # Reporting EOF here would make a stream cut short look complete.
+            raise ValueError("I/O operation on closed ChunkReader")
         view = memoryview(buffer).cast("B")
         while not self._pending:
             try:

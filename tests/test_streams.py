@@ -1,0 +1,184 @@
+"""Streaming helpers: chunks out of file objects, file objects out of chunks,
+and readers that observe what passes through them."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from django_snapshots.storage.streams import CHUNK_SIZE, ChunkReader, ObservedReader, iter_chunks
+
+
+class Trickle(io.RawIOBase):
+    """A non-seekable raw stream that returns at most *step* bytes per read,
+    says "nothing yet" (None) before every chunk, and records read sizes."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        super().__init__()
+        self._data, self._step, self._position = data, step, 0
+        self._ready = False
+        self.sizes: list[int] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        view = memoryview(buffer).cast("B")
+        self.sizes.append(len(view))
+        if not self._ready:
+            self._ready = True
+            return None
+        self._ready = False
+        n = min(len(view), self._step, len(self._data) - self._position)
+        view[:n] = self._data[self._position : self._position + n]
+        self._position += n
+        return n
+
+
+@given(st.binary(max_size=5000), st.integers(min_value=1, max_value=700))
+def test_iter_chunks_yields_every_byte_in_bounded_non_empty_bytes(data: bytes, size: int) -> None:
+    chunks = list(iter_chunks(io.BytesIO(data), size))
+    assert b"".join(chunks) == data
+    assert all(type(c) is bytes and 0 < len(c) <= size for c in chunks)
+
+
+def test_iter_chunks_reads_chunk_size_by_default_and_does_not_close() -> None:
+    stream = Trickle(b"x" * 10, step=4)
+    assert b"".join(iter_chunks(stream)) == b"x" * 10
+    assert set(stream.sizes) == {CHUNK_SIZE}
+    assert not stream.closed
+
+
+def test_iter_chunks_waits_through_non_blocking_reads() -> None:
+    stream = Trickle(b"abcdefg", step=3)
+    assert list(iter_chunks(stream, 5)) == [b"abc", b"def", b"g"]
+
+
+def test_iter_chunks_turns_bytes_like_chunks_into_bytes() -> None:
+    class Views:
+        def __init__(self) -> None:
+            self._parts = [bytearray(b"ab"), memoryview(b"cd")]
+
+        def read(self, size: int) -> object:
+            return self._parts.pop(0) if self._parts else b""
+
+    assert list(iter_chunks(Views())) == [b"ab", b"cd"]  # type: ignore[arg-type]
+
+
+@given(st.lists(st.binary(max_size=50), max_size=10), st.integers(min_value=1, max_value=64))
+def test_chunk_reader_reads_the_concatenation_in_any_step(chunks: list[bytes], step: int) -> None:
+    reader = ChunkReader(chunks)
+    parts = []
+    while part := reader.read(step):
+        assert len(part) <= step
+        parts.append(part)
+    assert b"".join(parts) == b"".join(chunks)
+    assert reader.readable()
+
+
+def test_chunk_reader_read_without_size_reads_everything_left() -> None:
+    reader = ChunkReader([b"ab", b"", b"cd"])
+    assert reader.read(1) == b"a"
+    assert reader.read() == b"bcd"
+    assert reader.read() == b""
+
+
+def test_closing_a_chunk_reader_closes_its_generator_once() -> None:
+    finished: list[str] = []
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield b"a"
+            yield b"b"
+        finally:
+            finished.append("closed")
+
+    reader = ChunkReader(chunks())
+    assert reader.read(1) == b"a"
+    reader.close()
+    reader.close()
+    assert finished == ["closed"]
+    assert reader.closed
+    with pytest.raises(ValueError, match="closed"):
+        reader.read(1)
+
+
+def test_chunk_reader_works_under_a_buffered_reader() -> None:
+    reader = io.BufferedReader(ChunkReader([b"line 1\nli", b"ne 2\n"]))
+    assert reader.readlines() == [b"line 1\n", b"line 2\n"]
+
+
+class Recorder(ObservedReader):
+    def __init__(self, source: Any) -> None:
+        super().__init__(source)
+        self.events: list[object] = []
+
+    def _on_data(self, chunk: memoryview) -> None:
+        self.events.append(bytes(chunk))
+
+    def _on_eof(self) -> None:
+        self.events.append("eof")
+
+    def _on_close(self) -> None:
+        self.events.append("close")
+
+
+def test_observed_reader_sees_each_chunk_then_eof_once_then_close_once() -> None:
+    source = io.BytesIO(b"abcde")
+    reader = Recorder(source)
+    assert reader.read(2) == b"ab"
+    assert reader.read() == b"cde"
+    assert reader.read(3) == b""
+    reader.close()
+    reader.close()
+    assert reader.events == [b"ab", b"cde", "eof", "close"]
+    assert source.closed
+
+
+def test_observed_reader_reports_close_without_eof() -> None:
+    reader = Recorder(io.BytesIO(b"abc"))
+    reader.read(1)
+    reader.close()
+    assert reader.events == [b"a", "close"]
+
+
+def test_observed_reader_ignores_empty_reads() -> None:
+    reader = Recorder(io.BytesIO(b"abc"))
+    assert reader.readinto(bytearray()) == 0
+    assert reader.events == []
+    assert reader.read() == b"abc"
+
+
+def test_observed_reader_handles_sources_without_readinto_and_not_ready_reads() -> None:
+    class ReadOnly:
+        def __init__(self) -> None:
+            self._answers: list[bytes | None] = [None, b"ab", None, b""]
+            self.closed = False
+
+        def read(self, size: int) -> bytes | None:
+            return self._answers.pop(0)
+
+        def close(self) -> None:
+            self.closed = True
+
+    reader = Recorder(ReadOnly())
+    assert reader.read(10) == b"ab"
+    assert reader.read(10) == b""
+    assert reader.events == [b"ab", "eof"]
+    reader = Recorder(Trickle(b"abc", step=2))
+    assert reader.read(10) == b"ab"
+
+
+def test_an_error_raised_at_eof_reaches_the_reader() -> None:
+    class Refusing(ObservedReader):
+        def _on_eof(self) -> None:
+            raise ValueError("digest mismatch")
+
+    reader = Refusing(io.BytesIO(b"abc"))
+    with pytest.raises(ValueError, match="digest mismatch"):
+        reader.read()
