@@ -37,6 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.returncode
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of standard output went away: stop like any Unix tool,
+        # without a message, and keep Python from complaining at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     return 0
 
 

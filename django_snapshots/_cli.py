@@ -154,7 +154,9 @@ def run(options: argparse.Namespace | Mapping[str, Any], console: Console) -> No
     command = _COMMANDS[values["subcommand"]]
     try:
         command(values, console)
-    except CommandFailed:
+    except (CommandFailed, BrokenPipeError):
+        # A closed output (``get KEY - | head``) is the reader's choice, not
+        # an error of the command: each front end ends quietly.
         raise
     except InvalidStorageSettingError as exc:
         raise CommandFailed(f"misconfigured: {exc}") from exc

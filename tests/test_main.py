@@ -269,3 +269,18 @@ def test_a_settings_module_whose_storage_fails_to_build_is_a_one_line_error(
     assert message.startswith(
         "cannot load the settings module 'brokensettings': SnapshotStoragePathError: "
     )
+
+
+def test_get_to_a_reader_that_stops_early_ends_quietly(tmp_path: Path, artifact: Path) -> None:
+    ok("put", str(artifact), "big.dump", cwd=tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django_snapshots", "get", "big.dump", "-"],
+        cwd=tmp_path, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stderr is not None
+    assert len(process.stdout.read(10)) == 10
+    process.stdout.close()  # like `| head -c 10`
+    assert process.wait(timeout=120) == 141
+    assert process.stderr.read() == b""
+    process.stderr.close()

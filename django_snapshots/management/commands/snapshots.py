@@ -38,3 +38,5 @@ class Command(BaseCommand):
             run(options, console)
         except CommandFailed as exc:
             raise CommandError(str(exc), returncode=exc.returncode) from exc
+        except BrokenPipeError:
+            raise CommandError("the output was closed before the end", returncode=141) from None
