@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -150,8 +150,15 @@ def _default_storage() -> SnapshotStorage:
 
 
 def _build_storage(value: object) -> SnapshotStorage:
-    if isinstance(value, SnapshotStorage):
+    if _is_storage(value):
         return value
+    if isinstance(value, type):
+        raise InvalidStorageSettingError(
+            f"{_SETTING} is the class {value.__name__}, not a storage object",
+            hint=f"Create the storage, e.g. {value.__name__}(...), or give data such as "
+            f'{{"BACKEND": "{value.__module__}.{value.__qualname__}", "OPTIONS": {{...}}}}.',
+            id="snapshots.E002",
+        )
     if not isinstance(value, Mapping):
         raise InvalidStorageSettingError(
             f"{_SETTING} must be a storage (read, write, list, delete, exists) or a dict, "
@@ -283,7 +290,7 @@ def _construct(
             hint=f"Fix OPTIONS to match the {kind}'s keyword arguments.",
             id=call_id,
         ) from exc
-    if not isinstance(storage, SnapshotStorage):
+    if not _is_storage(storage):
         raise InvalidStorageSettingError(
             f"{where}: {path!r} built a {type(storage).__name__}, which is not a storage "
             "(read, write, list, delete, exists)",
@@ -292,3 +299,8 @@ def _construct(
             id=type_id,
         )
     return storage
+
+
+def _is_storage(value: object) -> TypeGuard[SnapshotStorage]:
+    # A class passes the protocol check too (it has the methods, unbound).
+    return not isinstance(value, type) and isinstance(value, SnapshotStorage)

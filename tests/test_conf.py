@@ -73,6 +73,8 @@ MISCONFIGURATIONS: list[Any] = [
           "'object' object", name="non-storage-object"),
     _case({"STORAGE": MEMORY}, "snapshots.E002", STORAGE, "'str' object",
           name="bare-dotted-path"),
+    _case({"STORAGE": MemoryBackend}, "snapshots.E002", STORAGE,
+          "is the class MemoryBackend, not a storage object", name="class-not-instance"),
     _case({"STORAGE": {"BACKEND": MEMORY, "WRAPPER": []}}, "snapshots.E003", STORAGE,
           "unknown key", "'WRAPPER'", name="unknown-storage-key"),
     _case({"STORAGE": {"OPTIONS": {}}}, "snapshots.E003", f'{STORAGE}["BACKEND"]', "None",
