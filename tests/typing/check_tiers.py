@@ -16,9 +16,11 @@ from typing_extensions import assert_type
 
 from django_snapshots.storage import (
     AdvancedSnapshotStorage,
+    Checksum,
     Logging,
     MemoryBackend,
     Prefix,
+    Retry,
     SnapshotStorage,
 )
 from django_snapshots.storage.wrappers.logging import AdvancedLogging
@@ -94,3 +96,9 @@ Logging(object())  # type: ignore[call-overload]
 Prefix(advanced())  # type: ignore[call-overload]
 Prefix(advanced(), 3)  # type: ignore[call-overload]
 Logging(advanced(), None)  # type: ignore[call-overload]
+
+# The full stack of the library's wrappers keeps the tier of its bottom, too.
+assert_type(Logging(Retry(Checksum(Prefix(advanced(), "tenant-a")))), AdvancedLogging)
+assert_type(Logging(Retry(Checksum(Prefix(basic(), "tenant-a")))), Logging)
+full_stack: AdvancedSnapshotStorage = Logging(Retry(Checksum(Prefix(advanced(), "a"))))
+not_advanced_full: AdvancedSnapshotStorage = Logging(Retry(Checksum(Prefix(basic(), "a"))))  # type: ignore[assignment]
