@@ -700,8 +700,11 @@ def test_read_resumes_after_a_failure_mid_stream_without_repeating_or_dropping_b
     after: int, seekable: bool, tier: str
 ) -> None:
     data = noise(3 * CHUNK_SIZE + 5, seed=3)
-    storage = scripted(tier, read=[Fault(ConnectionResetError("first"), after=after),
-                                   Fault(TimeoutError("second"), after=after // 2 + 3)])  # fmt: skip
+    faults = [
+        Fault(ConnectionResetError("first"), after=after),
+        Fault(TimeoutError("second"), after=after // 2 + 3),
+    ]
+    storage = scripted(tier, read=faults)
     storage.seekable_reads = seekable
     storage.inner.write("k", io.BytesIO(data))
     with retry(storage).read("k") as stream:
