@@ -49,6 +49,7 @@ from django.core.files.storage import (
 from django_snapshots.exceptions import SnapshotError, SnapshotStorageError
 from django_snapshots.storage.keys import validate_key, validate_prefix
 from django_snapshots.storage.streams import CHUNK_SIZE, _read_into, iter_chunks
+from django_snapshots.storage.wrappers.retry import is_transient
 
 __all__ = ["DjangoStorageBackend"]
 
@@ -559,7 +560,7 @@ def _transient(exc: BaseException) -> bool | None:
         if isinstance(exc, botocore.BotoCoreError):
             return False
     if isinstance(exc, OSError):
-        return isinstance(exc, (ConnectionError, TimeoutError))
+        return is_transient(exc)
     if isinstance(exc, SuspiciousOperation):
         return False
     return None
