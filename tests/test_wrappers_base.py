@@ -214,6 +214,15 @@ def test_repr_shows_the_whole_stack(layers: Any, storage: Any) -> None:
     assert text.count("(") == text.count(")")
 
 
+@pytest.mark.parametrize("layers", STACKS)
+def test_str_and_formatting_show_the_whole_stack_too(layers: Any, storage: Any) -> None:
+    stack = build(layers, storage)
+    assert str(stack) == repr(stack)
+    assert f"{stack}" == repr(stack)
+    assert f"{stack:>300}".strip() == repr(stack)
+    assert "%s" % (stack,) == repr(stack)  # noqa: UP031
+
+
 def test_repr_shows_each_wrapper_with_its_options(tmp_path: Path) -> None:
     local = LocalFileSystemBackend(tmp_path / "snaps")
     stack = Logging(Prefix(local, "tenant-a"))

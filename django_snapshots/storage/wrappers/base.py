@@ -160,6 +160,14 @@ class StorageWrapper(_Proxy):
         options = "".join(f", {option}" for option in self._repr_options())
         return f"{self._basic_tier.__name__}({self.__wrapped__!r}{options})"
 
+    def __str__(self) -> str:
+        # wrapt would show the wrapped storage alone, hiding every wrapper
+        # from print() and f-strings.
+        return self.__repr__()
+
+    def __format__(self, format_spec: str) -> str:
+        return format(self.__repr__(), format_spec)
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(f"cannot pickle {self!r}: build the stack in each process instead")
 
