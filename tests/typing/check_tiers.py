@@ -23,8 +23,10 @@ from django_snapshots.storage import (
     Retry,
     SnapshotStorage,
 )
+from django_snapshots.storage.wrappers.checksum import AdvancedChecksum
 from django_snapshots.storage.wrappers.logging import AdvancedLogging
 from django_snapshots.storage.wrappers.prefix import AdvancedPrefix
+from django_snapshots.storage.wrappers.retry import AdvancedRetry
 
 
 class BasicOnly:
@@ -102,3 +104,17 @@ assert_type(Logging(Retry(Checksum(Prefix(advanced(), "tenant-a")))), AdvancedLo
 assert_type(Logging(Retry(Checksum(Prefix(basic(), "tenant-a")))), Logging)
 full_stack: AdvancedSnapshotStorage = Logging(Retry(Checksum(Prefix(advanced(), "a"))))
 not_advanced_full: AdvancedSnapshotStorage = Logging(Retry(Checksum(Prefix(basic(), "a"))))  # type: ignore[assignment]
+
+# Retry and Checksum keep the tier, alone and around each other, and check their options.
+assert_type(Retry(advanced()), AdvancedRetry)
+assert_type(Retry(basic(), attempts=3, timeout=None, on=(ConnectionError,)), Retry)
+assert_type(Checksum(advanced(), algorithm="sha512", strict=False), AdvancedChecksum)
+assert_type(Checksum(basic()), Checksum)
+assert_type(Retry(Checksum(advanced())), AdvancedRetry)
+assert_type(Checksum(Retry(basic())), Checksum)
+assert_type(Checksum(advanced()).verify("x"), str)
+Retry(basic()).stream_write("x", iter([b""]))  # type: ignore[attr-defined]
+Checksum(basic()).atomic_move("a", "b")  # type: ignore[attr-defined]
+Retry(advanced(), 3)  # type: ignore[call-overload]
+Retry(advanced(), attempts="3")  # type: ignore[call-overload]
+Checksum(advanced(), strict="yes")  # type: ignore[call-overload]
