@@ -102,9 +102,13 @@ class StorageWrapper(_Proxy):
             # derive the twin so that Sub(advanced) is advanced too.
             cls._advanced_tier = None
             if parent_advanced is not None:
-                type(cls)(f"Advanced{cls.__name__}", (cls, parent_advanced),  # type: ignore[misc]
-                          {"__module__": cls.__module__, "__qualname__": f"Advanced{cls.__qualname__}"},
-                          tier="advanced")
+                namespace = {
+                    "__module__": cls.__module__,
+                    "__qualname__": f"Advanced{cls.__qualname__}",
+                }
+                type(cls)(  # type: ignore[misc]
+                    f"Advanced{cls.__name__}", (cls, parent_advanced), namespace, tier="advanced"
+                )
         else:
             raise TypeError(f"{cls.__name__}: tier must be 'basic' or 'advanced', not {tier!r}")
 
