@@ -55,8 +55,8 @@ class Logging(StorageWrapper):
     """Log every operation on *storage* as one structured audit entry.
 
     *logger* is any structlog logger, e.g. one with bound context
-    (``structlog.get_logger().bind(tenant="acme")``), whose context then
-    appears in every entry.  By default the entries go to
+    (``structlog.get_logger("django_snapshots.storage").bind(tenant="acme")``),
+    whose context then appears in every entry.  By default the entries go to
     ``structlog.get_logger("django_snapshots.storage")``; the library never
     configures structlog, so they end up wherever the project sends its logs.
 
