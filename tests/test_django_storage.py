@@ -640,6 +640,7 @@ def test_an_alias_whose_backend_cannot_be_imported_is_named() -> None:
 
 def test_the_default_storage_proxy_is_accepted() -> None:
     backend = DjangoStorageBackend(default_storage)
+    assert repr(backend) == "DjangoStorageBackend(<InMemoryStorage>)"
     backend.write("proxied", io.BytesIO(b"x"))
     try:
         assert storages["default"].exists("proxied")

@@ -63,7 +63,6 @@ _S3_MODULE = "storages.backends.s3"
 _THROTTLING_CODES = frozenset(
     {
         "RequestTimeout",
-        "RequestTimeTooSkewed",
         "SlowDown",
         "Throttling",
         "ThrottlingException",
@@ -78,8 +77,9 @@ class DjangoStorageBackend:
     (basic tier).
 
     *storage* is a ``Storage`` instance or an alias of ``settings.STORAGES``.
-    Reads and writes stream in chunks; listings go through ``listdir`` only;
-    ``exists`` and ``list`` report objects, never directories.
+    Reads and writes stream in chunks; listings go through the storage
+    (``listdir``, or one flat bucket listing for ``S3Storage``), never the
+    local disk; ``exists`` and ``list`` report objects, never directories.
 
     .. versionadded:: 0.1
     """
@@ -116,13 +116,14 @@ class DjangoStorageBackend:
     def __repr__(self) -> str:
         if self._alias is not None:
             try:
-                kind = f"<{type(self.storage).__name__}> "
+                kind = f"<{self.storage.__class__.__name__}> "
             except Exception:  # a repr must not fail on a broken configuration
                 kind = ""
             return f"DjangoStorageBackend({kind}{self._alias!r})"
         assert self._storage is not None
         where = _describe(self._storage)
-        return f"DjangoStorageBackend(<{type(self._storage).__name__}>{where})"
+        # __class__, not type(): default_storage is a lazy proxy.
+        return f"DjangoStorageBackend(<{self._storage.__class__.__name__}>{where})"
 
     def read(self, path: str) -> IO[bytes]:
         """Open the object at *path* for reading, at offset 0.
