@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -55,19 +56,23 @@ def s3_server() -> Iterator[S3Server]:
     A server that does not come up is an error, never a skip.
     """
     port = _free_port()
+    # The server logs every request on stderr: a file, not a pipe, or the
+    # server blocks once the unread pipe fills (after a few hundred requests).
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     try:
         while True:
             if process.poll() is not None:
+                log.seek(0)
                 raise RuntimeError(
                     f"moto server exited with {process.returncode}: "
-                    f"{process.stderr.read().decode(errors='replace') if process.stderr else ''}"
+                    f"{log.read().decode(errors='replace')}"
                 )
             try:
                 urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
@@ -84,8 +89,7 @@ def s3_server() -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stderr:
-            process.stderr.close()
+        log.close()
 
 
 @pytest.fixture
