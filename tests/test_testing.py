@@ -7,6 +7,8 @@ import textwrap
 
 import pytest
 
+from tests.test_docs import DOCS, page_examples
+
 pytest_plugins = ["pytester"]
 
 _HEADER = '''
@@ -283,3 +285,15 @@ def test_kit_fails_a_basic_storage_that_claims_the_advanced_tier(
         "test_sync_mirrors_source_under_destination",
         "test_recursive_list_equals_list",
     } <= failed
+
+
+def test_the_backend_of_the_how_to_passes_the_kit_it_shows(pytester: pytest.Pytester) -> None:
+    examples, _ = page_examples(DOCS / "howto" / "third-party-backend.rst")
+    # The page's Python blocks, in order, are a test module: the backend, its
+    # use, and the kit subclass the page tells readers to write.
+    pytester.makepyfile(test_howto="\n\n".join(e.source for e in examples if not e.doctest))
+    recorder = pytester.inline_run("-p", "no:cacheprovider", "-p", "no:django")
+    passed, skipped, failed = recorder.listoutcomes()
+    assert (len(skipped), len(failed)) == (0, 0)
+    assert {r.nodeid.split("::")[1] for r in passed} == {"TestSQLiteBackend"}
+    assert len(passed) >= 80
