@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import subprocess
 import sys
 from importlib.metadata import version as distribution_version
 from pathlib import Path
@@ -11,6 +13,8 @@ from typing import Any
 
 import django
 from django.conf import settings
+from docutils import nodes
+from sphinx.util.docutils import SphinxDirective
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -200,7 +204,29 @@ def _wrapper_signature(
     return str(signature.replace(parameters=plain, return_annotation=inspect.Signature.empty)), ""
 
 
+class CommandHelp(SphinxDirective):
+    """``.. snapshots-help:: [COMMAND]``: the ``--help`` text of the command
+    line, produced by the command line itself while the docs are built, so
+    the reference cannot drift from the program."""
+
+    optional_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        command = [sys.executable, "-m", "django_snapshots", *self.arguments, "--help"]
+        environ = {**os.environ, "COLUMNS": "88", "NO_COLOR": "1", "PYTHON_COLORS": "0"}
+        environ.pop("DJANGO_SETTINGS_MODULE", None)
+        result = subprocess.run(
+            command, capture_output=True, text=True, env=environ, cwd=ROOT, check=False
+        )
+        if result.returncode != 0:
+            raise self.error(f"{' '.join(command[1:])} failed: {result.stderr.strip()}")
+        block = nodes.literal_block(result.stdout, result.stdout)
+        block["language"] = "text"
+        return [block]
+
+
 def setup(app: Any) -> dict[str, Any]:
+    app.add_directive("snapshots-help", CommandHelp)
     app.connect("autodoc-process-signature", _wrapper_signature)
     app.connect("env-check-consistency", _forget_documented)
     app.connect("missing-reference", _resolve_missing)
