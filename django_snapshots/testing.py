@@ -120,7 +120,9 @@ class StorageConformance:
     streaming, atomic moves and ``sync``.  For a basic-tier storage the
     advanced checks still run and pass only if the storage does not claim the
     advanced tier, so nothing is ever skipped.  The checks write objects of a
-    few MiB; keys never hold more than two levels of directories.
+    few MiB and keys of up to ten segments and 1024 bytes (no segment longer
+    than 200 bytes), and never store both ``a`` and ``a/b``, which a file
+    system cannot hold at once.
 
     .. versionadded:: 0.1
     """
