@@ -85,12 +85,12 @@ _logger = structlog.get_logger("django_snapshots.storage")
 _MAX_SIDECAR_BYTES = 4096
 _SIDECAR_LINE = re.compile(r"([0-9a-fA-F]+) [ *]([^\n]+)\n?")
 
-# Chunks at least this large are hashed in a worker thread, so that hashing
-# (which releases the GIL) overlaps the storage's I/O; smaller ones are
-# batched up to this size first, since handing over a chunk has a cost.
-_OVERLAP_MIN = 256 * 1024
-# Chunks handed over and not yet hashed; bounds the memory in flight.
-_QUEUE_DEPTH = 4
+# Data is hashed in a worker thread, so that hashing (which releases the GIL)
+# overlaps the storage's I/O, in batches of this many bytes: each hand-over
+# costs a thread switch, which a busy machine can make slow.
+_BATCH = 4 * 1024 * 1024
+# Batches handed over and not yet hashed; bounds the memory in flight.
+_QUEUE_DEPTH = 2
 
 
 class Checksum(StorageWrapper):
@@ -394,17 +394,20 @@ class AdvancedChecksum(Checksum, tier="advanced"):
 
 
 class _Digest:
-    """A hash that overlaps with the caller's I/O: large chunks are hashed in
-    a worker thread (hashlib releases the GIL), through a bounded queue so
-    that memory stays constant.  Used as a context manager, which stops the
-    worker whatever happens."""
+    """A hash that overlaps with the caller's I/O: data is hashed in a worker
+    thread (hashlib releases the GIL), handed over in batches of at least
+    :data:`_BATCH` bytes through a bounded queue, so that memory stays
+    constant and the threads meet rarely.  Objects smaller than a batch are
+    hashed in the caller's thread and never start one.  Used as a context
+    manager, which stops the worker whatever happens."""
 
     def __init__(self, algorithm: str) -> None:
         self._algorithm = algorithm
         self._hash = hashlib.new(algorithm)
-        self._queue: queue.Queue[bytes | bytearray | None] | None = None
+        self._queue: queue.Queue[list[bytes] | None] | None = None
         self._thread: threading.Thread | None = None
-        self._batch = bytearray()
+        self._batch: list[bytes] = []
+        self._batched = 0
         self._error: BaseException | None = None
         self._cancelled = False
 
@@ -417,28 +420,20 @@ class _Digest:
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         """Add *data*, which the caller may reuse as soon as this returns."""
-        if self._queue is None and len(data) < _OVERLAP_MIN:
-            self._hash.update(data)
-            return
-        if self._queue is None:
-            self._start()
-        if len(data) < _OVERLAP_MIN:
-            self._batch += data
-            if len(self._batch) >= _OVERLAP_MIN:
-                self._hand_over(self._batch)
-                self._batch = bytearray()
-            return
-        if self._batch:
-            self._hand_over(self._batch)
-            self._batch = bytearray()
-        # Only an immutable bytes object can be hashed after this returns.
-        self._hand_over(data if type(data) is bytes else bytes(data))
+        # Only an immutable bytes object can wait to be hashed after this returns.
+        self._batch.append(data if type(data) is bytes else bytes(data))
+        self._batched += len(data)
+        if self._batched >= _BATCH:
+            self._hand_over()
 
     def hexdigest(self) -> str:
         """Wait for every chunk to be hashed and return the hex digest."""
-        if self._batch:
-            self._hand_over(self._batch)
-            self._batch = bytearray()
+        if self._queue is None:
+            for data in self._batch:  # small enough not to need the worker
+                self._hash.update(data)
+        else:
+            self._hand_over()
+        self._batch, self._batched = [], 0
         self._stop()
         if self._error is not None:
             raise self._error
@@ -450,19 +445,20 @@ class _Digest:
         self._stop()
         self._cancelled = False
         self._error = None
-        self._batch = bytearray()
+        self._batch, self._batched = [], 0
         self._hash = hashlib.new(self._algorithm)
 
-    def _start(self) -> None:
-        self._queue = queue.Queue(maxsize=_QUEUE_DEPTH)
-        self._thread = threading.Thread(
-            target=self._work, name="django-snapshots-checksum", daemon=True
-        )
-        self._thread.start()
-
-    def _hand_over(self, data: bytes | bytearray) -> None:
-        assert self._queue is not None
-        self._queue.put(data)
+    def _hand_over(self) -> None:
+        if self._queue is None:
+            self._queue = queue.Queue(maxsize=_QUEUE_DEPTH)
+            self._thread = threading.Thread(
+                target=self._work, args=(self._queue,), name="django-snapshots-checksum",
+                daemon=True,
+            )  # fmt: skip
+            self._thread.start()
+        if self._batch:
+            self._queue.put(self._batch)
+        self._batch, self._batched = [], 0
 
     def _stop(self) -> None:
         if self._queue is not None and self._thread is not None:
@@ -471,14 +467,14 @@ class _Digest:
         self._queue = None
         self._thread = None
 
-    def _work(self) -> None:
-        assert self._queue is not None
-        get, update = self._queue.get, self._hash.update
-        while (data := get()) is not None:
+    def _work(self, batches: queue.Queue[list[bytes] | None]) -> None:
+        update = self._hash.update
+        while (batch := batches.get()) is not None:
             if self._cancelled or self._error is not None:
                 continue
             try:
-                update(data)
+                for data in batch:
+                    update(data)
             except BaseException as exc:  # handed to the caller by hexdigest()
                 self._error = exc
 
