@@ -278,13 +278,16 @@ def test_concurrent_writers_never_tear_an_object(
 def test_concurrent_deletes_and_writes_in_one_directory_all_land(
     storage: LocalFileSystemBackend,
 ) -> None:
-    # Deletes prune empty directories while writers create files in them.
+    # Deletes prune empty directories while writes and moves create files in them.
     errors: list[BaseException] = []
 
     def churn(n: int) -> None:
         try:
-            for i in range(60):
+            for i in range(100):
                 storage.write(f"shared/dir/{n}-{i}", io.BytesIO(b"x"))
+                storage.delete(f"shared/dir/{n}-{i}")
+                storage.write(f"incoming/{n}-{i}", io.BytesIO(b"x"))
+                storage.atomic_move(f"incoming/{n}-{i}", f"shared/dir/{n}-{i}")
                 storage.delete(f"shared/dir/{n}-{i}")
             storage.write(f"shared/dir/{n}-last", io.BytesIO(b"x"))
         except BaseException as exc:

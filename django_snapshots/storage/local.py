@@ -47,7 +47,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 from django_snapshots.exceptions import (
@@ -77,8 +77,8 @@ _READ_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
-# A concurrent delete prunes empty directories; a write that loses that race
-# rebuilds its directories and tries again this many times.
+# A concurrent delete prunes empty directories; a write or move that loses
+# that race opens its directories again, at most this many times.
 _ATTEMPTS = 5
 
 
@@ -190,65 +190,18 @@ class LocalFileSystemBackend:
     def stream_write(self, path: str, chunks: Iterable[bytes]) -> None:
         """Store the concatenation of *chunks* at *path*, atomically replacing it."""
         validate_key(path)
-        *parents, name = path.split("/")
-        for _ in range(_ATTEMPTS):
-            with self._directories(path, parents, create=True) as fds:
-                assert fds is not None
-                directory = fds[-1]
-                self._check_target(path, directory, name)
-                try:
-                    temp, fd = _create_temp(directory)
-                except FileNotFoundError:
-                    if _vanished(directory):
-                        continue
-                    raise
-                except OSError as exc:
-                    raise self._failure("write", path, exc) from exc
-                try:
-                    self._fill(path, fd, chunks)
-                    try:
-                        os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
-                    except OSError as exc:
-                        raise self._failure("write", path, exc) from exc
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.unlink(temp, dir_fd=directory)
-                    _prune(fds, path.split("/"))
-                    raise
-                _fsync_directory(directory)
-                return
-        raise self._raced("write", path)
+        self._retry_vanished("write", path, lambda: self._write_once(path, chunks))
 
     def atomic_move(self, src: str, dst: str) -> None:
         """Rename *src* to *dst* in one step, replacing *dst*."""
         validate_key(src)
         validate_key(dst)
-        src_segments, dst_segments = src.split("/"), dst.split("/")
+        src_segments = src.split("/")
         with self._directories(src, src_segments[:-1], create=False) as src_fds:
             if src_fds is None or self._object_kind(src, src_fds[-1], src_segments[-1]) != "file":
                 raise _missing(src)
-            for _ in range(_ATTEMPTS):
-                with self._directories(dst, dst_segments[:-1], create=True) as dst_fds:
-                    assert dst_fds is not None
-                    self._check_target(dst, dst_fds[-1], dst_segments[-1])
-                    try:
-                        os.replace(
-                            src_segments[-1],
-                            dst_segments[-1],
-                            src_dir_fd=src_fds[-1],
-                            dst_dir_fd=dst_fds[-1],
-                        )
-                    except FileNotFoundError:
-                        if _vanished(dst_fds[-1]):
-                            continue
-                        raise _missing(src) from None
-                    except OSError as exc:
-                        raise self._failure("move", src, exc) from exc
-                    _fsync_directory(dst_fds[-1])
-                    _fsync_directory(src_fds[-1])
-                    break
-            else:
-                raise self._raced("move", src)
+            directory = src_fds[-1]
+            self._retry_vanished("move", src, lambda: self._move_once(src, directory, dst))
             _prune(src_fds, src_segments)
 
     def recursive_list(self, prefix: str) -> builtins.list[str]:
@@ -280,6 +233,57 @@ class LocalFileSystemBackend:
                 self.write(target, content)
         for key in stale:
             self.delete(key)
+
+    def _write_once(self, path: str, chunks: Iterable[bytes]) -> None:
+        *parents, name = segments = path.split("/")
+        with self._directories(path, parents, create=True) as fds:
+            assert fds is not None
+            directory = fds[-1]
+            self._check_target(path, directory, name)
+            try:
+                temp, fd = _create_temp(directory)
+            except OSError as exc:
+                _raise_if_vanished(exc, directory)
+                raise self._failure("write", path, exc) from exc
+            try:
+                self._fill(path, fd, chunks)
+                try:
+                    os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
+                except OSError as exc:
+                    raise self._failure("write", path, exc) from exc
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp, dir_fd=directory)
+                _prune(fds, segments)
+                raise
+            _fsync_directory(directory)
+
+    def _move_once(self, src: str, src_directory: int, dst: str) -> None:
+        *parents, name = dst.split("/")
+        with self._directories(dst, parents, create=True) as fds:
+            assert fds is not None
+            self._check_target(dst, fds[-1], name)
+            try:
+                os.replace(
+                    src.rpartition("/")[2], name, src_dir_fd=src_directory, dst_dir_fd=fds[-1]
+                )
+            except OSError as exc:
+                _raise_if_vanished(exc, fds[-1])
+                if isinstance(exc, FileNotFoundError):
+                    raise _missing(src) from None  # moved or deleted concurrently
+                raise self._failure("move", src, exc) from exc
+            _fsync_directory(fds[-1])
+            _fsync_directory(src_directory)
+
+    def _retry_vanished(self, action: str, key: str, operation: Callable[[], None]) -> None:
+        # A concurrent delete may prune a directory between our opening it and
+        # creating an entry in it; start again from the location.
+        for _ in range(_ATTEMPTS):
+            try:
+                return operation()
+            except _Vanished:
+                continue
+        raise self._raced(action, key)
 
     @contextlib.contextmanager
     def _directories(
@@ -350,6 +354,7 @@ class LocalFileSystemBackend:
             except FileExistsError:
                 continue  # created concurrently: open it
             except OSError as exc:
+                _raise_if_vanished(exc, parent)
                 raise self._failure("create a directory for", key, exc) from exc
             _fsync_directory(parent)
         raise self._raced("open a directory for", key)
@@ -415,6 +420,15 @@ class LocalFileSystemBackend:
             "removed by concurrent deletes",
             transient=True,
         )
+
+
+class _Vanished(Exception):
+    """A directory in use was removed by a concurrent delete."""
+
+
+def _raise_if_vanished(exc: OSError, directory: int) -> None:
+    if isinstance(exc, FileNotFoundError) and _vanished(directory):
+        raise _Vanished from exc
 
 
 def _missing(key: str) -> FileNotFoundError:
