@@ -231,7 +231,7 @@ class LocalFileSystemBackend:
         for target, source in plan.items():
             with self.read(source) as content:
                 self.write(target, content)
-        for key in stale:
+        for key in set(stale).difference(in_the_way):
             self.delete(key)
 
     def _write_once(self, path: str, chunks: Iterable[bytes]) -> None:
