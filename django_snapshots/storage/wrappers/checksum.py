@@ -72,7 +72,7 @@ from typing import IO, TYPE_CHECKING, Any, cast, overload
 import structlog
 
 from django_snapshots.exceptions import SnapshotIntegrityError, SnapshotStoragePathError
-from django_snapshots.storage.keys import validate_key
+from django_snapshots.storage.keys import MAX_KEY_BYTES, validate_key
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 from django_snapshots.storage.streams import ChunkReader, iter_chunks
 from django_snapshots.storage.wrappers.base import StorageWrapper
@@ -228,8 +228,8 @@ class Checksum(StorageWrapper):
         """Return the digest recorded for *path*, or None for a missing sidecar
         when not *strict*.  Raises :class:`FileNotFoundError` when the object
         is missing, whatever its sidecar."""
-        validate_key(path)
-        if path.endswith(self._self_suffix):
+        if isinstance(path, str) and path.endswith(self._self_suffix):
+            validate_key(path)
             raise FileNotFoundError(f"no object at {path!r}")
         sidecar = self._self_sidecar(path)
         try:
@@ -598,12 +598,10 @@ def _line(path: str, hexdigest: str) -> bytes:
     return f"{hexdigest}  {path.rsplit('/', 1)[-1]}\n".encode()
 
 
-def _fits(key: str) -> bool:
-    try:
-        validate_key(key)
-    except SnapshotStoragePathError:
-        return False
-    return True
+def _fits(sidecar: str) -> bool:
+    """Tell whether *sidecar*, a valid key plus a plain suffix, is short enough to be a key."""
+    # A UTF-8 character takes at most 4 bytes: only long keys need encoding.
+    return len(sidecar) <= MAX_KEY_BYTES // 4 or len(sidecar.encode()) <= MAX_KEY_BYTES
 
 
 def _read_at_most(stream: IO[bytes], limit: int) -> bytes:

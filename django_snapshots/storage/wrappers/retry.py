@@ -642,11 +642,13 @@ class _ResumingReader(io.RawIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            return self.readall()
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        if size == 0:
+        if size is None or size < 0:
+            # Read to the end in one call: a failure part-way delivers
+            # nothing, so resuming from the position is still exact.
+            size = -1
+        elif size == 0:
             return b""
         try:
             return self._read_once(size)
@@ -660,10 +662,7 @@ class _ResumingReader(io.RawIOBase):
         )
 
     def readall(self) -> bytes:
-        parts = []
-        while data := self.read(CHUNK_SIZE):
-            parts.append(data)
-        return b"".join(parts)
+        return self.read(-1)
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
