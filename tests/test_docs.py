@@ -16,6 +16,7 @@ refused, so that no example escapes execution by accident.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import doctest
 import importlib
 import importlib.util
@@ -314,10 +315,13 @@ def test_the_documentation_has_runnable_examples() -> None:
 # The package's docstrings
 
 
-def _modules() -> list[str]:
+def _modules(*, private: bool = False) -> list[str]:
     names = [django_snapshots.__name__]
     for info in pkgutil.walk_packages(django_snapshots.__path__, "django_snapshots."):
-        if not any(part.startswith("_") for part in info.name.split(".")):
+        parts = info.name.split(".")
+        if parts[-1] == "__main__":
+            continue  # importing it would run the command line
+        if private or not any(part.startswith("_") for part in parts):
             names.append(info.name)
     return sorted(names)
 
@@ -329,23 +333,53 @@ def _module_path(name: str) -> Path:
     return Path(spec.origin)
 
 
-def _modules_with_doctests() -> list[str]:
-    return [name for name in _modules() if ">>>" in _module_path(name).read_text("utf-8")]
+def docstring_examples(
+    module: Any,
+) -> tuple[list[tuple[dict[str, Any], list[Example]]], list[Problem]]:
+    """Return, for every docstring of *module*, its namespace (a copy of the
+    module's globals) and examples, and the unmarked literal blocks; line
+    numbers are those of the module's file."""
+    path = Path(module.__file__).resolve()
+    page = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
+    groups: list[tuple[dict[str, Any], list[Example]]] = []
+    problems: list[Problem] = []
+    for test in doctest.DocTestFinder(exclude_empty=False).find(module, module.__name__):
+        if not test.docstring:
+            continue
+        offset = test.lineno or 0  # the docstring's first line, 0-based
+        examples, found = extract_rst(test.docstring, page)
+        if examples:
+            shifted = [dataclasses.replace(e, line=e.line + offset) for e in examples]
+            groups.append((test.globs, shifted))
+        problems.extend(dataclasses.replace(p, line=p.line + offset) for p in found)
+    return groups, problems
 
 
-@pytest.mark.parametrize("module_name", _modules_with_doctests())
-def test_every_docstring_example_of_the_module_runs(module_name: str, tmp_path: Path) -> None:
-    module = importlib.import_module(module_name)
-    tests = [
-        t for t in doctest.DocTestFinder(exclude_empty=True).find(module, module_name) if t.examples
+def _modules_with_examples() -> list[str]:
+    markers = (">>>", "code-block:: python")
+    return [
+        name
+        for name in _modules(private=True)
+        if any(marker in _module_path(name).read_text("utf-8") for marker in markers)
     ]
-    assert tests, f"{module_name} contains '>>>' but no docstring example was found"
-    report: list[str] = []
-    runner = doctest.DocTestRunner(optionflags=DOCTEST_FLAGS)
+
+
+@pytest.mark.parametrize("module_name", _modules_with_examples())
+def test_every_docstring_example_of_the_module_runs(module_name: str, tmp_path: Path) -> None:
+    groups, _ = docstring_examples(importlib.import_module(module_name))
+    assert groups, f"{module_name} mentions an example, but none was found in a docstring"
     with isolated(tmp_path):
-        for test in tests:
-            runner.run(test, out=report.append)
-    assert not runner.failures, "".join(report)
+        for namespace, examples in groups:
+            run_examples(examples, namespace)
+
+
+def test_docstrings_mark_every_literal_block_with_its_language() -> None:
+    problems = [
+        str(problem)
+        for name in _modules(private=True)
+        for problem in docstring_examples(importlib.import_module(name))[1]
+    ]
+    assert not problems, "\n".join(problems)
 
 
 # --------------------------------------------------------------------------
@@ -559,3 +593,49 @@ def test_the_reference_check_sees_names_documented_by_automodule() -> None:
     assert id(SnapshotError) in documented
     assert id(validate_key) in documented
     assert id(io.BytesIO) not in documented
+
+
+def _load_module(path: Path, source: str) -> Any:
+    path.write_text(source, "utf-8")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_MODULE = '''\
+"""A module.
+
+Its settings::
+
+    DOUBLE = 2
+"""
+
+FACTOR = 2
+
+
+def double(value):
+    """Return twice *value*.
+
+    .. code-block:: python
+
+       assert double(FACTOR) == 4
+
+    >>> double(2)
+    5
+    """
+    return value * FACTOR
+'''
+
+
+def test_docstring_examples_run_in_the_module_namespace_with_file_lines(tmp_path: Path) -> None:
+    groups, problems = docstring_examples(_load_module(tmp_path / "sample.py", _MODULE))
+    [(namespace, examples)] = groups
+    assert namespace["FACTOR"] == 2
+    assert [(e.line, e.doctest) for e in examples] == [(16, False), (18, True)]
+    assert [str(p).split(":")[0] for p in problems] == [f"{tmp_path / 'sample.py'}, line 5"]
+    with pytest.raises(pytest.fail.Exception) as failure:
+        run_examples(examples, namespace)
+    assert f'File "{tmp_path / "sample.py"}", line 18' in str(failure.value)

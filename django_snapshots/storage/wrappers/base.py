@@ -3,7 +3,9 @@
 A wrapper is written as two classes: the basic-tier class intercepts the five
 :class:`~django_snapshots.SnapshotStorage` methods, and its advanced-tier twin
 (declared with ``tier="advanced"``) adds the five
-:class:`~django_snapshots.AdvancedSnapshotStorage` methods::
+:class:`~django_snapshots.AdvancedSnapshotStorage` methods:
+
+.. code-block:: python
 
     class Audit(StorageWrapper):
         def read(self, path): ...
