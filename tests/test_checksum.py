@@ -122,7 +122,7 @@ def test_bad_options_are_refused_when_the_wrapper_is_built(
 
 def test_options_are_keyword_only() -> None:
     with pytest.raises(TypeError):
-        Checksum(MemoryBackend(), "sha256")  # type: ignore[misc]
+        Checksum(MemoryBackend(), "sha256")  # type: ignore[call-overload]
 
 
 def test_algorithm_names_are_normalized() -> None:

@@ -291,7 +291,7 @@ def test_bad_options_are_refused_when_the_wrapper_is_built(
 
 def test_options_are_keyword_only() -> None:
     with pytest.raises(TypeError):
-        Retry(MemoryBackend(), 3)  # type: ignore[misc]
+        Retry(MemoryBackend(), 3)  # type: ignore[call-overload]
 
 
 def test_retry_keeps_the_tier_and_intercepts_every_method() -> None:
@@ -566,7 +566,7 @@ def test_a_failure_of_the_callers_own_input_is_never_retried(seekable: bool, tie
     broken = FailingReader(io.BytesIO(b"0123456789"), fault, seekable=seekable)
     storage = scripted(tier)
     with pytest.raises(ConnectionResetError, match="input"):
-        retry(storage).write("k", broken)  # type: ignore[arg-type]
+        retry(storage).write("k", broken)
     assert storage.calls["write"] == 1
     assert not storage.inner.exists("k")
 
@@ -576,7 +576,7 @@ def test_a_failure_of_the_callers_input_while_spooling_the_rest_is_raised(tier: 
     broken = FailingReader(io.BytesIO(b"y" * 100), fault, seekable=False)
     storage = scripted(tier, write=resets(1, after=10))
     with pytest.raises(TimeoutError, match="source stalled"):
-        retry(storage).write("k", broken)  # type: ignore[arg-type]
+        retry(storage).write("k", broken)
     assert storage.calls["write"] == 1
 
 
@@ -808,10 +808,10 @@ def test_closing_the_stream_closes_the_storage_streams(tier: str) -> None:
     storage.inner.write("k", io.BytesIO(b"0123456789"))
     stream = retry(storage).read("k")
     assert stream.read(5) == b"012"
-    broken = stream._stream  # type: ignore[attr-defined]
+    broken = stream._stream
     assert stream.read(5) == b"34567"
     assert broken.closed
-    repaired = stream._stream  # type: ignore[attr-defined]
+    repaired = stream._stream
     stream.close()
     assert repaired.closed
     with pytest.raises(ValueError, match="closed"):
@@ -896,7 +896,7 @@ def test_closing_stream_read_early_closes_the_storage_iterator() -> None:
 
     chunks = retry(Tracked(MemoryBackend())).stream_read("k")
     assert next(chunks) == b"a"
-    chunks.close()  # type: ignore[attr-defined]
+    chunks.close()
     assert closed == ["k"]
 
 
