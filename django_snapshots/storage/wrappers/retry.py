@@ -18,8 +18,8 @@ What is retried, and how:
 - Every operation is tried at most *attempts* times.  The waits between
   tries grow exponentially (*wait_initial*, doubling, at most *wait_max*,
   plus up to *wait_jitter* of random jitter), computed by :mod:`stamina`.
-  Once *timeout* seconds have passed since the failure that started the
-  retrying, no new try begins.  After the last try, the **last original
+  A failure that comes *timeout* seconds or more after the failure that
+  started the retrying is final.  After the last try, the **last original
   exception** is raised, so callers catch the same types as without
   ``Retry``.
 - ``write`` sends the full content on every try: a seekable stream is
@@ -128,9 +128,9 @@ def is_transient(exc: BaseException) -> bool:
 class Retry(StorageWrapper):
     """Retry the operations of *storage* that fail transiently.
 
-    Each operation is tried up to *attempts* times; once *timeout* seconds
-    (``None``: no limit) have passed since the failure that started the
-    retrying, no new try begins.  Waits between tries start at
+    Each operation is tried up to *attempts* times; a failure that comes
+    *timeout* seconds (``None``: no limit) or more after the failure that
+    started the retrying is final.  Waits between tries start at
     *wait_initial* seconds, double each time up to *wait_max*, plus a random
     jitter of up to *wait_jitter*.  *on* replaces the default choice of what
     to retry (:func:`is_transient`): an exception type, a tuple of them, or a
