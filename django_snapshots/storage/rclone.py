@@ -69,7 +69,7 @@ import tempfile
 import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 from django_snapshots.exceptions import SnapshotStorageError
 from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
@@ -84,8 +84,9 @@ _INSTALL_HINT = (
 
 # Before any per-operation option, so a user's *flags* can tune these.
 _COMMON_FLAGS = (
-    # ERROR level also silences the notice rclone prints without a config file.
-    "--log-level=ERROR",
+    # rclone logs why a command failed at NOTICE level, so the level stays;
+    # its notice about a missing config file is dropped from error messages.
+    "--log-level=NOTICE",
     # A Retry wrapper is the one retry policy; rclone must not multiply it.
     "--retries=1",
     "--low-level-retries=3",
@@ -128,6 +129,10 @@ _PUBLIC_OPTIONS = frozenset(
 )  # fmt: skip
 _SECRET_FLAG = re.compile(
     r"key|secret|pass|token|credential|auth|cookie|sas|signature|session", re.IGNORECASE
+)
+_LOG_PREFIX = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ", re.MULTILINE)
+_NO_CONFIG_NOTICE = re.compile(
+    r"^NOTICE: Config file .* not found - using defaults\n?", re.MULTILINE
 )
 _OPTION_NAME = re.compile(r"[A-Za-z0-9_]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -385,8 +390,10 @@ class RcloneBackend:
             return None
         if result.returncode:
             raise self._failure("lsjson --stat", what, result.returncode, result.stderr)
-        entry = json.loads(result.stdout)
-        return _Stat(is_dir=bool(entry.get("IsDir")), size=int(entry.get("Size", -1)))
+        entry = self._parse(result.stdout, "lsjson --stat", what)
+        if entry is None:  # the object vanished while rclone looked at it
+            return None
+        return _Stat(is_dir=bool(entry["IsDir"]), size=int(entry["Size"]))
 
     def _file_size(self, path: str) -> int:
         found = self._stat(self._root + path, what=path)
@@ -406,7 +413,7 @@ class RcloneBackend:
             return []
         if result.returncode:
             raise self._failure("lsjson", what, result.returncode, result.stderr)
-        paths = [str(entry["Path"]) for entry in json.loads(result.stdout)]
+        paths = [str(entry["Path"]) for entry in self._parse(result.stdout, "lsjson", what)]
         if directory and len(paths) == 1 and paths[0] == directory[:-1].rpartition("/")[2]:
             # rclone lists a *file* given where a directory was meant (on the
             # local remote even with a trailing slash): "a/b/" then yields
@@ -477,11 +484,21 @@ class RcloneBackend:
                 raise self._failure(
                     "backend features", self._shown_base, result.returncode, result.stderr
                 )
-            features = json.loads(result.stdout).get("Features", {})
+            answer = self._parse(result.stdout, "backend features", self._shown_base)
+            features = answer.get("Features", {})
             self._partial_uploads = bool(features.get("PartialUploads", True))
         return self._partial_uploads
 
     # -- errors -------------------------------------------------------------
+
+    def _parse(self, output: bytes, command: str, what: str) -> Any:
+        try:
+            return json.loads(output)
+        except ValueError:
+            raise SnapshotStorageError(
+                f"rclone {command} of {what!r} on {self!r} printed something that is not "
+                f"JSON: {self._scrub(output[:200].decode('utf-8', 'replace'))!r}"
+            ) from None
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -493,7 +510,8 @@ class RcloneBackend:
     def _failure(
         self, command: str, what: str, returncode: int, stderr: bytes
     ) -> SnapshotStorageError:
-        text = self._scrub(stderr.decode("utf-8", "replace")).strip()
+        text = _LOG_PREFIX.sub("", stderr.decode("utf-8", "replace"))
+        text = self._scrub(_NO_CONFIG_NOTICE.sub("", text)).strip()
         if len(text) > _STDERR_LIMIT:
             text = "..." + text[-_STDERR_LIMIT:]
         transient = (
