@@ -6,12 +6,16 @@ run, so the machine's speed cancels out.  Nothing here asserts on timings.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import structlog
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,10 @@ class Row:
     ratio: float | None = None
     target: str = ""
     detail: str = ""
-
+    #: Whether the target was met, for targets that are not a bound on
+    #: *ratio* (e.g. megabytes of memory); ``None`` lets the suite runner
+    #: compare *ratio* with a target such as ``"<= 1.05x"`` or ``">= 0.9x"``.
+    met: bool | None = None
 
 
 def best_of(fn: Callable[[], object], *, repeat: int = 5, number: int = 1) -> float:
@@ -37,7 +44,9 @@ def best_of(fn: Callable[[], object], *, repeat: int = 5, number: int = 1) -> fl
     return min(times)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int = 7, number: int = 1) -> dict[str, float]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], *, rounds: int = 7, number: int = 1
+) -> dict[str, float]:
     """Time several variants in alternation (ABCABC...) and return each one's median,
     so that drift of the machine affects all variants alike."""
     samples: dict[str, list[float]] = {name: [] for name in fns}
@@ -76,6 +85,23 @@ def peak_rss_delta(fn: Callable[[], object]) -> int:
         raise result
     assert isinstance(result, int)
     return result
+
+
+def null_json_logger(level: int = logging.INFO) -> Any:
+    """Return a structlog logger that really renders each entry as one JSON
+    line (with its level and a timestamp) and writes it to ``/dev/null``:
+    the cheapest complete pipeline, without configuring structlog globally.
+    Entries below *level* are dropped before any processor runs."""
+    sink = open(os.devnull, "w")  # noqa: SIM115  (kept open for the logger's lifetime)
+    return structlog.wrap_logger(
+        structlog.WriteLogger(sink),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+    )
 
 
 def _status_kib(field: str) -> int:

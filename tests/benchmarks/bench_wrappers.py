@@ -1,0 +1,125 @@
+"""Per-operation overhead of each wrapper over a bare LocalFileSystemBackend.
+
+Every variant stores 4 KiB objects in its own directory on the same file
+system; the variants run in alternation (``interleaved``) and each figure is
+the median time of a batch of operations divided by the bare backend's.
+
+Logging is measured with structlog emitting for real through a cheap but
+complete pipeline (``null_json_logger``): processors that add the level and
+a timestamp and render JSON, written by a ``WriteLogger`` to ``/dev/null``.
+The library itself never configures structlog; this is what a project that
+ships its audit log as JSON lines would run.  An extra row, without a
+target, gives the wrapper's own cost: the same logger set to drop ``info``
+entries before any processor runs.
+
+Run alone with ``python -m tests.benchmarks.bench_wrappers [--quick]``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django_snapshots.storage.local import LocalFileSystemBackend
+from django_snapshots.storage.protocols import SnapshotStorage
+from django_snapshots.storage.wrappers.checksum import Checksum
+from django_snapshots.storage.wrappers.logging import Logging
+from django_snapshots.storage.wrappers.prefix import Prefix
+from django_snapshots.storage.wrappers.retry import Retry
+from tests.benchmarks.common import Row, interleaved, null_json_logger
+
+OBJECT = b"\x5a" * 4096
+BATCH = 100  # objects per batch; the list benchmark lists a prefix holding them all
+LIST_CALLS = 10  # list calls per batch
+TENANT = "tenant"
+
+# variant name -> (how to build it around a bare backend, whether it scopes
+# keys itself, target over the bare backend)
+VARIANTS: dict[str, tuple[Callable[[SnapshotStorage, Any], SnapshotStorage], bool, str]] = {
+    "Logging": (lambda s, log: Logging(s, logger=log), False, "<= 1.05x"),
+    "Logging, entries dropped by level": (
+        lambda s, log: Logging(s, logger=null_json_logger(logging.WARNING)),
+        False,
+        "",
+    ),
+    "Retry": (lambda s, log: Retry(s), False, "<= 1.05x"),
+    "Prefix": (lambda s, log: Prefix(s, TENANT), True, "<= 1.05x"),
+    "Checksum": (lambda s, log: Checksum(s), False, ""),
+    "Logging(Retry(Prefix))": (
+        lambda s, log: Logging(Retry(Prefix(s, TENANT)), logger=log),
+        True,
+        "<= 1.15x",
+    ),
+    "Logging(Retry(Checksum(Prefix)))": (
+        lambda s, log: Logging(Retry(Checksum(Prefix(s, TENANT))), logger=log),
+        True,
+        "",
+    ),
+}
+
+
+def operations(storage: SnapshotStorage, scoped: bool) -> dict[str, Callable[[], None]]:
+    """One batch of each measured operation on *storage*."""
+    keys = [f"obj-{i:03d}" if scoped else f"{TENANT}/obj-{i:03d}" for i in range(BATCH)]
+    prefix = "" if scoped else f"{TENANT}/"
+
+    def write() -> None:
+        for key in keys:
+            storage.write(key, io.BytesIO(OBJECT))
+
+    def read() -> None:
+        for key in keys:
+            with storage.read(key) as file:
+                file.read()
+
+    def exists() -> None:
+        for key in keys:
+            storage.exists(key)
+
+    def list_() -> None:
+        for _ in range(LIST_CALLS):
+            storage.list(prefix)
+
+    return {"write": write, "read": read, "exists": exists, "list": list_}
+
+
+def measure(*, scale: float = 1.0) -> list[Row]:
+    """Measure each wrapper's overhead per operation on 4 KiB objects."""
+    rounds = 5 if scale < 0.5 else 21
+    logger = null_json_logger()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-wrappers-") as root:
+        bare = LocalFileSystemBackend(Path(root) / "bare")
+        batches = {"bare": operations(bare, scoped=False)}
+        for name, (build, scoped, _) in VARIANTS.items():
+            local = LocalFileSystemBackend(Path(root) / name)
+            batches[name] = operations(build(local, logger), scoped)
+        for batch in batches.values():
+            batch["write"]()  # every later read, exists and list finds the objects
+        for op in ("write", "read", "exists", "list"):
+            times = interleaved({name: batch[op] for name, batch in batches.items()}, rounds=rounds)
+            calls = LIST_CALLS if op == "list" else BATCH
+            bare_us = times["bare"] / calls * 1e6
+            for name, (_, _, target) in VARIANTS.items():
+                added_us = times[name] / calls * 1e6 - bare_us
+                rows.append(
+                    Row(
+                        f"{name} {op} (4 KiB objects)",
+                        f"bare Local {op}",
+                        times[name] / times["bare"],
+                        target,
+                        detail=f"{added_us:+.1f} us/op over {bare_us:.0f} us",
+                    )
+                )
+    return rows
+
+
+if __name__ == "__main__":
+    from tests.benchmarks.__main__ import render
+
+    print(render(measure(scale=1 / 64 if "--quick" in sys.argv else 1.0), rst=False))
