@@ -1,5 +1,7 @@
 """A model-checked stack: random sequences of all ten operations through
-``Retry(Checksum(Chaos(backend)))``, compared with a plain dict.
+``Retry(Checksum(Chaos(backend)))``, compared with a plain dict, for
+``MemoryBackend``, ``LocalFileSystemBackend``, ``DjangoStorageBackend`` (basic
+tier, over ``FileSystemStorage``) and ``RcloneBackend`` (local remote).
 
 Chaos makes a share of the calls fail (before they start, or in the middle
 of a transfer), Retry retries them with no waits, and hypothesis drives the
@@ -41,6 +43,7 @@ from django_snapshots.exceptions import SnapshotIntegrityError
 from django_snapshots.storage import MemoryBackend, SnapshotStorage
 from django_snapshots.storage.django_storage import DjangoStorageBackend
 from django_snapshots.storage.local import LocalFileSystemBackend
+from django_snapshots.storage.rclone import RcloneBackend
 from django_snapshots.storage.wrappers.checksum import Checksum
 from django_snapshots.storage.wrappers.retry import Retry
 from django_snapshots.testing import Chaos
@@ -342,9 +345,17 @@ class DjangoStack(StackMachine):
         return DjangoStorageBackend(FileSystemStorage(location=directory))
 
 
+class RcloneStack(StackMachine):
+    def make_backend(self, directory: str) -> SnapshotStorage:
+        return RcloneBackend(f":local:{directory}")
+
+
 TestMemoryStack = MemoryStack.TestCase
 TestMemoryStack.settings = SETTINGS
 TestLocalStack = LocalStack.TestCase
 TestLocalStack.settings = SETTINGS
 TestDjangoStack = DjangoStack.TestCase
 TestDjangoStack.settings = SETTINGS
+TestRcloneStack = RcloneStack.TestCase
+# Each rclone operation starts a process: fewer, shorter sequences.
+TestRcloneStack.settings = settings(SETTINGS, max_examples=8, stateful_step_count=30)
