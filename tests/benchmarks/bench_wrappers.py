@@ -1,8 +1,10 @@
 """Per-operation overhead of each wrapper over a bare LocalFileSystemBackend.
 
 Every variant stores 4 KiB objects in its own directory on the same file
-system; the variants run in alternation (``interleaved``) and each figure is
-the median time of a batch of operations divided by the bare backend's.
+system.  Each round times one batch of each variant and of the bare backend,
+in a shuffled order (``paired_ratios``); a figure is the median over the
+rounds of the variant's time divided by the bare backend's in the same
+round, so a drift of the machine's load cancels out.
 
 Logging is measured with structlog emitting for real through a cheap but
 complete pipeline (``null_json_logger``): processors that add the level and
@@ -31,7 +33,7 @@ from django_snapshots.storage.wrappers.checksum import Checksum
 from django_snapshots.storage.wrappers.logging import Logging
 from django_snapshots.storage.wrappers.prefix import Prefix
 from django_snapshots.storage.wrappers.retry import Retry
-from tests.benchmarks.common import Row, interleaved, null_json_logger
+from tests.benchmarks.common import Row, null_json_logger, paired_ratios
 
 OBJECT = b"\x5a" * 4096
 BATCH = 100  # objects per batch; the list benchmark lists a prefix holding them all
@@ -90,30 +92,30 @@ def operations(storage: SnapshotStorage, scoped: bool) -> dict[str, Callable[[],
 
 def measure(*, scale: float = 1.0) -> list[Row]:
     """Measure each wrapper's overhead per operation on 4 KiB objects."""
-    rounds = 5 if scale < 0.5 else 21
+    rounds = 7 if scale < 0.5 else 31
     logger = null_json_logger()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-wrappers-") as root:
-        bare = LocalFileSystemBackend(Path(root) / "bare")
-        batches = {"bare": operations(bare, scoped=False)}
+        bare = operations(LocalFileSystemBackend(Path(root) / "bare"), scoped=False)
+        batches = {}
         for name, (build, scoped, _) in VARIANTS.items():
             local = LocalFileSystemBackend(Path(root) / name)
             batches[name] = operations(build(local, logger), scoped)
-        for batch in batches.values():
+        for batch in [bare, *batches.values()]:
             batch["write"]()  # every later read, exists and list finds the objects
         for op in ("write", "read", "exists", "list"):
-            times = interleaved({name: batch[op] for name, batch in batches.items()}, rounds=rounds)
-            calls = LIST_CALLS if op == "list" else BATCH
-            bare_us = times["bare"] / calls * 1e6
+            base, ratios = paired_ratios(
+                bare[op], {name: batch[op] for name, batch in batches.items()}, rounds=rounds
+            )
+            bare_us = base / (LIST_CALLS if op == "list" else BATCH) * 1e6
             for name, (_, _, target) in VARIANTS.items():
-                added_us = times[name] / calls * 1e6 - bare_us
                 rows.append(
                     Row(
                         f"{name} {op} (4 KiB objects)",
                         f"bare Local {op}",
-                        times[name] / times["bare"],
+                        ratios[name],
                         target,
-                        detail=f"{added_us:+.1f} us/op over {bare_us:.0f} us",
+                        detail=f"{(ratios[name] - 1) * bare_us:+.1f} us/op over {bare_us:.0f} us",
                     )
                 )
     return rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -57,6 +58,39 @@ def interleaved(
                 fn()
             samples[name].append((time.perf_counter() - start) / number)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def paired_ratios(
+    baseline: Callable[[], object],
+    variants: dict[str, Callable[[], object]],
+    *,
+    rounds: int = 21,
+    seed: int = 0,
+) -> tuple[float, dict[str, float]]:
+    """Time *baseline* and every variant once per round, in a shuffled order,
+    and return the baseline's median time and, per variant, the median over
+    the rounds of its time divided by the baseline's time in the same round.
+
+    Pairing each variant with a baseline measured moments apart cancels slow
+    drifts of the machine; shuffling the order cancels position effects.
+    """
+    rng = random.Random(seed)
+    everything = {"": baseline, **variants}
+    base_times: list[float] = []
+    ratios: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        order = list(everything)
+        rng.shuffle(order)
+        times = {}
+        for name in order:
+            start = time.perf_counter()
+            everything[name]()
+            times[name] = time.perf_counter() - start
+        base_times.append(times[""])
+        for name in variants:
+            ratios[name].append(times[name] / times[""])
+    medians = {name: statistics.median(values) for name, values in ratios.items()}
+    return statistics.median(base_times), medians
 
 
 def peak_rss_delta(fn: Callable[[], object]) -> int:
