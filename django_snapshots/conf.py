@@ -2,7 +2,9 @@
 
 The setting is either a storage object (any stack, built in ``settings.py``)
 or data in the shape of Django's ``STORAGES``, with the wrappers listed
-outermost first, as the stack reads::
+outermost first, as the stack reads:
+
+.. code-block:: python
 
     SNAPSHOTS = {
         "STORAGE": {
