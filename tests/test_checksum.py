@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -574,28 +575,60 @@ def test_a_lenient_move_without_sidecar_drops_the_stale_sidecar_of_the_target(
         assert storage.read("b").read() == b"unverified"
 
 
-def test_an_interrupted_move_is_finished_by_moving_again(advanced: Any) -> None:
+MOVE_FAILURES = {
+    "writing the new sidecar": {"write": resets(1)},
+    "before the data moved": {"atomic_move": resets(1)},
+    "after the data moved": {"atomic_move": resets(1, after=0)},
+    "removing the old sidecar": {"delete": resets(1)},
+}
+
+
+@pytest.mark.parametrize("where", sorted(MOVE_FAILURES))
+def test_an_interrupted_move_never_leaves_data_that_passes_verification_wrongly(
+    where: str, advanced: Any
+) -> None:
     storage = Checksum(advanced)
-    storage.write("a", io.BytesIO(b"payload"))
+    storage.write("a", io.BytesIO(b"new"))
     storage.write("b", io.BytesIO(b"old"))
-    advanced.atomic_move("a", "b")  # the data moved; the sidecars did not
-    with pytest.raises(SnapshotIntegrityError):
-        storage.read("b").read()
+    failing = Checksum(AdvancedScripted(advanced, **MOVE_FAILURES[where]))
+    with pytest.raises(ConnectionResetError):
+        failing.atomic_move("a", "b")
+    if advanced.exists("a"):
+        assert storage.read("a").read() == b"new"  # the source is intact
+        # The destination is untouched, or refused until the move is run again.
+        with contextlib.suppress(SnapshotIntegrityError):
+            assert storage.read("b").read() == b"old"
+        storage.atomic_move("a", "b")
+    else:
+        assert storage.read("b").read() == b"new"  # the data moved: the move is complete
+        with pytest.raises(FileNotFoundError):
+            storage.atomic_move("a", "b")
+    assert storage.list("") == ["b"]
+    assert storage.verify("b") == hexdigest(b"new")
+
+
+@pytest.mark.parametrize("where", sorted(MOVE_FAILURES))
+def test_retry_above_checksum_completes_an_interrupted_move(where: str, advanced: Any) -> None:
+    Checksum(advanced).write("a", io.BytesIO(b"new"))
+    Checksum(advanced).write("b", io.BytesIO(b"old"))
+    storage = Retry(Checksum(AdvancedScripted(advanced, **MOVE_FAILURES[where])), **INSTANT)
     storage.atomic_move("a", "b")
-    assert advanced.list("") == ["b", "b.sha256"]
-    assert storage.verify("b") == hexdigest(b"payload")
+    assert storage.list("") == ["b"]
+    assert storage.verify("b") == hexdigest(b"new")
 
 
-def test_moving_again_does_not_vouch_for_other_data(advanced: Any) -> None:
+@pytest.mark.parametrize("same", [True, False], ids=["same-bytes", "other-bytes"])
+def test_a_sidecar_left_without_its_object_is_never_moved(same: bool, advanced: Any) -> None:
     storage = Checksum(advanced)
     storage.write("a", io.BytesIO(b"payload"))
-    storage.write("b", io.BytesIO(b"other"))
+    storage.write("b", io.BytesIO(b"payload" if same else b"other"))
     advanced.delete("a")  # only the sidecar of "a" is left
     with pytest.raises(FileNotFoundError):
         storage.atomic_move("a", "b")
-    assert storage.read("b").read() == b"other"
+    assert storage.verify("b") == hexdigest(b"payload" if same else b"other")
     with pytest.raises(FileNotFoundError):
         storage.atomic_move("a", "c")
+    assert not advanced.exists("c.sha256")
 
 
 def test_sync_mirrors_the_sidecars_with_their_objects(advanced: Any) -> None:
@@ -761,15 +794,6 @@ def test_retry_never_retries_an_integrity_error() -> None:
     with pytest.raises(SnapshotIntegrityError):
         storage.read("k").read()
     assert inner.calls["read"] == 2  # the sidecar and the data, once each
-
-
-def test_an_interrupted_move_is_finished_by_retry_above_checksum() -> None:
-    memory = MemoryBackend()
-    storage = Retry(Checksum(AdvancedScripted(memory, atomic_move=resets(1, after=0))), **INSTANT)
-    storage.write("a", io.BytesIO(b"payload"))
-    storage.atomic_move("a", "b")
-    assert memory.list("") == ["b", "b.sha256"]
-    assert storage.verify("b") == hexdigest(b"payload")
 
 
 def test_checksum_over_chaos_under_retry_round_trips(tmp_path: Path) -> None:

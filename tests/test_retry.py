@@ -919,21 +919,33 @@ def test_atomic_move_whose_answer_was_lost_is_taken_as_done() -> None:
     assert storage.calls["atomic_move"] == 2
 
 
-def test_atomic_move_of_a_missing_object_fails_at_the_first_try() -> None:
+def test_atomic_move_of_a_missing_object_fails_without_retrying() -> None:
     storage = AdvancedScripted(MemoryBackend())
     storage.inner.write("b", io.BytesIO(b"old"))
     with pytest.raises(FileNotFoundError):
         retry(storage).atomic_move("a", "b")
     assert storage.calls["atomic_move"] == 1
-    assert storage.calls["exists"] == 0
+    assert storage.inner.read("b").read() == b"old"
 
 
-def test_atomic_move_after_a_transient_failure_still_fails_when_src_never_existed() -> None:
+def test_a_missing_source_is_never_taken_for_a_lost_answer() -> None:
+    # The first try fails before it starts; the second finds no source while
+    # the destination exists.  Without knowing that the source was there to
+    # begin with, that would look like a move whose answer was lost.
     storage = AdvancedScripted(MemoryBackend(), atomic_move=resets(1))
+    storage.inner.write("b", io.BytesIO(b"old"))
     with pytest.raises(FileNotFoundError):
         retry(storage).atomic_move("a", "b")
     assert storage.calls["atomic_move"] == 2
-    assert storage.calls["exists"] == 1
+    assert storage.inner.read("b").read() == b"old"
+
+
+def test_atomic_move_checks_the_source_once_and_retries_that_check() -> None:
+    storage = AdvancedScripted(MemoryBackend(), exists=resets(2))
+    storage.inner.write("a", io.BytesIO(b"x"))
+    retry(storage).atomic_move("a", "b")
+    assert storage.inner.list("") == ["b"]
+    assert storage.calls == Counter({"exists": 3, "atomic_move": 1})
 
 
 # Real components.

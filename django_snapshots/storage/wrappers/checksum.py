@@ -45,12 +45,13 @@ checks it without Python.  What the wrapper guarantees:
   that fails while the data is sent leaves the old object and its sidecar
   untouched (the built-in backends replace objects atomically).
 - **Moves carry the sidecar.**  ``delete`` removes the data, then the
-  sidecar (an orphan sidecar is harmless: its object is gone).
-  ``atomic_move`` moves the data, then stores a sidecar naming the new
-  basename and removes the old one; if it is interrupted after the data
-  moved, calling it again finishes the move once the data at *dst* proves to
-  match the old sidecar.  ``sync`` mirrors sidecars with their objects
-  (basenames do not change).
+  sidecar (an orphan sidecar is harmless: its object is gone, and it is
+  never carried anywhere).  ``atomic_move`` first stores the sidecar of
+  *dst*, naming its basename, then moves the data, then removes the old
+  sidecar.  Interrupted before the data moved, it leaves *src* intact and
+  *dst* failing verification, and running the move again (as ``Retry``
+  does) completes it; interrupted after, *dst* is already complete.
+  ``sync`` mirrors sidecars with their objects (basenames do not change).
 
 Any fixed-length :mod:`hashlib` algorithm works (``sha256``, ``sha512``,
 ``blake2b``, ``sha3_256``, ``md5``...); ``md5sum``, ``sha1sum``,
@@ -350,23 +351,22 @@ class AdvancedChecksum(Checksum, tier="advanced"):
         """Move *src* to *dst* with its sidecar, which then names *dst*'s basename."""
         dst_sidecar = self._self_sidecar(dst)
         expected = self._self_expected(src, strict=self._self_strict)
-        src_sidecar = src + self._self_suffix
         if src == dst:
             self.__wrapped__.atomic_move(src, dst)
             return
-        try:
-            self.__wrapped__.atomic_move(src, dst)
-        except FileNotFoundError:
-            # The data may have moved in an earlier, interrupted call: finish
-            # that move only if the data at *dst* is the data the sidecar of
-            # *src* describes.
-            if expected is None or not self._self_holds(dst, expected):
-                raise
+        # A sidecar whose object is gone (left by an interrupted delete or
+        # move) must not be carried onto *dst*.
+        if expected is not None and not self.__wrapped__.exists(src):
+            raise FileNotFoundError(f"no object at {src!r}")
+        # The new sidecar goes first: until the data arrives, *dst* fails
+        # verification rather than pass with the wrong sidecar, and once the
+        # data has moved, *dst* is complete even if the rest is interrupted.
         if expected is None:
             self.__wrapped__.delete(dst_sidecar)  # it described the replaced object
         else:
             self.__wrapped__.write(dst_sidecar, io.BytesIO(_line(dst, expected)))
-        self.__wrapped__.delete(src_sidecar)
+        self.__wrapped__.atomic_move(src, dst)
+        self.__wrapped__.delete(src + self._self_suffix)
 
     def recursive_list(self, prefix: str) -> builtins.list[str]:
         """Return the keys under *prefix*, without the sidecars."""
@@ -375,20 +375,6 @@ class AdvancedChecksum(Checksum, tier="advanced"):
     def sync(self, src_prefix: str, dst_prefix: str) -> None:
         """Mirror *src_prefix* to *dst_prefix*, sidecars included."""
         self.__wrapped__.sync(src_prefix, dst_prefix)
-
-    def _self_holds(self, path: str, expected: str) -> bool:
-        """Tell whether the object at *path* has the digest *expected*."""
-        try:
-            chunks = iter(self.__wrapped__.stream_read(path))
-            try:
-                with _Digest(self._self_algorithm) as digest:
-                    for chunk in chunks:
-                        digest.update(chunk)
-                    return digest.hexdigest() == expected
-            finally:
-                getattr(chunks, "close", _nothing)()
-        except FileNotFoundError:
-            return False
 
 
 # Hashing.

@@ -41,8 +41,10 @@ What is retried, and how:
   everything again, so *attempts* alone bounds the work.
 - ``atomic_move`` is retried too.  When a try fails after the storage had
   in fact moved the object (the answer was lost), the next try finds *src*
-  gone; if *dst* exists and *src* does not, the move is taken as done.
-  This relies on nobody else deleting *src* while the move is retried.
+  gone; if *src* existed when the move began, *dst* exists and *src* does
+  not, the move is taken as done.  This relies on nobody else deleting
+  *src* while the move is retried; checking that *src* exists costs one
+  ``exists`` call per move.
 - Errors raised by the caller's own input (the stream given to ``write``,
   the iterator given to ``stream_write``) are never retried: they are not
   the storage's.
@@ -394,18 +396,23 @@ class AdvancedRetry(Retry, tier="advanced"):
 
     def atomic_move(self, src: str, dst: str) -> None:
         """Move *src* to *dst*; a try that finds the move already done succeeds."""
-        move = self.__wrapped__.atomic_move
+        storage = self.__wrapped__
+        # Only a source that existed when the move began can have been moved
+        # by a try whose answer was lost; without it, "src not found" after a
+        # failure means there was nothing to move, and dst is someone else's.
+        if not self._self_call(lambda: storage.exists(src)):
+            self._self_call(lambda: storage.atomic_move(src, dst))
+            return
 
         def again() -> None:
             try:
-                move(src, dst)
+                storage.atomic_move(src, dst)
             except FileNotFoundError:
-                # An earlier try failed after the storage had moved the object.
-                if self.__wrapped__.exists(dst) and not self.__wrapped__.exists(src):
-                    return
+                if storage.exists(dst) and not storage.exists(src):
+                    return  # an earlier try moved it
                 raise
 
-        self._self_call(lambda: move(src, dst), again=again)
+        self._self_call(lambda: storage.atomic_move(src, dst), again=again)
 
     def recursive_list(self, prefix: str) -> builtins.list[str]:
         """Return the keys under *prefix*, trying again on transient failures."""
