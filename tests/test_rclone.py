@@ -477,13 +477,16 @@ def test_a_reader_closed_early_stops_rclone(local: RcloneBackend) -> None:
     assert rclone_children() == []
 
 
-def test_stream_read_runs_rclone_only_while_consumed(local: RcloneBackend) -> None:
+def test_an_abandoned_stream_read_stops_rclone(local: RcloneBackend) -> None:
     local.write("big", io.BytesIO(bytes(16 * 1024 * 1024)))
     chunks = local.stream_read("big")
-    assert rclone_children() == []
     assert next(chunks)
     assert rclone_children()
     chunks.close()  # type: ignore[attr-defined]
+    assert rclone_children() == []
+    unstarted = local.stream_read("big")
+    assert rclone_children()
+    del unstarted
     assert rclone_children() == []
 
 

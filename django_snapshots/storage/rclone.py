@@ -19,11 +19,15 @@ the rclone path ``name:base/path/db/x``: keys are appended after the base
 path, so a key such as ``other:bucket`` is a file name, never a remote.
 
 Each operation runs one rclone process (two where existence must be checked
-first, see below) and streams through pipes, so an artifact is never held in
-memory.  What each operation maps to:
+first) and streams through pipes, so an artifact is never held in memory.
+What each operation maps to:
 
 ============================  ==================================================
-``read``, ``stream_read``     ``lsjson --stat`` (must be a file), then ``cat``
+``read``, ``stream_read``     ``cat --no-traverse --files-from-raw -`` of the
+                              key's directory, given the key's name: exactly
+                              one object, looked up directly; when it yields
+                              nothing, ``lsjson --stat`` tells an empty object
+                              from a missing one
 ``write``, ``stream_write``   ``rcat``; on remotes whose uploads can be left
                               partial (rclone's ``PartialUploads`` feature, e.g.
                               local, SFTP, FTP, SMB): ``rcat`` to a temporary
@@ -37,12 +41,10 @@ memory.  What each operation maps to:
                               comparing size and modification time
 ============================  ==================================================
 
-Existence always comes from a stat that reports a file: on bucket remotes
-such as S3, ``cat`` of a missing key succeeds with no output and ``moveto``
-of a missing source does nothing.  Between that stat and the next command
-another client may delete or replace the object; a read then checks that it
-received exactly the size the stat reported, and raises a transient
-:class:`~django_snapshots.exceptions.SnapshotStorageError` otherwise.
+Existence never comes from an exit code alone: on bucket remotes such as S3,
+a plain ``cat`` of a missing key succeeds with no output (and one of a prefix
+concatenates every object below it), ``lsjson --stat`` of a missing key
+reports a directory, and ``moveto`` of a missing source does nothing.
 
 Credentials in *config* reach rclone only through its environment
 (``RCLONE_CONFIG_<NAME>_<OPTION>``), never its command line, and never
@@ -83,10 +85,10 @@ _INSTALL_HINT = (
 )
 
 # Before any per-operation option, so a user's *flags* can tune these.
+# rclone's log level stays at its default (NOTICE), the level at which it
+# says why a command failed, and is not set here so that *flags* may add -v;
+# its notice about a missing config file is dropped from error messages.
 _COMMON_FLAGS = (
-    # rclone logs why a command failed at NOTICE level, so the level stays;
-    # its notice about a missing config file is dropped from error messages.
-    "--log-level=NOTICE",
     # A Retry wrapper is the one retry policy; rclone must not multiply it.
     "--retries=1",
     "--low-level-retries=3",
@@ -226,8 +228,7 @@ class RcloneBackend:
         Close the file object to stop the transfer early.
         """
         validate_key(path)
-        size = self._file_size(path)
-        return io.BufferedReader(self._open_cat(path, size))
+        return io.BufferedReader(self._open(path))
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store every byte of *content* at *path*, replacing the object only
@@ -263,10 +264,12 @@ class RcloneBackend:
     # -- advanced tier ------------------------------------------------------
 
     def stream_read(self, path: str) -> Iterator[bytes]:
-        """Yield the object at *path* in chunks; a missing key raises at once."""
+        """Yield the object at *path* in chunks; a missing key raises at once.
+
+        Close the iterator (or drop it) to stop the transfer early.
+        """
         validate_key(path)
-        size = self._file_size(path)
-        return self._chunks(path, size)
+        return _drain(io.BufferedReader(self._open(path), CHUNK_SIZE))
 
     def stream_write(self, path: str, chunks: Iterable[bytes]) -> None:
         """Store the concatenation of *chunks* at *path*, replacing the
@@ -360,16 +363,18 @@ class RcloneBackend:
             raise self._cannot_run(exc) from None
 
     def _popen(
-        self, command: str, path: str, *, errors: IO[bytes], upload: bool
+        self, command: str, path: str, *, errors: IO[bytes], upload: bool, options: tuple[str, ...]
     ) -> subprocess.Popen[bytes]:
         try:
             process = subprocess.Popen(
-                self._argv(command, (path,), ()),
-                stdin=subprocess.PIPE if upload else subprocess.DEVNULL,
+                self._argv(command, (path,), options),
+                stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL if upload else subprocess.PIPE,
                 stderr=errors,
                 env=self._environment(),
-                bufsize=0 if not upload else -1,
+                # Uploads need writes that never stop short; downloads need
+                # reads that return what is there.
+                bufsize=-1 if upload else 0,
             )
         except OSError as exc:
             raise self._cannot_run(exc) from None
@@ -423,26 +428,58 @@ class RcloneBackend:
                 return []
         return paths
 
-    def _open_cat(self, path: str, size: int) -> _CatReader:
+    def _open(self, path: str) -> _CatReader:
+        """Start ``rclone cat`` of *path* and wait for its first bytes, so
+        that a missing key raises here."""
+        directory, _, name = path.rpartition("/")
         # Closed by the reader; stderr goes to a file so rclone can never
         # block on a full pipe nobody reads.
         errors = tempfile.TemporaryFile()  # noqa: SIM115
         try:
-            process = self._popen("cat", self._root + path, errors=errors, upload=False)
+            # The key's name, listed on stdin, limits cat to that one object:
+            # never the objects below a prefix of that name, and (with
+            # --no-traverse) looked up directly, not by listing its directory.
+            process = self._popen(
+                "cat",
+                self._root + (directory + "/" if directory else ""),
+                errors=errors,
+                upload=False,
+                options=("--no-traverse", "--files-from-raw", "-"),
+            )
         except BaseException:
             errors.close()
             raise
-        return _CatReader(self, path, size, process, errors)
-
-    def _chunks(self, path: str, size: int) -> Iterator[bytes]:
-        # The process starts on the first next(): an iterator that is never
-        # consumed holds no process.
-        with io.BufferedReader(self._open_cat(path, size), CHUNK_SIZE) as reader:
-            yield from iter_chunks(reader)
+        try:
+            assert process.stdin is not None
+            assert process.stdout is not None
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.write(name.encode() + b"\n")
+                process.stdin.close()
+            first = process.stdout.read(CHUNK_SIZE)
+            if not first:
+                # Nothing came: an empty object, or none (cat is silent about
+                # a missing name).  Only a stat can tell.
+                returncode = process.wait()
+                found = self._stat(self._root + path, what=path)
+                if found is None or found.is_dir:
+                    raise FileNotFoundError(f"no object at {path!r} in {self!r}")
+                if returncode in _NOT_FOUND or (not returncode and found.size > 0):
+                    raise _changed(self, path)
+                if returncode:
+                    raise self._failure("cat", path, returncode, _tail(errors))
+        except BaseException:
+            try:
+                _stop(process)
+            finally:
+                errors.close()
+            raise
+        return _CatReader(self, path, process, errors, first)
 
     def _upload(self, path: str, target: str, chunks: Iterable[bytes]) -> None:
         with tempfile.TemporaryFile() as errors:
-            process = self._popen("rcat", self._root + target, errors=errors, upload=True)
+            process = self._popen(
+                "rcat", self._root + target, errors=errors, upload=True, options=()
+            )
             try:
                 complete = _feed(process, chunks)
                 returncode = process.wait()
@@ -525,48 +562,63 @@ class RcloneBackend:
 
 
 class _CatReader(ObservedReader):
-    """The standard output of ``rclone cat``: checks the exit code and the
-    size at EOF, and stops the process when closed early."""
+    """The standard output of ``rclone cat``, starting with the *first* bytes
+    already read: checks the exit code at EOF, and stops the process when
+    closed early."""
 
     def __init__(
         self,
         backend: RcloneBackend,
         path: str,
-        size: int,
         process: subprocess.Popen[bytes],
         errors: IO[bytes],
+        first: bytes,
     ) -> None:
         assert process.stdout is not None
         super().__init__(process.stdout)
         self._backend = backend
         self._path = path
-        self._size = size
         self._process = process
         self._errors = errors
-        self._received = 0
+        self._first = memoryview(first)
 
-    def _on_data(self, chunk: memoryview) -> None:
-        self._received += len(chunk)
+    def readinto(self, buffer: Any) -> int:
+        if not self._first:
+            return super().readinto(buffer)
+        view = memoryview(buffer).cast("B")
+        count = min(len(view), len(self._first))
+        view[:count] = self._first[:count]
+        self._first = self._first[count:]
+        return count
 
     def _on_eof(self) -> None:
         returncode = self._process.wait()
         if returncode in _NOT_FOUND:
-            raise FileNotFoundError(f"no object at {self._path!r} in {self._backend!r}")
+            raise _changed(self._backend, self._path)
         if returncode:
             raise self._backend._failure("cat", self._path, returncode, _tail(self._errors))
-        if self._size >= 0 and self._received != self._size:
-            raise SnapshotStorageError(
-                f"rclone cat of {self._path!r} on {self._backend!r} delivered "
-                f"{self._received} bytes where {self._size} were stored: the object was "
-                "replaced or deleted while being read",
-                transient=True,
-            )
 
     def _on_close(self) -> None:
         try:
             _stop(self._process)
         finally:
             self._errors.close()
+
+
+def _changed(backend: RcloneBackend, path: str) -> SnapshotStorageError:
+    # The object was there when rclone looked it up, and gone or different
+    # when it was read: another client replaced or deleted it meanwhile.
+    return SnapshotStorageError(
+        f"the object at {path!r} in {backend!r} was replaced or deleted while being read",
+        transient=True,
+    )
+
+
+def _drain(reader: IO[bytes]) -> Iterator[bytes]:
+    # *reader* is closed when the iterator is exhausted, closed or dropped
+    # (even unstarted: the reader's own finaliser closes it then).
+    with reader:
+        yield from iter_chunks(reader)
 
 
 def _feed(process: subprocess.Popen[bytes], chunks: Iterable[bytes]) -> bool:
