@@ -299,7 +299,7 @@ class RcloneBackend:
         """
         validate_key(src)
         validate_key(dst)
-        self._file_size(src)
+        self._require_file(src)
         if src != dst:
             self._move(src, dst, what=src)
 
@@ -400,11 +400,10 @@ class RcloneBackend:
             return None
         return _Stat(is_dir=bool(entry["IsDir"]), size=int(entry["Size"]))
 
-    def _file_size(self, path: str) -> int:
+    def _require_file(self, path: str) -> None:
         found = self._stat(self._root + path, what=path)
         if found is None or found.is_dir:
             raise FileNotFoundError(f"no object at {path!r} in {self!r}")
-        return found.size
 
     def _list_files(self, directory: str, *, what: str) -> builtins.list[str]:
         """Return the paths of the files below *directory* ('' or ending in
