@@ -406,6 +406,35 @@ def test_remote_and_flags_are_checked(
         RcloneBackend(remote, flags=flags)  # type: ignore[arg-type]
 
 
+def test_flags_may_make_rclone_verbose(tmp_path: Path) -> None:
+    storage = RcloneBackend(str(tmp_path), flags=("-vv",))
+    storage.write("k", io.BytesIO(b"data"))
+    with storage.read("k") as file:
+        assert file.read() == b"data"
+    with pytest.raises(FileNotFoundError):
+        storage.read("missing")
+
+
+def test_threads_share_one_backend(s3: RcloneBackend) -> None:
+    read_back: dict[str, bytes] = {}
+
+    def work(worker: int) -> None:
+        for item in range(3):
+            key = f"w{worker}/{item}"
+            s3.write(key, io.BytesIO(key.encode() * 1000))
+            with s3.read(key) as file:
+                read_back[key] = file.read()
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert read_back == {key: key.encode() * 1000 for key in read_back}
+    assert len(read_back) == 12
+    assert s3.list("") == sorted(f"w{worker}/{item}" for worker in range(4) for item in range(3))
+
+
 def test_flags_reach_rclone(tmp_path: Path) -> None:
     storage = RcloneBackend(str(tmp_path), flags=("--no-such-flag",))
     with pytest.raises(SnapshotStorageError, match="no-such-flag") as caught:
