@@ -674,6 +674,23 @@ def test_sync_from_a_prefix_that_is_an_object_empties_the_destination(
     assert local.read("a").read() == b"an object, not a directory"
 
 
+@pytest.mark.parametrize(
+    ("source", "stale"),
+    [("src/x/y", "dst/x"), ("src/x", "dst/x/y"), ("src/x", "dst/x/y/z")],
+)
+def test_sync_replaces_stale_keys_that_stand_in_the_way(
+    storage: RcloneBackend, source: str, stale: str
+) -> None:
+    # A remote with real directories cannot hold d/x and d/x/y side by side.
+    storage.write(source, io.BytesIO(b"new"))
+    storage.write(stale, io.BytesIO(b"stale"))
+    storage.write("dst/kept-out-of-the-way", io.BytesIO(b"stale too"))
+    storage.sync("src/", "dst/")
+    mirrored = "dst/" + source.removeprefix("src/")
+    assert storage.list("") == sorted([source, mirrored])
+    assert storage.read(mirrored).read() == b"new"
+
+
 def test_sync_copies_a_changed_object_of_the_same_size(storage: RcloneBackend) -> None:
     storage.write("src/k", io.BytesIO(b"aaaa"))
     storage.sync("src/", "dst/")

@@ -317,15 +317,15 @@ class RcloneBackend:
         src_prefix, dst_prefix = validate_sync_prefixes(src_prefix, dst_prefix)
         source = self._stat(self._root + src_prefix, what=src_prefix)
         if source is not None and source.is_dir:
-            result = self._run(
-                "sync",
-                self._root + src_prefix,
-                self._root + dst_prefix,
-                options=(*_EXCLUDE_TEMPORARY, f"--partial-suffix={_PARTIAL_SUFFIX}"),
-            )
-            if result.returncode != _EXIT_DIRECTORY_NOT_FOUND:
+            result = self._sync(src_prefix, dst_prefix)
+            if result.returncode and result.returncode != _EXIT_DIRECTORY_NOT_FOUND:
+                failure = self._failure("sync", src_prefix, result.returncode, result.stderr)
+                if failure.transient or not self._clear_the_way(src_prefix, dst_prefix):
+                    raise failure
+                result = self._sync(src_prefix, dst_prefix)
                 if result.returncode:
                     raise self._failure("sync", src_prefix, result.returncode, result.stderr)
+            if result.returncode != _EXIT_DIRECTORY_NOT_FOUND:
                 return
         # Nothing under the source: a mirror of nothing is an empty prefix.
         target = self._stat(self._root + dst_prefix, what=dst_prefix)
@@ -334,6 +334,34 @@ class RcloneBackend:
         result = self._run("delete", self._root + dst_prefix, options=_EXCLUDE_TEMPORARY)
         if result.returncode and result.returncode not in _NOT_FOUND:
             raise self._failure("delete", dst_prefix, result.returncode, result.stderr)
+
+    def _sync(self, src_prefix: str, dst_prefix: str) -> subprocess.CompletedProcess[bytes]:
+        return self._run(
+            "sync",
+            self._root + src_prefix,
+            self._root + dst_prefix,
+            options=(*_EXCLUDE_TEMPORARY, f"--partial-suffix={_PARTIAL_SUFFIX}"),
+        )
+
+    def _clear_the_way(self, src_prefix: str, dst_prefix: str) -> bool:
+        """Delete the stale keys under *dst_prefix* that stand where the
+        mirror needs a directory or an object (``d/a`` where ``d/a/b`` must
+        go, or the reverse), which a remote with real directories cannot
+        hold side by side; tell whether there were any."""
+        planned = {dst_prefix + key[len(src_prefix) :] for key in self.list(src_prefix)}
+        directories = {parent for key in planned for parent in _parents(key)}
+        in_the_way = [
+            key
+            for key in self.list(dst_prefix)
+            if key not in planned
+            and (key in directories or any(parent in planned for parent in _parents(key)))
+        ]
+        for key in in_the_way:
+            self.delete(key)
+        # Deleting keys leaves their directories, where objects must go.
+        for target in {p for key in in_the_way for p in _parents(key) if p in planned}:
+            self._run("rmdirs", self._root + target)
+        return bool(in_the_way)
 
     # -- processes ----------------------------------------------------------
 
@@ -683,6 +711,10 @@ def _tail(errors: IO[bytes]) -> bytes:
     size = errors.tell()
     errors.seek(max(0, size - 4 * _STDERR_LIMIT))
     return errors.read()
+
+
+def _parents(key: str) -> builtins.list[str]:
+    return [key[:index] for index, char in enumerate(key) if char == "/"]
 
 
 def _is_key(candidate: str) -> bool:
