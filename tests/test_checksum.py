@@ -903,3 +903,37 @@ class TestChecksumOverRetryOverChaos(_ChecksumConformance):
     def storage(self) -> Any:
         chaos = Chaos(MemoryBackend(), failure_rate=0.3, seed=8)
         return Checksum(Retry(chaos, attempts=30, **INSTANT))
+
+
+def test_threads_reading_while_others_rewrite_a_key_never_see_a_mismatch(
+    tmp_path: Path,
+) -> None:
+    storage = Checksum(LocalFileSystemBackend(tmp_path))
+    versions = [bytes([n]) * (CHUNK_SIZE // 2 + n) for n in range(4)]
+    storage.write("k", io.BytesIO(versions[0]))
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def rewrite() -> None:
+        for n in itertools.islice(itertools.cycle(range(4)), 60):
+            storage.write("k", io.BytesIO(versions[n]))
+        stop.set()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                for reader in (storage.read, storage.stream_read):
+                    got = reader("k")
+                    data = got.read() if hasattr(got, "read") else b"".join(got)
+                    assert data in versions
+                storage.verify("k")
+            except BaseException as exc:  # collected for the assertion below
+                failures.append(exc)
+                stop.set()
+
+    threads = [threading.Thread(target=rewrite)] + [threading.Thread(target=read) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

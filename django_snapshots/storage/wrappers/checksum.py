@@ -52,6 +52,13 @@ checks it without Python.  What the wrapper guarantees:
   *dst* failing verification, and running the move again (as ``Retry``
   does) completes it; interrupted after, *dst* is already complete.
   ``sync`` mirrors sidecars with their objects (basenames do not change).
+- **Consistent under threads.**  Within one process, an object and its
+  sidecar change together: a write, delete or move holds a per-key lock
+  from the data to the sidecar, and a read takes the sidecar and opens the
+  data under the same lock, so threads sharing a stack never see a new
+  object with an old sidecar.  Across processes writing the same key at
+  the same time, a reader may see such a pair: it then gets a
+  :class:`~django_snapshots.SnapshotIntegrityError`, never wrong data.
 
 Any fixed-length :mod:`hashlib` algorithm works (``sha256``, ``sha512``,
 ``blake2b``, ``sha3_256``, ``md5``...); ``md5sum``, ``sha1sum``,
@@ -62,8 +69,10 @@ sidecars.  Variable-length digests (``shake_128``, ``shake_256``) are refused.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import io
+import itertools
 import queue
 import re
 import threading
@@ -93,6 +102,9 @@ _SIDECAR_LINE = re.compile(r"([0-9a-fA-F]+) [ *]([^\n]+)\n?")
 _BATCH = 1024 * 1024
 # Batches handed over and not yet hashed; bounds the memory in flight.
 _QUEUE_DEPTH = 2
+# Keys are guarded by a fixed set of locks (a key's lock is picked by its
+# hash): bounded memory whatever the number of keys, and rare contention.
+_LOCK_STRIPES = 64
 
 
 class Checksum(StorageWrapper):
@@ -111,6 +123,7 @@ class Checksum(StorageWrapper):
     _self_suffix: str
     _self_hex_length: int
     _self_strict: bool
+    _self_locks: tuple[threading.Lock, ...]
 
     if TYPE_CHECKING:
         # A type checker sees the tier through these overloads; at run time
@@ -138,25 +151,28 @@ class Checksum(StorageWrapper):
             self._self_suffix = "." + name
             self._self_hex_length = 2 * size
             self._self_strict = strict
+            self._self_locks = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
 
     # The five operations of the basic tier.
 
     def read(self, path: str) -> IO[bytes]:
         """Open *path*; the stream raises on a digest mismatch before its last chunk."""
-        expected = self._self_expected(path, strict=self._self_strict)
-        stream = self.__wrapped__.read(path)
-        if expected is None:
-            return stream
-        chunks = self._self_verified(path, expected, iter_chunks(stream), stream.close)
+        with self._self_locked(path):
+            expected = self._self_expected(path, strict=self._self_strict)
+            stream = self.__wrapped__.read(path)
+            if expected is None:
+                return stream
+            chunks = _started(iter_chunks(stream), stream.close)
+        chunks = self._self_verified(path, expected, chunks, stream.close)
         return cast(IO[bytes], ChunkReader(chunks))
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path*, then its digest in the sidecar."""
         sidecar = self._self_sidecar(path)
-        with _Digest(self._self_algorithm) as digest:
+        with self._self_locked(path), _Digest(self._self_algorithm) as digest:
             self.__wrapped__.write(path, cast(IO[bytes], _HashingReader(content, digest)))
             hexdigest = digest.hexdigest()
-        self.__wrapped__.write(sidecar, io.BytesIO(_line(path, hexdigest)))
+            self.__wrapped__.write(sidecar, io.BytesIO(_line(path, hexdigest)))
 
     def list(self, prefix: str) -> builtins.list[str]:
         """Return the keys under *prefix*, without the sidecars."""
@@ -167,10 +183,11 @@ class Checksum(StorageWrapper):
         validate_key(path)
         if path.endswith(self._self_suffix):
             return  # no object of that name exists through this wrapper
-        self.__wrapped__.delete(path)
         sidecar = path + self._self_suffix
-        if _fits(sidecar):
-            self.__wrapped__.delete(sidecar)
+        with self._self_locked(path):
+            self.__wrapped__.delete(path)
+            if _fits(sidecar):
+                self.__wrapped__.delete(sidecar)
 
     def exists(self, path: str) -> bool:
         """Tell whether *path* is stored; ``False`` for a sidecar's name."""
@@ -186,14 +203,16 @@ class Checksum(StorageWrapper):
 
         .. versionadded:: 0.1
         """
-        expected = self._self_expected(path, strict=True)
-        assert expected is not None
-        if isinstance(self.__wrapped__, AdvancedSnapshotStorage):
-            chunks: Iterator[bytes] = iter(self.__wrapped__.stream_read(path))
-            close = getattr(chunks, "close", _nothing)
-        else:
-            stream = self.__wrapped__.read(path)
-            chunks, close = iter_chunks(stream), stream.close
+        with self._self_locked(path):
+            expected = self._self_expected(path, strict=True)
+            assert expected is not None
+            if isinstance(self.__wrapped__, AdvancedSnapshotStorage):
+                chunks: Iterator[bytes] = iter(self.__wrapped__.stream_read(path))
+                close = getattr(chunks, "close", _nothing)
+            else:
+                stream = self.__wrapped__.read(path)
+                chunks, close = iter_chunks(stream), stream.close
+            chunks = _started(chunks, close)
         for _ in self._self_verified(path, expected, chunks, close):
             pass
         return expected
@@ -203,6 +222,19 @@ class Checksum(StorageWrapper):
         if not self._self_strict:
             options.append("strict=False")
         return options
+
+    @contextlib.contextmanager
+    def _self_locked(self, *paths: str) -> Iterator[None]:
+        """Hold the locks of *paths* (all locks when none is given), so that
+        an object and its sidecar change, and are read, together."""
+        locks = self._self_locks
+        if paths:
+            indices = sorted({hash(path) % len(locks) for path in paths})
+            locks = tuple(locks[i] for i in indices)  # one order: no deadlock
+        with contextlib.ExitStack() as held:
+            for lock in locks:
+                held.enter_context(lock)
+            yield
 
     # Sidecars.
 
@@ -333,23 +365,30 @@ class AdvancedChecksum(Checksum, tier="advanced"):
 
     def stream_read(self, path: str) -> Iterator[bytes]:
         """Yield the chunks of *path*, raising on a digest mismatch before the last one."""
-        expected = self._self_expected(path, strict=self._self_strict)
-        chunks = iter(self.__wrapped__.stream_read(path))
-        if expected is None:
-            return chunks
-        return self._self_verified(path, expected, chunks, getattr(chunks, "close", _nothing))
+        with self._self_locked(path):
+            expected = self._self_expected(path, strict=self._self_strict)
+            chunks = iter(self.__wrapped__.stream_read(path))
+            if expected is None:
+                return chunks
+            close = getattr(chunks, "close", _nothing)
+            chunks = _started(chunks, close)
+        return self._self_verified(path, expected, chunks, close)
 
     def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
         """Store *chunks* at *path*, then their digest in the sidecar."""
         sidecar = self._self_sidecar(path)
-        with _Digest(self._self_algorithm) as digest:
+        with self._self_locked(path), _Digest(self._self_algorithm) as digest:
             self.__wrapped__.stream_write(path, _hashed(chunks, digest))
             hexdigest = digest.hexdigest()
-        self.__wrapped__.write(sidecar, io.BytesIO(_line(path, hexdigest)))
+            self.__wrapped__.write(sidecar, io.BytesIO(_line(path, hexdigest)))
 
     def atomic_move(self, src: str, dst: str) -> None:
         """Move *src* to *dst* with its sidecar, which then names *dst*'s basename."""
         dst_sidecar = self._self_sidecar(dst)
+        with self._self_locked(src, dst):
+            self._self_move(src, dst, dst_sidecar)
+
+    def _self_move(self, src: str, dst: str, dst_sidecar: str) -> None:
         expected = self._self_expected(src, strict=self._self_strict)
         if src == dst:
             self.__wrapped__.atomic_move(src, dst)
@@ -374,7 +413,8 @@ class AdvancedChecksum(Checksum, tier="advanced"):
 
     def sync(self, src_prefix: str, dst_prefix: str) -> None:
         """Mirror *src_prefix* to *dst_prefix*, sidecars included."""
-        self.__wrapped__.sync(src_prefix, dst_prefix)
+        with self._self_locked():
+            self.__wrapped__.sync(src_prefix, dst_prefix)
 
 
 # Hashing.
@@ -544,6 +584,18 @@ def _hashed(chunks: Iterable[bytes], digest: _Digest) -> Iterator[bytes]:
     for chunk in chunks:
         digest.update(chunk)
         yield chunk
+
+
+def _started(chunks: Iterator[bytes], close: Callable[[], object]) -> Iterator[bytes]:
+    """Take the first chunk of *chunks* now, so that a storage opening its
+    object lazily opens it while the caller holds the key's lock; *close* the
+    source if that fails."""
+    try:
+        first = _next_chunk(chunks)
+    except BaseException:
+        close()
+        raise
+    return chunks if first is None else itertools.chain((first,), chunks)
 
 
 def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
