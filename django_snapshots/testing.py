@@ -19,6 +19,7 @@ from typing import IO, Any, NoReturn, cast
 import pytest
 
 from django_snapshots.exceptions import SnapshotStorageCapabilityError, SnapshotStoragePathError
+from django_snapshots.storage.keys import MAX_KEY_BYTES
 from django_snapshots.storage.protocols import (
     AdvancedSnapshotStorage,
     SnapshotStorage,
@@ -83,8 +84,18 @@ _UNUSUAL_KEYS = [
     ".hidden", "a/.b", "...", "a..b/c", "with space/x y",
     "\u00fcn\u00efc\u00f6d\u00e9/\u043a\u043b\u044e\u0447",
     "%2e%2e/x", "~user", "#hash", "q?x=1&y=2", "colon:key", "star*", "quote'\"", "-dash",
-    "emoji \U0001f389", ".snapshots-tmp/k", "x" * 200, "/".join(["k" * 100] * 10) + "/" + "k" * 14,
+    "emoji \U0001f389", ".snapshots-tmp/k", "x" * 200,
 ]  # fmt: skip
+
+
+def _key_of_length(size: int) -> str:
+    """A valid ASCII key of exactly *size* bytes, in segments of at most 100."""
+    segments = []
+    while size > 101:
+        segments.append("k" * 100)
+        size -= 101
+    segments.append("k" * size)
+    return "/".join(segments)
 
 
 def _describe(value: object) -> str:
@@ -120,12 +131,21 @@ class StorageConformance:
     streaming, atomic moves and ``sync``.  For a basic-tier storage the
     advanced checks still run and pass only if the storage does not claim the
     advanced tier, so nothing is ever skipped.  The checks write objects of a
-    few MiB and keys of up to ten segments and 1024 bytes (no segment longer
-    than 200 bytes), and never store both ``a`` and ``a/b``, which a file
-    system cannot hold at once.
+    few MiB and keys of up to eleven segments and 1024 bytes (no segment
+    longer than 200 bytes), and never store both ``a`` and ``a/b``, which a
+    file system cannot hold at once.
+
+    A storage that lengthens keys on their way down (``Prefix`` adds its
+    directory, ``Checksum`` a sidecar suffix) accepts shorter keys: set
+    :attr:`max_key_bytes` in the subclass, and the kit checks that a key of
+    exactly that length round trips and a longer one is refused before any
+    I/O.
 
     .. versionadded:: 0.1
     """
+
+    #: The longest key, in UTF-8 bytes, that the storage under test accepts.
+    max_key_bytes: int = MAX_KEY_BYTES
 
     def test_storage_satisfies_the_basic_protocol(self, storage: SnapshotStorage) -> None:
         _ensure(isinstance(storage, SnapshotStorage), f"{storage!r} is not a SnapshotStorage")
@@ -254,13 +274,30 @@ class StorageConformance:
         _ensure_listed(storage, "deep/1/2/3", ["deep/1/2/3/4/leaf"])
 
     def test_unusual_but_valid_keys_round_trip(self, storage: SnapshotStorage) -> None:
-        keys = sorted(_UNUSUAL_KEYS)
+        room = self.max_key_bytes
+        fitting = [key for key in _UNUSUAL_KEYS if len(key.encode()) <= room]
+        keys = sorted([*fitting, _key_of_length(room)])
         for key in keys:
             storage.write(key, io.BytesIO(key.encode()))
         _ensure_listed(storage, "", keys)
         for key in keys:
             _ensure(storage.exists(key), f"exists({key!r}) is False after write")
             _ensure_stored(storage, key, key.encode())
+
+    def test_keys_longer_than_the_storage_accepts_are_refused_before_any_io(
+        self, storage: SnapshotStorage
+    ) -> None:
+        too_long = [_key_of_length(self.max_key_bytes + 1)]
+        too_long += [key for key in _UNUSUAL_KEYS if len(key.encode()) > self.max_key_bytes]
+        for key in too_long:
+            content = _StrictStream(b"payload")
+            _ensure_raises(
+                SnapshotStoragePathError,
+                f"write of a {len(key.encode())}-byte key",
+                lambda: storage.write(key, content.as_io()),  # noqa: B023 - called at once
+            )
+            _ensure(content.reads == 0, f"write read its content before refusing {key!r}")
+        _ensure_listed(storage, "", [])
 
     @pytest.mark.parametrize("key", _BAD_KEYS, ids=_describe)
     def test_invalid_keys_are_rejected_before_any_io(
