@@ -921,3 +921,18 @@ def test_threads_reading_while_others_rewrite_a_key_never_see_a_mismatch(
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+def test_a_key_whose_sidecar_would_not_fit_under_a_prefix_below_is_refused_before_any_io() -> None:
+    inner = MemoryBackend()
+    storage = Checksum(Prefix(inner, "tenant"))
+    room = MAX_KEY_BYTES - len("tenant/") - len(".sha256")
+    fitting = "k" * 200 + "/" + "k" * (room - 201)
+    storage.write(fitting, io.BytesIO(b"fits"))
+    assert storage.read(fitting).read() == b"fits"
+    too_long = fitting + "k"
+    content = io.BytesIO(b"never read")
+    with pytest.raises(SnapshotStoragePathError, match="too long for its checksum sidecar"):
+        storage.write(too_long, content)
+    assert content.tell() == 0
+    assert inner.list("") == sorted([f"tenant/{fitting}", f"tenant/{fitting}.sha256"])

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import wrapt
 
+from django_snapshots.storage.keys import validate_key
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "BASIC_METHODS",
     "StorageWrapper",
     "missing_intercepts",
+    "validate_key_through",
 ]
 
 BASIC_METHODS = ("read", "write", "list", "delete", "exists")
@@ -177,9 +179,32 @@ class StorageWrapper(_Proxy):
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(f"cannot pickle {self!r}: build the stack in each process instead")
 
+    def _self_storage_key(self, key: str) -> str:
+        """Return the key the wrapped storage receives for *key*, or raise
+        :class:`~django_snapshots.SnapshotStoragePathError`; wrappers that
+        rewrite keys (``Prefix``) override it."""
+        return key
+
     def _repr_options(self) -> list[str]:
         """Return the wrapper's options as ``repr`` fragments (no secrets)."""
         return []
+
+
+def validate_key_through(storage: object, key: str) -> str:
+    """Check, before any I/O, that *key* can be stored through the stack
+    *storage*: each wrapper's key mapping is applied down the stack, and the
+    key the bottom storage would receive must obey the key rules.  Returns
+    that bottom key.
+
+    A layer that stores extra keys of its own (``Checksum``'s sidecars) uses
+    it to refuse a key up front rather than after its data was written.
+
+    .. versionadded:: 0.1
+    """
+    while isinstance(storage, StorageWrapper):
+        key = storage._self_storage_key(key)
+        storage = storage.__wrapped__
+    return validate_key(key)
 
 
 def missing_intercepts(wrapper: object) -> list[str]:

@@ -85,7 +85,7 @@ from django_snapshots.exceptions import SnapshotIntegrityError, SnapshotStorageP
 from django_snapshots.storage.keys import MAX_KEY_BYTES, validate_key
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 from django_snapshots.storage.streams import ChunkReader, iter_chunks
-from django_snapshots.storage.wrappers.base import StorageWrapper
+from django_snapshots.storage.wrappers.base import StorageWrapper, validate_key_through
 
 __all__ = ["AdvancedChecksum", "Checksum"]
 
@@ -247,11 +247,18 @@ class Checksum(StorageWrapper):
                 f"for the sidecars of Checksum(algorithm={self._self_algorithm!r})"
             )
         sidecar = path + self._self_suffix
-        if not _fits(sidecar):
+        try:
+            # Layers below may lengthen keys (Prefix): the sidecar must fit
+            # there too, or the data would be stored and its sidecar refused.
+            if not _fits(sidecar):
+                raise SnapshotStoragePathError(sidecar)
+            validate_key_through(self.__wrapped__, sidecar)
+        except SnapshotStoragePathError:
             raise SnapshotStoragePathError(
                 f"invalid key {path!r}: too long for its checksum sidecar {self._self_suffix!r} "
-                "(the sidecar's key must stay within 1024 UTF-8 bytes)"
-            )
+                "(the sidecar's key, as stored below this wrapper, must stay within 1024 "
+                "UTF-8 bytes)"
+            ) from None
         return sidecar
 
     def _self_visible(self, keys: builtins.list[str]) -> builtins.list[str]:

@@ -80,11 +80,11 @@ class Prefix(StorageWrapper):
 
     def read(self, path: str) -> IO[bytes]:
         """Open the tenant's *path*."""
-        return self.__wrapped__.read(self._self_key(path))
+        return self.__wrapped__.read(self._self_storage_key(path))
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at the tenant's *path*."""
-        self.__wrapped__.write(self._self_key(path), content)
+        self.__wrapped__.write(self._self_storage_key(path), content)
 
     def list(self, prefix: str) -> list[str]:
         """Return the tenant's keys starting with *prefix*, without the tenant prefix."""
@@ -92,16 +92,16 @@ class Prefix(StorageWrapper):
 
     def delete(self, path: str) -> None:
         """Delete the tenant's *path*."""
-        self.__wrapped__.delete(self._self_key(path))
+        self.__wrapped__.delete(self._self_storage_key(path))
 
     def exists(self, path: str) -> bool:
         """Tell whether the tenant's *path* exists."""
-        return self.__wrapped__.exists(self._self_key(path))
+        return self.__wrapped__.exists(self._self_storage_key(path))
 
     def _repr_options(self) -> builtins.list[str]:
         return [repr(self._self_prefix)]
 
-    def _self_key(self, key: str) -> str:
+    def _self_storage_key(self, key: str) -> str:
         full = self._self_dir + validate_key(key)
         if len(full) > _SURELY_SHORT:
             validate_key(full)
@@ -137,15 +137,15 @@ class AdvancedPrefix(Prefix, tier="advanced"):
 
     def stream_read(self, path: str) -> Iterator[bytes]:
         """Yield the chunks of the tenant's *path*."""
-        return self.__wrapped__.stream_read(self._self_key(path))
+        return self.__wrapped__.stream_read(self._self_storage_key(path))
 
     def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
         """Store *chunks* at the tenant's *path*."""
-        self.__wrapped__.stream_write(self._self_key(path), chunks)
+        self.__wrapped__.stream_write(self._self_storage_key(path), chunks)
 
     def atomic_move(self, src: str, dst: str) -> None:
         """Move the tenant's *src* to the tenant's *dst*."""
-        self.__wrapped__.atomic_move(self._self_key(src), self._self_key(dst))
+        self.__wrapped__.atomic_move(self._self_storage_key(src), self._self_storage_key(dst))
 
     def recursive_list(self, prefix: str) -> builtins.list[str]:
         """Same as :meth:`list`."""
