@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from django_snapshots.storage.streams import CHUNK_SIZE, ChunkReader, ObservedReader, iter_chunks
+from django_snapshots.storage.streams import (
+    CHUNK_SIZE,
+    ChunkReader,
+    ObservedReader,
+    ReadableStream,
+    iter_chunks,
+)
 
 
 class Trickle(io.RawIOBase):
@@ -182,3 +188,21 @@ def test_an_error_raised_at_eof_reaches_the_reader() -> None:
     reader = Refusing(io.BytesIO(b"abc"))
     with pytest.raises(ValueError, match="digest mismatch"):
         reader.read()
+
+
+def test_readable_stream_derives_readinto_and_readall_from_read() -> None:
+    class Upper(ReadableStream):
+        def __init__(self, source: io.BytesIO) -> None:
+            super().__init__()
+            self._source = source
+
+        def read(self, size: int | None = -1) -> bytes:
+            return self._source.read(-1 if size is None else size).upper()
+
+    stream = Upper(io.BytesIO(b"abcdef"))
+    buffer = bytearray(4)
+    assert stream.readable()
+    assert stream.readinto(buffer) == 4
+    assert bytes(buffer) == b"ABCD"
+    assert stream.readall() == b"EF"
+    assert stream.readinto(buffer) == 0

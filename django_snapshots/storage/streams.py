@@ -9,11 +9,12 @@ chunk in memory: :func:`iter_chunks` turns a file object into chunks,
 
 from __future__ import annotations
 
+import abc
 import io
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
-__all__ = ["CHUNK_SIZE", "ChunkReader", "ObservedReader", "iter_chunks"]
+__all__ = ["CHUNK_SIZE", "ChunkReader", "ObservedReader", "ReadableStream", "iter_chunks"]
 
 #: Size of the chunks the built-in backends read, write and yield.
 CHUNK_SIZE = 1024 * 1024
@@ -77,6 +78,33 @@ class ChunkReader(io.RawIOBase):
                     close()
             finally:
                 super().close()
+
+
+class ReadableStream(io.RawIOBase):
+    """A readable binary stream defined by its ``read(size)`` alone.
+
+    Base of the stand-ins that wrappers hand to the storage below in place of
+    the caller's content (to count, hash or replay it): a subclass implements
+    ``read``, and ``readinto`` and ``readall`` follow from it.
+
+    .. versionadded:: 0.1
+    """
+
+    def readable(self) -> bool:
+        return True
+
+    @abc.abstractmethod
+    def read(self, size: int | None = -1) -> bytes:
+        """Return up to *size* bytes (everything left for -1 or None); ``b""`` at the end."""
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
 
 
 class ObservedReader(io.RawIOBase):

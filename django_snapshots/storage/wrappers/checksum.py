@@ -84,7 +84,7 @@ import structlog
 from django_snapshots.exceptions import SnapshotIntegrityError, SnapshotStoragePathError
 from django_snapshots.storage.keys import MAX_KEY_BYTES, validate_key
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
-from django_snapshots.storage.streams import ChunkReader, iter_chunks
+from django_snapshots.storage.streams import ChunkReader, ReadableStream, iter_chunks
 from django_snapshots.storage.wrappers.base import StorageWrapper, validate_key_through
 
 __all__ = ["AdvancedChecksum", "Checksum"]
@@ -513,7 +513,7 @@ class _Digest:
                 self._error = exc
 
 
-class _HashingReader(io.RawIOBase):
+class _HashingReader(ReadableStream):
     """The caller's content as the storage reads it, hashed on the way.
 
     Seekable when the content is, but only back to where it started (which
@@ -531,25 +531,11 @@ class _HashingReader(io.RawIOBase):
         except (AttributeError, OSError, ValueError):
             self._origin = None
 
-    def readable(self) -> bool:
-        return True
-
     def read(self, size: int | None = -1) -> bytes:
         data = self._content.read(-1 if size is None else size)
         if data:
             self._digest.update(data)
         return data
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        if not data:
-            return 0
-        view[: len(data)] = data
-        return len(data)
 
     def seekable(self) -> bool:
         return self._origin is not None

@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, cast, overload
 import structlog
 
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
-from django_snapshots.storage.streams import ObservedReader
+from django_snapshots.storage.streams import ObservedReader, ReadableStream
 from django_snapshots.storage.wrappers.base import StorageWrapper
 
 __all__ = ["AdvancedLogging", "Logging"]
@@ -360,7 +360,7 @@ class _LoggedChunks(Iterator[bytes]):
         )  # fmt: skip
 
 
-class _CountedContent(io.RawIOBase):
+class _CountedContent(ReadableStream):
     """Passes the caller's content to the storage, counting the bytes taken.
 
     ``high`` is the furthest point read, so a storage that rewinds and reads
@@ -376,24 +376,12 @@ class _CountedContent(io.RawIOBase):
         self._origin: int | None = None
         self.high = 0
 
-    def readable(self) -> bool:
-        return True
-
     def read(self, size: int | None = -1) -> bytes:
         data = self._content.read(-1 if size is None else size)
         if data:
             self._position += len(data)
             self.high = max(self.high, self._position)
         return data
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def seekable(self) -> bool:
         return bool(self._content.seekable())

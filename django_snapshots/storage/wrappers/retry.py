@@ -71,7 +71,7 @@ import stamina
 from django_snapshots.exceptions import SnapshotError, SnapshotStorageError
 from django_snapshots.storage.keys import validate_key
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
-from django_snapshots.storage.streams import CHUNK_SIZE, iter_chunks
+from django_snapshots.storage.streams import CHUNK_SIZE, ReadableStream, iter_chunks
 from django_snapshots.storage.wrappers.base import StorageWrapper
 
 __all__ = ["TRANSIENT_ERRNOS", "AdvancedRetry", "Retry", "is_transient"]
@@ -538,7 +538,7 @@ class _Replay:
             raise
 
 
-class _Feed(io.RawIOBase):
+class _Feed(ReadableStream):
     """What one try of a write reads: *source*, counted, copied to *tee* if
     given, and never closed (it belongs to the caller or to the replay)."""
 
@@ -550,9 +550,6 @@ class _Feed(io.RawIOBase):
         self._source = source
         self._tee = tee
         self._caller = caller
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int | None = -1) -> bytes:
         try:
@@ -566,17 +563,6 @@ class _Feed(io.RawIOBase):
                 self._tee.write(data)
             self._replay._count += len(data)
         return data
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        if not data:
-            return 0
-        view[: len(data)] = data
-        return len(data)
 
 
 class _ChunkSource(io.RawIOBase):
@@ -630,7 +616,7 @@ def _start_of(content: IO[bytes]) -> int | None:
 # Reads: streams that resume after a failure.
 
 
-class _ResumingReader(io.RawIOBase):
+class _ResumingReader(ReadableStream):
     """The stream ``Retry.read`` hands out.
 
     It counts the bytes delivered; after a retryable failure it opens the
@@ -644,9 +630,6 @@ class _ResumingReader(io.RawIOBase):
         self._stream: IO[bytes] | None = stream
         self._position = 0
         self._skipped = 0
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int | None = -1) -> bytes:
         if self.closed:
@@ -667,15 +650,6 @@ class _ResumingReader(io.RawIOBase):
         return self._wrapper._self_retry(
             lambda: self._resume(size), error, verdict, progress=lambda: self._skipped
         )
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         if not self.closed:
