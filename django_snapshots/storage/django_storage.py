@@ -48,7 +48,7 @@ from django.core.files.storage import (
 
 from django_snapshots.exceptions import SnapshotError, SnapshotStorageError
 from django_snapshots.storage.keys import validate_key, validate_prefix
-from django_snapshots.storage.streams import CHUNK_SIZE, _read_into, iter_chunks
+from django_snapshots.storage.streams import CHUNK_SIZE, ReadableStream, _read_into, iter_chunks
 from django_snapshots.storage.wrappers.retry import is_transient
 
 __all__ = ["DjangoStorageBackend"]
@@ -230,7 +230,7 @@ class DjangoStorageBackend:
         )
 
 
-class _ForwardReader(io.RawIOBase):
+class _ForwardReader(ReadableStream):
     """The caller's content from its current position, as a stream that can
     only be read forward.
 
@@ -253,9 +253,6 @@ class _ForwardReader(io.RawIOBase):
         #: The exception the content raised, which is the caller's, not a
         #: storage failure.
         self.error: BaseException | None = None
-
-    def readable(self) -> bool:
-        return True
 
     def seekable(self) -> bool:
         return False
@@ -286,12 +283,6 @@ class _ForwardReader(io.RawIOBase):
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         self._position += len(data)
         return data
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """Yield the content in chunks, without rewinding (Django's File API)."""

@@ -565,7 +565,7 @@ class _Feed(ReadableStream):
         return data
 
 
-class _ChunkSource(io.RawIOBase):
+class _ChunkSource(ReadableStream):
     """The chunks given to ``stream_write`` as a non-seekable stream, so that
     they are spooled and replayed like any other input.  Closing it does
     not close the caller's iterator."""
@@ -575,9 +575,6 @@ class _ChunkSource(io.RawIOBase):
         self._chunks = iter(chunks)
         self._chunk = b""
         self._offset = 0
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
@@ -595,12 +592,6 @@ class _ChunkSource(io.RawIOBase):
             data = self._chunk[self._offset : self._offset + size]
         self._offset += len(data)
         return data
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
 
 def _start_of(content: IO[bytes]) -> int | None:
