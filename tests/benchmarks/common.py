@@ -66,13 +66,14 @@ def paired_ratios(
     *,
     rounds: int = 21,
     seed: int = 0,
-) -> tuple[float, dict[str, float]]:
-    """Time *baseline* and every variant once per round, in a shuffled order,
-    and return the baseline's median time and, per variant, the median over
-    the rounds of its time divided by the baseline's time in the same round.
+) -> tuple[float, dict[str, list[float]]]:
+    """Time *baseline* and every variant once per round, in a shuffled order.
 
-    Pairing each variant with a baseline measured moments apart cancels slow
-    drifts of the machine; shuffling the order cancels position effects.
+    Return the baseline's median time and, per variant, its time divided by
+    the baseline's time in the same round, one ratio per round, sorted (take
+    the median, and the quartiles for the spread).  Pairing each variant
+    with a baseline measured moments apart cancels slow drifts of the
+    machine; shuffling the order cancels position effects.
     """
     rng = random.Random(seed)
     everything = {"": baseline, **variants}
@@ -89,8 +90,7 @@ def paired_ratios(
         base_times.append(times[""])
         for name in variants:
             ratios[name].append(times[name] / times[""])
-    medians = {name: statistics.median(values) for name, values in ratios.items()}
-    return statistics.median(base_times), medians
+    return statistics.median(base_times), {name: sorted(r) for name, r in ratios.items()}
 
 
 def peak_rss_delta(fn: Callable[[], object]) -> int:
