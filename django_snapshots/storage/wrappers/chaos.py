@@ -215,13 +215,15 @@ class AdvancedChaos(Chaos, tier="advanced"):
     .. versionadded:: 0.1
     """
 
+    __wrapped__: AdvancedSnapshotStorage
+
     def stream_read(self, path: str) -> Iterator[bytes]:
         """Yield the object at *path*, possibly failing before or while it is read."""
         validate_key(path)
         fault = self._draw(f"stream_read {path!r}", streaming=True)
-        chunks = self.__wrapped__.stream_read(path)  # type: ignore[attr-defined]
+        chunks = self.__wrapped__.stream_read(path)
         if fault is None:
-            return chunks  # type: ignore[no-any-return]
+            return chunks
         return _faulty_chunks(chunks, fault)
 
     def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
@@ -229,11 +231,11 @@ class AdvancedChaos(Chaos, tier="advanced"):
         validate_key(path)
         fault = self._draw(f"stream_write {path!r}", streaming=True)
         if fault is None:
-            self.__wrapped__.stream_write(path, chunks)  # type: ignore[attr-defined]
+            self.__wrapped__.stream_write(path, chunks)
             return
         faulty = _faulty_chunks(chunks, fault)
         try:
-            self.__wrapped__.stream_write(path, faulty)  # type: ignore[attr-defined]
+            self.__wrapped__.stream_write(path, faulty)
         finally:
             faulty.close()
 
@@ -242,19 +244,19 @@ class AdvancedChaos(Chaos, tier="advanced"):
         validate_key(src)
         validate_key(dst)
         self._draw(f"atomic_move {src!r} -> {dst!r}")
-        self.__wrapped__.atomic_move(src, dst)  # type: ignore[attr-defined]
+        self.__wrapped__.atomic_move(src, dst)
 
     def recursive_list(self, prefix: str) -> list[str]:
         """Return the keys under *prefix*, or fail before asking."""
         validate_prefix(prefix)
         self._draw(f"recursive_list {prefix!r}")
-        return self.__wrapped__.recursive_list(prefix)  # type: ignore[attr-defined, no-any-return]
+        return self.__wrapped__.recursive_list(prefix)
 
     def sync(self, src_prefix: str, dst_prefix: str) -> None:
         """Mirror *src_prefix* to *dst_prefix*, or fail before asking."""
         validate_sync_prefixes(src_prefix, dst_prefix)
         self._draw(f"sync {src_prefix!r} -> {dst_prefix!r}")
-        self.__wrapped__.sync(src_prefix, dst_prefix)  # type: ignore[attr-defined]
+        self.__wrapped__.sync(src_prefix, dst_prefix)
 
 
 @dataclass(frozen=True)
