@@ -490,3 +490,39 @@ def test_sync_never_writes_through_a_symlinked_destination(
     with pytest.raises(SnapshotStoragePathError, match="symbolic link"):
         storage.sync("src/", "dst/")
     assert _tree(tmp_path) == before
+
+
+def test_reads_racing_deletes_and_rewrites_see_the_object_or_file_not_found(
+    storage: LocalFileSystemBackend,
+) -> None:
+    payload = b"x" * 4096
+    storage.write("racy", io.BytesIO(payload))
+    stop = threading.Event()
+    unexpected: list[BaseException] = []
+
+    def churn() -> None:
+        while not stop.is_set():
+            storage.delete("racy")
+            storage.write("racy", io.BytesIO(payload))
+
+    def read() -> None:
+        for _ in range(3000):
+            try:
+                with storage.read("racy") as file:
+                    if file.read() != payload:
+                        unexpected.append(AssertionError("torn read"))
+            except FileNotFoundError:
+                pass
+            except BaseException as exc:  # collected for the assertion below
+                unexpected.append(exc)
+
+    churners = [threading.Thread(target=churn) for _ in range(2)]
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for thread in churners + readers:
+        thread.start()
+    for thread in readers:
+        thread.join()
+    stop.set()
+    for thread in churners:
+        thread.join()
+    assert unexpected == []

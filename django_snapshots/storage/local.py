@@ -130,6 +130,9 @@ class LocalFileSystemBackend:
                 raise _missing(path)
             try:
                 fd = os.open(name, _READ_FLAGS, dir_fd=fds[-1])
+            except FileNotFoundError:
+                # Missing when opened, whatever a concurrent writer did since.
+                raise _missing(path) from None
             except OSError as exc:
                 if self._object_kind(path, fds[-1], name) != "file":
                     raise _missing(path) from None
