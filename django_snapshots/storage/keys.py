@@ -40,6 +40,12 @@ __all__ = [
 MAX_KEY_BYTES = 1024
 
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
+# The whole set of rules but the length in one expression: segments of
+# allowed characters that are not "." or "..", joined by single slashes.  Keys
+# are checked at every layer of a stack, so the common valid case must be
+# cheap; anything it refuses goes through _check_key for the precise message.
+_SEGMENT = r"(?!\.\.?(?:/|\Z))[^\x00-\x1f\x7f\\/]+"
+_VALID_KEY = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 
 
 def validate_key(key: object) -> str:
@@ -47,6 +53,14 @@ def validate_key(key: object) -> str:
 
     .. versionadded:: 0.1
     """
+    # ASCII only: one byte per character, and no lone surrogate to encode.
+    if (
+        type(key) is str
+        and key.isascii()
+        and len(key) <= MAX_KEY_BYTES
+        and _VALID_KEY.fullmatch(key)
+    ):
+        return key
     _check_key(key, what="key", shown=key)
     return key  # type: ignore[return-value]  # _check_key proved it is a str
 
