@@ -106,10 +106,7 @@ class Logging(StorageWrapper):
         except BaseException as exc:
             _log_error(self, "write", start, exc, path=path, bytes=counted.high)
             raise
-        self._self_logger.info(
-            _EVENTS["write"], op="write", outcome="ok", duration_ms=_since(start),
-            storage=self._self_storage, path=path, bytes=counted.high,
-        )  # fmt: skip
+        _log_ok(self, "write", start, path=path, bytes=counted.high)
 
     def list(self, prefix: str) -> list[str]:
         """List the keys under *prefix* and log how many there are."""
@@ -123,10 +120,7 @@ class Logging(StorageWrapper):
         except BaseException as exc:
             _log_error(self, "delete", start, exc, path=path)
             raise
-        self._self_logger.info(
-            _EVENTS["delete"], op="delete", outcome="ok", duration_ms=_since(start),
-            storage=self._self_storage, path=path,
-        )  # fmt: skip
+        _log_ok(self, "delete", start, path=path)
 
     def exists(self, path: str) -> bool:
         """Tell whether *path* exists and log the check."""
@@ -136,10 +130,7 @@ class Logging(StorageWrapper):
         except BaseException as exc:
             _log_error(self, "exists", start, exc, path=path)
             raise
-        self._self_logger.info(
-            _EVENTS["exists"], op="exists", outcome="ok", duration_ms=_since(start),
-            storage=self._self_storage, path=path,
-        )  # fmt: skip
+        _log_ok(self, "exists", start, path=path)
         return found
 
 
@@ -170,10 +161,7 @@ class AdvancedLogging(Logging, tier="advanced"):
         except BaseException as exc:
             _log_error(self, "stream_write", start, exc, path=path, bytes=counter.bytes)
             raise
-        self._self_logger.info(
-            _EVENTS["stream_write"], op="stream_write", outcome="ok", duration_ms=_since(start),
-            storage=self._self_storage, path=path, bytes=counter.bytes,
-        )  # fmt: skip
+        _log_ok(self, "stream_write", start, path=path, bytes=counter.bytes)
 
     def atomic_move(self, src: str, dst: str) -> None:
         """Move *src* to *dst* and log both keys."""
@@ -183,10 +171,7 @@ class AdvancedLogging(Logging, tier="advanced"):
         except BaseException as exc:
             _log_error(self, "atomic_move", start, exc, src=src, dst=dst)
             raise
-        self._self_logger.info(
-            _EVENTS["atomic_move"], op="atomic_move", outcome="ok", duration_ms=_since(start),
-            storage=self._self_storage, src=src, dst=dst,
-        )  # fmt: skip
+        _log_ok(self, "atomic_move", start, src=src, dst=dst)
 
     def recursive_list(self, prefix: str) -> list[str]:
         """List the keys under *prefix* recursively and log how many there are."""
@@ -200,10 +185,7 @@ class AdvancedLogging(Logging, tier="advanced"):
         except BaseException as exc:
             _log_error(self, "sync", start, exc, src_prefix=src_prefix, dst_prefix=dst_prefix)
             raise
-        self._self_logger.info(
-            _EVENTS["sync"], op="sync", outcome="ok", duration_ms=_since(start),
-            storage=self._self_storage, src_prefix=src_prefix, dst_prefix=dst_prefix,
-        )  # fmt: skip
+        _log_ok(self, "sync", start, src_prefix=src_prefix, dst_prefix=dst_prefix)
 
 
 def _configure(wrapper: Logging, storage: SnapshotStorage, logger: Any) -> None:
@@ -216,6 +198,13 @@ def _configure(wrapper: Logging, storage: SnapshotStorage, logger: Any) -> None:
 
 def _since(start: float) -> float:
     return round((perf_counter() - start) * 1000, 3)
+
+
+def _log_ok(wrapper: Logging, op: str, start: float, **fields: Any) -> None:
+    wrapper._self_logger.info(
+        _EVENTS[op], op=op, outcome="ok", duration_ms=_since(start),
+        storage=wrapper._self_storage, **fields,
+    )  # fmt: skip
 
 
 def _log_error(wrapper: Logging, op: str, start: float, exc: BaseException, **fields: Any) -> None:
@@ -234,10 +223,7 @@ def _logged_list(
     except BaseException as exc:
         _log_error(wrapper, op, start, exc, prefix=prefix)
         raise
-    wrapper._self_logger.info(
-        _EVENTS[op], op=op, outcome="ok", duration_ms=_since(start),
-        storage=wrapper._self_storage, prefix=prefix, count=len(keys),
-    )  # fmt: skip
+    _log_ok(wrapper, op, start, prefix=prefix, count=len(keys))
     return keys
 
 
@@ -295,11 +281,7 @@ class _LoggedReader(ObservedReader):
         if self._logged:
             return
         self._logged = True
-        wrapper = self._wrapper
-        wrapper._self_logger.info(
-            _EVENTS["read"], op="read", outcome="ok", duration_ms=_since(self._start),
-            storage=wrapper._self_storage, path=self._path, bytes=self._bytes,
-        )  # fmt: skip
+        _log_ok(self._wrapper, "read", self._start, path=self._path, bytes=self._bytes)
 
     def _log_error(self, exc: BaseException) -> None:
         if not self._logged:
@@ -349,15 +331,12 @@ class _LoggedChunks(Iterator[bytes]):
         if self._logged:
             return
         self._logged = True
-        wrapper = self._wrapper
-        if exc is not None:
-            _log_error(wrapper, "stream_read", self._start, exc, path=self._path, bytes=self._bytes)
-            return
-        wrapper._self_logger.info(
-            _EVENTS["stream_read"], op="stream_read", outcome="ok",
-            duration_ms=_since(self._start), storage=wrapper._self_storage,
-            path=self._path, bytes=self._bytes,
-        )  # fmt: skip
+        if exc is None:
+            _log_ok(self._wrapper, "stream_read", self._start, path=self._path, bytes=self._bytes)
+        else:
+            _log_error(
+                self._wrapper, "stream_read", self._start, exc, path=self._path, bytes=self._bytes
+            )
 
 
 class _CountedContent(ReadableStream):
