@@ -56,7 +56,7 @@ from django_snapshots.exceptions import (
     SnapshotStoragePathError,
 )
 from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
-from django_snapshots.storage.streams import iter_chunks
+from django_snapshots.storage.streams import _drain, iter_chunks
 
 __all__ = ["LocalFileSystemBackend"]
 
@@ -436,11 +436,6 @@ def _raise_if_vanished(exc: OSError, directory: int) -> None:
 
 def _missing(key: str) -> FileNotFoundError:
     return FileNotFoundError(f"no object at {key!r}")
-
-
-def _drain(file: IO[bytes]) -> Iterator[bytes]:
-    with file:
-        yield from iter_chunks(file)
 
 
 def _create_temp(directory: int) -> tuple[str, int]:

@@ -75,7 +75,7 @@ from typing import IO, Any, NamedTuple
 
 from django_snapshots.exceptions import SnapshotStorageError
 from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
-from django_snapshots.storage.streams import CHUNK_SIZE, ObservedReader, iter_chunks
+from django_snapshots.storage.streams import CHUNK_SIZE, ObservedReader, _drain, iter_chunks
 
 __all__ = ["RcloneBackend"]
 
@@ -639,13 +639,6 @@ def _changed(backend: RcloneBackend, path: str) -> SnapshotStorageError:
         f"the object at {path!r} in {backend!r} was replaced or deleted while being read",
         transient=True,
     )
-
-
-def _drain(reader: IO[bytes]) -> Iterator[bytes]:
-    # *reader* is closed when the iterator is exhausted, closed or dropped
-    # (even unstarted: the reader's own finaliser closes it then).
-    with reader:
-        yield from iter_chunks(reader)
 
 
 def _feed(process: subprocess.Popen[bytes], chunks: Iterable[bytes]) -> bool:

@@ -162,6 +162,14 @@ class ObservedReader(io.RawIOBase):
         """Called once when the reader is closed."""
 
 
+def _drain(stream: IO[bytes]) -> Iterator[bytes]:
+    """Yield the chunks of *stream*, a backend's own open object, and close it."""
+    # *stream* is closed when the iterator is exhausted, closed or dropped
+    # (even unstarted: the stream's own finaliser closes it then).
+    with stream:
+        yield from iter_chunks(stream)
+
+
 def _read_into(source: IO[bytes], view: memoryview) -> int:
     readinto: Callable[[memoryview], int | None] | None = getattr(source, "readinto", None)
     if readinto is not None:
