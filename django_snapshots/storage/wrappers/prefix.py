@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, overload
 from django_snapshots.exceptions import SnapshotStorageError, SnapshotStoragePathError
 from django_snapshots.storage.keys import (
     MAX_KEY_BYTES,
+    _show,
     validate_dir_prefix,
     validate_key,
     validate_prefix,
@@ -169,8 +170,3 @@ def _tenant_directory(prefix: object) -> str:
     except SnapshotStoragePathError as exc:
         raise SnapshotStoragePathError(f"Prefix() needs a valid key as its prefix: {exc}") from None
     return name + "/"
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
