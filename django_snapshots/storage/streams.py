@@ -162,6 +162,16 @@ class ObservedReader(io.RawIOBase):
         """Called once when the reader is closed."""
 
 
+def _start_of(content: IO[bytes]) -> int | None:
+    """Return where a seekable *content* is now, or None if it cannot seek."""
+    try:
+        if not content.seekable():
+            return None
+        return content.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def _drain(stream: IO[bytes]) -> Iterator[bytes]:
     """Yield the chunks of *stream*, a backend's own open object, and close it."""
     # *stream* is closed when the iterator is exhausted, closed or dropped

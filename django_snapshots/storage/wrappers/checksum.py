@@ -84,7 +84,7 @@ import structlog
 from django_snapshots.exceptions import SnapshotIntegrityError, SnapshotStoragePathError
 from django_snapshots.storage.keys import MAX_KEY_BYTES, validate_key
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
-from django_snapshots.storage.streams import ChunkReader, ReadableStream, iter_chunks
+from django_snapshots.storage.streams import ChunkReader, ReadableStream, _start_of, iter_chunks
 from django_snapshots.storage.wrappers.base import StorageWrapper, validate_key_through
 
 __all__ = ["AdvancedChecksum", "Checksum"]
@@ -525,11 +525,7 @@ class _HashingReader(ReadableStream):
         super().__init__()
         self._content = content
         self._digest = digest
-        self._origin: int | None
-        try:
-            self._origin = content.tell() if content.seekable() else None
-        except (AttributeError, OSError, ValueError):
-            self._origin = None
+        self._origin = _start_of(content)
 
     def read(self, size: int | None = -1) -> bytes:
         data = self._content.read(-1 if size is None else size)

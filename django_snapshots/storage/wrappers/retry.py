@@ -71,7 +71,7 @@ import stamina
 from django_snapshots.exceptions import SnapshotError, SnapshotStorageError
 from django_snapshots.storage.keys import validate_key
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
-from django_snapshots.storage.streams import CHUNK_SIZE, ReadableStream, iter_chunks
+from django_snapshots.storage.streams import CHUNK_SIZE, ReadableStream, _start_of, iter_chunks
 from django_snapshots.storage.wrappers.base import StorageWrapper
 
 __all__ = ["TRANSIENT_ERRNOS", "AdvancedRetry", "Retry", "is_transient"]
@@ -592,16 +592,6 @@ class _ChunkSource(ReadableStream):
             data = self._chunk[self._offset : self._offset + size]
         self._offset += len(data)
         return data
-
-
-def _start_of(content: IO[bytes]) -> int | None:
-    """Return where a seekable *content* is now, or None if it cannot seek."""
-    try:
-        if not content.seekable():
-            return None
-        return content.tell()
-    except (AttributeError, OSError, ValueError):
-        return None
 
 
 # Reads: streams that resume after a failure.
