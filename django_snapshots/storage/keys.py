@@ -26,6 +26,7 @@ and the rule.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from django_snapshots.exceptions import SnapshotStoragePathError
 
@@ -109,6 +110,22 @@ def validate_sync_prefixes(src_prefix: object, dst_prefix: object) -> tuple[str,
             f"sync prefixes {_show(src)} and {_show(dst)} overlap: neither may start with the other"
         )
     return src, dst
+
+
+def _is_key(name: str) -> bool:
+    try:
+        validate_key(name)
+    except SnapshotStoragePathError:
+        return False
+    return True
+
+
+def _parents(key: str) -> Iterator[str]:
+    """Yield the directory prefixes of *key*, without their trailing ``/``."""
+    index = key.find("/")
+    while index != -1:
+        yield key[:index]
+        index = key.find("/", index + 1)
 
 
 def _check_key(key: object, *, what: str, shown: object) -> None:

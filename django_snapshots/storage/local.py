@@ -55,7 +55,13 @@ from django_snapshots.exceptions import (
     SnapshotStorageError,
     SnapshotStoragePathError,
 )
-from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
+from django_snapshots.storage.keys import (
+    _is_key,
+    _parents,
+    validate_key,
+    validate_prefix,
+    validate_sync_prefixes,
+)
 from django_snapshots.storage.streams import _drain, iter_chunks
 
 __all__ = ["LocalFileSystemBackend"]
@@ -471,21 +477,6 @@ def _collect(directory: int, base: str, start: str, keys: list[str]) -> None:
                 _collect(child, key, "", keys)
             finally:
                 os.close(child)
-
-
-def _is_key(name: str) -> bool:
-    try:
-        validate_key(name)
-    except SnapshotStoragePathError:
-        return False
-    return True
-
-
-def _parents(key: str) -> Iterator[str]:
-    index = key.find("/")
-    while index != -1:
-        yield key[:index]
-        index = key.find("/", index + 1)
 
 
 def _prune(fds: builtins.list[int], segments: builtins.list[str]) -> None:

@@ -74,7 +74,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any, NamedTuple
 
 from django_snapshots.exceptions import SnapshotStorageError
-from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
+from django_snapshots.storage.keys import (
+    _is_key,
+    _parents,
+    validate_key,
+    validate_prefix,
+    validate_sync_prefixes,
+)
 from django_snapshots.storage.streams import CHUNK_SIZE, ObservedReader, _drain, iter_chunks
 
 __all__ = ["RcloneBackend"]
@@ -704,18 +710,6 @@ def _tail(errors: IO[bytes]) -> bytes:
     size = errors.tell()
     errors.seek(max(0, size - 4 * _STDERR_LIMIT))
     return errors.read()
-
-
-def _parents(key: str) -> builtins.list[str]:
-    return [key[:index] for index, char in enumerate(key) if char == "/"]
-
-
-def _is_key(candidate: str) -> bool:
-    try:
-        validate_key(candidate)
-    except ValueError:
-        return False
-    return True
 
 
 def _find_rclone(rclone: str | os.PathLike[str] | None) -> str:
