@@ -238,6 +238,7 @@ class _ForwardReader(ReadableStream):
     offset 0, which would store bytes before the caller's position; this
     stream is not seekable, offers ``chunks()`` itself, and asks the content
     for at most ``CHUNK_SIZE`` bytes per call whatever the storage requests.
+    Closing it leaves the content open: the content is the caller's.
     """
 
     mode = "rb"
@@ -287,10 +288,6 @@ class _ForwardReader(ReadableStream):
     def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
         """Yield the content in chunks, without rewinding (Django's File API)."""
         return iter_chunks(cast("IO[bytes]", self), chunk_size or CHUNK_SIZE)
-
-    def close(self) -> None:
-        # The caller's content stays open: only this view of it is closed.
-        super().close()
 
     def _pull(self, size: int) -> bytes:
         if self.at_eof:
