@@ -20,7 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import django
@@ -32,7 +32,7 @@ from django_snapshots.storage.wrappers.checksum import Checksum
 from django_snapshots.storage.wrappers.logging import Logging
 from django_snapshots.storage.wrappers.prefix import Prefix
 from django_snapshots.storage.wrappers.retry import Retry
-from tests.benchmarks.common import Row, null_json_logger, peak_rss_delta
+from tests.benchmarks.common import Row, artifact, null_json_logger, peak_rss_delta
 
 GIB = 1024**3
 MIB = 1024**2
@@ -59,15 +59,6 @@ def backends(root: Path) -> dict[str, Callable[[], SnapshotStorage]]:
         logger=null_json_logger(),
     )
     return variants
-
-
-def artifact(size: int) -> Iterator[bytes]:
-    block = bytes(range(256)) * (CHUNK_SIZE // 256)
-    sent = 0
-    while sent < size:
-        piece = block[: min(CHUNK_SIZE, size - sent)]
-        sent += len(piece)
-        yield piece
 
 
 def round_trip(storage: SnapshotStorage, size: int) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from django_snapshots.storage.rclone import _COMMON_FLAGS, RcloneBackend, _find_rclone
 from django_snapshots.storage.streams import CHUNK_SIZE
-from tests.benchmarks.common import Row, interleaved, peak_rss_delta
+from tests.benchmarks.common import Row, artifact, interleaved, peak_rss_delta
 
 GIB = 1024**3
 MIB = 1024**2
@@ -135,15 +135,6 @@ class Direct:
             received += len(chunk)
         process.wait()
         return received
-
-
-def artifact(size: int) -> Iterator[bytes]:
-    block = bytes(range(256)) * (CHUNK_SIZE // 256)
-    sent = 0
-    while sent < size:
-        piece = block[: min(CHUNK_SIZE, size - sent)]
-        sent += len(piece)
-        yield piece
 
 
 def small_operations(storage: RcloneBackend, direct: Direct, rounds: int) -> list[Row]:

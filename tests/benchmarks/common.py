@@ -12,11 +12,13 @@ import pickle
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+
+from django_snapshots.storage.streams import CHUNK_SIZE
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,17 @@ class Row:
     #: *ratio* (e.g. megabytes of memory); ``None`` lets the suite runner
     #: compare *ratio* with a target such as ``"<= 1.05x"`` or ``">= 0.9x"``.
     met: bool | None = None
+
+
+def artifact(size: int) -> Iterator[bytes]:
+    """Yield *size* bytes of generated content in chunks of ``CHUNK_SIZE``,
+    never holding more than one chunk: an artifact of any size at constant memory."""
+    block = bytes(range(256)) * (CHUNK_SIZE // 256)
+    sent = 0
+    while sent < size:
+        piece = block[: min(CHUNK_SIZE, size - sent)]
+        sent += len(piece)
+        yield piece
 
 
 def best_of(fn: Callable[[], object], *, repeat: int = 5, number: int = 1) -> float:
