@@ -29,7 +29,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from time import perf_counter
-from typing import IO, TYPE_CHECKING, Any, cast, overload
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import structlog
 
@@ -38,6 +38,8 @@ from django_snapshots.storage.streams import ObservedReader, ReadableStream
 from django_snapshots.storage.wrappers.base import StorageWrapper
 
 __all__ = ["AdvancedLogging", "Logging"]
+
+T = TypeVar("T")
 
 #: Name of the structlog logger used when none is given.
 LOGGER_NAME = "django_snapshots.storage"
@@ -114,24 +116,11 @@ class Logging(StorageWrapper):
 
     def delete(self, path: str) -> None:
         """Delete *path* and log it."""
-        start = perf_counter()
-        try:
-            self.__wrapped__.delete(path)
-        except BaseException as exc:
-            _log_error(self, "delete", start, exc, path=path)
-            raise
-        _log_ok(self, "delete", start, path=path)
+        _logged_call(self, "delete", self.__wrapped__.delete, path, path=path)
 
     def exists(self, path: str) -> bool:
         """Tell whether *path* exists and log the check."""
-        start = perf_counter()
-        try:
-            found = self.__wrapped__.exists(path)
-        except BaseException as exc:
-            _log_error(self, "exists", start, exc, path=path)
-            raise
-        _log_ok(self, "exists", start, path=path)
-        return found
+        return _logged_call(self, "exists", self.__wrapped__.exists, path, path=path)
 
 
 class AdvancedLogging(Logging, tier="advanced"):
@@ -165,13 +154,7 @@ class AdvancedLogging(Logging, tier="advanced"):
 
     def atomic_move(self, src: str, dst: str) -> None:
         """Move *src* to *dst* and log both keys."""
-        start = perf_counter()
-        try:
-            self.__wrapped__.atomic_move(src, dst)
-        except BaseException as exc:
-            _log_error(self, "atomic_move", start, exc, src=src, dst=dst)
-            raise
-        _log_ok(self, "atomic_move", start, src=src, dst=dst)
+        _logged_call(self, "atomic_move", self.__wrapped__.atomic_move, src, dst, src=src, dst=dst)
 
     def recursive_list(self, prefix: str) -> list[str]:
         """List the keys under *prefix* recursively and log how many there are."""
@@ -179,13 +162,10 @@ class AdvancedLogging(Logging, tier="advanced"):
 
     def sync(self, src_prefix: str, dst_prefix: str) -> None:
         """Mirror *src_prefix* to *dst_prefix* and log both prefixes."""
-        start = perf_counter()
-        try:
-            self.__wrapped__.sync(src_prefix, dst_prefix)
-        except BaseException as exc:
-            _log_error(self, "sync", start, exc, src_prefix=src_prefix, dst_prefix=dst_prefix)
-            raise
-        _log_ok(self, "sync", start, src_prefix=src_prefix, dst_prefix=dst_prefix)
+        _logged_call(
+            self, "sync", self.__wrapped__.sync, src_prefix, dst_prefix,
+            src_prefix=src_prefix, dst_prefix=dst_prefix,
+        )  # fmt: skip
 
 
 def _configure(wrapper: Logging, storage: SnapshotStorage, logger: Any) -> None:
@@ -212,6 +192,18 @@ def _log_error(wrapper: Logging, op: str, start: float, exc: BaseException, **fi
         _EVENTS[op], op=op, outcome="error", duration_ms=_since(start),
         storage=wrapper._self_storage, error=type(exc).__name__, **fields,
     )  # fmt: skip
+
+
+def _logged_call(wrapper: Logging, op: str, call: Callable[..., T], *args: str, **fields: Any) -> T:
+    """Run ``call(*args)`` and log its entry with *fields*, on success or failure."""
+    start = perf_counter()
+    try:
+        result = call(*args)
+    except BaseException as exc:
+        _log_error(wrapper, op, start, exc, **fields)
+        raise
+    _log_ok(wrapper, op, start, **fields)
+    return result
 
 
 def _logged_list(
