@@ -5,6 +5,7 @@ from django_snapshots.conf import get_storage
 from django_snapshots.exceptions import (
     SnapshotError,
     SnapshotIntegrityError,
+    SnapshotObjectChangedError,
     SnapshotStorageCapabilityError,
     SnapshotStorageError,
     SnapshotStoragePathError,
@@ -19,6 +20,7 @@ __all__ = [
     "AdvancedSnapshotStorage",
     "SnapshotError",
     "SnapshotIntegrityError",
+    "SnapshotObjectChangedError",
     "SnapshotStorage",
     "SnapshotStorageCapabilityError",
     "SnapshotStorageError",

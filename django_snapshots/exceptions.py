@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "SnapshotError",
     "SnapshotIntegrityError",
+    "SnapshotObjectChangedError",
     "SnapshotStorageCapabilityError",
     "SnapshotStorageError",
     "SnapshotStoragePathError",
@@ -37,6 +38,19 @@ class SnapshotStorageCapabilityError(SnapshotError):
 
 class SnapshotIntegrityError(SnapshotError):
     """Stored data does not match its recorded digest, or has none.
+
+    .. versionadded:: 0.1
+    """
+
+
+class SnapshotObjectChangedError(SnapshotError):
+    """An object changed while it was being read, and the read cannot go on
+    without mixing bytes of two versions.
+
+    Raised by :class:`~django_snapshots.storage.Retry` when a read that was
+    interrupted would have to resume in an object that no longer starts with
+    the bytes already delivered.  Never retried: the caller decides whether
+    to read the new version from the start.
 
     .. versionadded:: 0.1
     """
