@@ -70,7 +70,8 @@ _MAX_READ = 64 * 1024 * 1024
 _BAD_KEYS: list[Any] = [
     "", "/", "/abs", "/etc/passwd", "//a", "a/", "a//b", ".", "..", "./a", "a/.", "a/./b",
     "a/..", "../x", "a/../../x", "a\\b", "..\\x", "C:\\x", "a\x00b", "a\nb", "a\rb", "a\tb",
-    "a\x1bb", "a\x7fb", "x" * 1025, "\u00e9" * 513, "a\ud800b", b"db/x", None,
+    "a\x1bb", "a\x7fb", "a\x85b", "a\x9bb", "a\u2028b", "a\u202eb", "a\u2066b", "x" * 1025,
+    "\u00e9" * 513, "a\ud800b", b"db/x", None,
 ]  # fmt: skip
 _BAD_PREFIXES: list[Any] = [
     "/", "/a", "//", "../", "a/../", "./", "a/./", "a//", "\\", "a\\", "a\x00", "a\n",

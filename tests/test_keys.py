@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from django_snapshots import SnapshotStoragePathError
 from django_snapshots.storage.keys import (
+    FORBIDDEN_CHARACTERS,
     MAX_KEY_BYTES,
     validate_dir_prefix,
     validate_key,
@@ -26,9 +27,22 @@ def is_valid_key(key: object) -> bool:
         return False
     if size > MAX_KEY_BYTES:
         return False
-    if any(ord(char) < 0x20 or char in "\x7f\\" for char in key):
+    if any(_is_forbidden(char) for char in key):
         return False
     return all(segment not in ("", ".", "..") for segment in key.split("/"))
+
+
+def _is_forbidden(char: str) -> bool:
+    """Control characters, line separators, bidirectional formatting, backslash."""
+    point = ord(char)
+    return (
+        point < 0x20
+        or 0x7F <= point <= 0x9F
+        or point in (0x061C, 0x200E, 0x200F, 0x2028, 0x2029)
+        or 0x202A <= point <= 0x202E
+        or 0x2066 <= point <= 0x2069
+        or char == "\\"
+    )
 
 
 def accepts(validate: object, value: object) -> bool:
@@ -43,13 +57,14 @@ def accepts(validate: object, value: object) -> bool:
 # Characters that matter to the rules, mixed with ordinary ones.
 _TRICKY = st.sampled_from(
     ["a", "b", "Z", "0", ".", "/", "\\", "-", " ", "~", "\x00", "\t", "\n", "\x1f", "\x7f",
-     "\x80", "\u00e9", "\u2028", "\U0001f389", "\ud800"]
+     "\x80", "\x85", "\x9f", "\xa0", "\u00e9", "\u2028", "\u2029", "\u202e", "\u2066",
+     "\u200f", "\u202f", "\U0001f389", "\ud800"]
 )  # fmt: skip
 _ANY_TEXT = st.one_of(st.lists(_TRICKY, max_size=12).map("".join), st.text(max_size=30))
 
 _SEGMENT_CHARS = st.characters(
     blacklist_categories=["Cs"], blacklist_characters="/\\\x7f", min_codepoint=0x20
-)
+).filter(lambda char: not _is_forbidden(char))
 _SEGMENT = st.text(_SEGMENT_CHARS, min_size=1, max_size=12).filter(lambda s: s not in (".", ".."))
 _VALID_KEY = (
     st.lists(_SEGMENT, min_size=1, max_size=6)
@@ -92,7 +107,7 @@ def test_dot_segments_anywhere_are_rejected(before: list[str], after: list[str],
 @given(
     _VALID_KEY,
     st.integers(min_value=0),
-    st.sampled_from([chr(c) for c in range(0x20)] + ["\x7f", "\\"]),
+    st.sampled_from(sorted(FORBIDDEN_CHARACTERS)),
 )
 def test_control_characters_and_backslashes_are_rejected_anywhere(
     key: str, position: int, char: str
@@ -100,6 +115,29 @@ def test_control_characters_and_backslashes_are_rejected_anywhere(
     position %= len(key) + 1
     with pytest.raises(SnapshotStoragePathError, match="is not allowed"):
         validate_key(key[:position] + char + key[position:])
+
+
+@pytest.mark.parametrize(
+    "char", ["\x85", "\x80", "\x9b", "\u2028", "\u2029", "\u202e", "\u2066", "\u2069", "\u200f"]
+)
+def test_keys_that_would_print_as_two_lines_or_reordered_are_refused(char: str) -> None:
+    # U+0085 is a line break for str.splitlines, U+009B a terminal's CSI, and
+    # U+202E shows "exe.txt" as "txt.exe": none may reach an operator's screen.
+    key = f"db/a{char}b.dump"
+    with pytest.raises(SnapshotStoragePathError, match=r"character .* is not allowed"):
+        validate_key(key)
+    with pytest.raises(SnapshotStoragePathError, match=r"character .* is not allowed"):
+        validate_prefix(f"db/a{char}")
+
+
+def test_every_forbidden_character_is_a_control_separator_or_bidi_format() -> None:
+    import unicodedata
+
+    for char in FORBIDDEN_CHARACTERS - {"\\"}:
+        assert unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"), hex(ord(char))
+    # Printing characters nearby stay allowed.
+    for char in ("\xa0", "\u00e9", "\u202f", "\u2060", "\u206a"):
+        assert validate_key(f"a{char}b")
 
 
 @given(_VALID_KEY, st.sampled_from(["/{}", "{}/", "{}//x", "x//{}", "//{}"]))

@@ -2,9 +2,14 @@
 
 A *key* names one stored object: a non-empty string of at most 1024 UTF-8
 bytes made of ``/``-separated segments.  Every segment is non-empty and is
-neither ``.`` nor ``..``; no backslash, no control character (below U+0020,
-or U+007F) appears anywhere.  So a key can never climb out of a directory,
-be mistaken for an absolute path, or smuggle a second line into a listing::
+neither ``.`` nor ``..``; no backslash and no control character appears
+anywhere: not the C0 and C1 controls (below U+0020, U+007F to U+009F), not
+the line and paragraph separators (U+2028, U+2029), and not the
+bidirectional marks, embeddings, overrides and isolates (U+061C, U+200E,
+U+200F, U+202A to U+202E, U+2066 to U+2069), which reorder what a terminal
+shows (:data:`FORBIDDEN_CHARACTERS` holds them all).  So a key can never climb
+out of a directory, be mistaken for an absolute path, smuggle a second line
+into a listing, or print as something it is not::
 
     >>> validate_key("db/2026-11-26.dump")
     'db/2026-11-26.dump'
@@ -31,6 +36,7 @@ from collections.abc import Iterator
 from django_snapshots.exceptions import SnapshotStoragePathError
 
 __all__ = [
+    "FORBIDDEN_CHARACTERS",
     "MAX_KEY_BYTES",
     "validate_dir_prefix",
     "validate_key",
@@ -40,12 +46,27 @@ __all__ = [
 
 MAX_KEY_BYTES = 1024
 
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
+# Code point ranges no key may contain: the C0 controls, DEL and the C1
+# controls, the bidirectional marks (U+061C, U+200E, U+200F), the Unicode line
+# and paragraph separators, and the bidirectional embeddings, overrides and
+# isolates: each controls a terminal or reorders text rather than printing.
+_FORBIDDEN_RANGES = (
+    (0x00, 0x1F), (0x7F, 0x9F), (0x061C, 0x061C), (0x200E, 0x200F),
+    (0x2028, 0x2029), (0x202A, 0x202E), (0x2066, 0x2069),
+)  # fmt: skip
+
+#: Every character a key may not contain: the backslash, and each character
+#: that controls a terminal or reorders text rather than printing.
+FORBIDDEN_CHARACTERS = frozenset(
+    "\\" + "".join(chr(c) for low, high in _FORBIDDEN_RANGES for c in range(low, high + 1))
+)
+_FORBIDDEN_CLASS = "".join(rf"\u{low:04x}-\u{high:04x}" for low, high in _FORBIDDEN_RANGES) + r"\\"
+_FORBIDDEN = re.compile(f"[{_FORBIDDEN_CLASS}]")
 # The whole set of rules but the length in one expression: segments of
 # allowed characters that are not "." or "..", joined by single slashes.  Keys
 # are checked at every layer of a stack, so the common valid case must be
 # cheap; anything it refuses goes through _check_key for the precise message.
-_SEGMENT = r"(?!\.\.?(?:/|\Z))[^\x00-\x1f\x7f\\/]+"
+_SEGMENT = rf"(?!\.\.?(?:/|\Z))[^{_FORBIDDEN_CLASS}/]+"
 _VALID_KEY = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 
 
