@@ -461,11 +461,44 @@ def test_a_sidecar_does_not_exist_through_the_wrapper(inner: Any) -> None:
     assert storage.read("k").read() == b"x"
 
 
-def test_another_algorithms_suffix_is_an_ordinary_key(inner: Any) -> None:
+@pytest.mark.parametrize("key", ["r/notes.sha512", "k.md5", "k.blake2b", "k.SHA256", "k.Sha3_256"])
+def test_any_algorithms_sidecar_name_is_refused_before_any_io(inner: Any, key: str) -> None:
+    # Two Checksum layers with different algorithms may share a storage: a
+    # sha256 stack's object "r/notes.sha512" would be overwritten by a sha512
+    # stack's sidecar of "r/notes" (and case-insensitive remotes fold case).
     storage = Checksum(inner)
-    storage.write("k.md5", io.BytesIO(b"x"))
-    assert storage.list("") == ["k.md5"]
-    assert storage.read("k.md5").read() == b"x"
+    with Pipe(b"payload") as pipe:
+        with pytest.raises(SnapshotStoragePathError, match="reserved for checksum sidecars"):
+            storage.write(key, pipe)
+        assert pipe.read() == b"payload"
+    assert inner.list("") == []
+    if isinstance(storage, AdvancedSnapshotStorage):
+        with pytest.raises(SnapshotStoragePathError, match="reserved"):
+            storage.stream_write(key, iter([b"payload"]))
+        storage.write("src", io.BytesIO(b"x"))
+        with pytest.raises(SnapshotStoragePathError, match="reserved"):
+            storage.atomic_move("src", key)
+        assert storage.read("src").read() == b"x"
+
+
+def test_two_checksum_stacks_with_different_algorithms_share_a_storage(inner: Any) -> None:
+    sha256 = Checksum(inner)
+    sha512 = Checksum(inner, algorithm="sha512")
+    sha256.write("r/notes", io.BytesIO(b"by sha256"))
+    sha512.write("r/other", io.BytesIO(b"by sha512"))
+    # Each sees its own objects and neither sees a sidecar of the other.
+    assert sha256.list("") == ["r/notes", "r/other"]
+    assert not sha256.exists("r/other.sha512")
+    assert sha256.read("r/notes").read() == b"by sha256"
+    assert sha512.read("r/other").read() == b"by sha512"
+    assert sorted(inner.list("")) == [
+        "r/notes", "r/notes.sha256", "r/other", "r/other.sha512",
+    ]  # fmt: skip
+
+
+def test_a_second_checksum_layer_in_one_stack_is_refused() -> None:
+    with pytest.raises(TypeError, match="already has a Checksum layer"):
+        Checksum(Prefix(Checksum(MemoryBackend()), "t"), algorithm="sha512")
 
 
 def test_writing_a_key_with_the_sidecar_suffix_is_refused_before_any_io() -> None:

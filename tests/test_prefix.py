@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from django_snapshots.exceptions import SnapshotStorageError, SnapshotStoragePathError
-from django_snapshots.storage import Logging, MemoryBackend, Prefix
+from django_snapshots.storage import Checksum, Logging, MemoryBackend, Prefix
 from django_snapshots.storage.keys import MAX_KEY_BYTES, validate_key, validate_prefix
 from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.testing import StorageConformance
@@ -454,3 +454,16 @@ class TestNestedPrefixesUnderLoggingOverLocalFileSystemBackend(TenantConformance
     def storage(self, tmp_path: Path) -> Iterator[Logging]:
         with capture_logs():
             yield Logging(Prefix(Prefix(LocalFileSystemBackend(tmp_path), "a"), "b"))
+
+
+def test_verify_through_prefix_is_scoped_to_the_tenant() -> None:
+    shared = Checksum(MemoryBackend())
+    shared.write("acme/db.dump", io.BytesIO(b"acme's"))
+    shared.write("globex/db.dump", io.BytesIO(b"globex's"))
+    acme = Prefix(shared, "acme")
+    assert acme.verify("db.dump") == shared.verify("acme/db.dump")
+    # Another tenant's key is neither verified nor confirmed to exist.
+    with pytest.raises(FileNotFoundError):
+        acme.verify("globex/db.dump")
+    with pytest.raises(SnapshotStoragePathError):
+        acme.verify("../globex/db.dump")

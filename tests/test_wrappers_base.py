@@ -6,6 +6,7 @@ alone and in stacks with every other wrapper.
 
 from __future__ import annotations
 
+import inspect
 import io
 import itertools
 import pickle
@@ -18,7 +19,7 @@ from typing import IO, Any
 import pytest
 from structlog.testing import capture_logs
 
-from django_snapshots.exceptions import SnapshotStorageCapabilityError
+from django_snapshots.exceptions import SnapshotStorageCapabilityError, SnapshotStoragePathError
 from django_snapshots.storage import (
     AdvancedSnapshotStorage,
     Checksum,
@@ -35,6 +36,8 @@ from django_snapshots.storage.wrappers.base import (
     ADVANCED_METHODS,
     BASIC_METHODS,
     missing_intercepts,
+    passes_through,
+    validate_key_through,
 )
 from django_snapshots.testing import Chaos, assert_intercepts_every_method
 
@@ -108,8 +111,17 @@ class DictStorage:
     def exists(self, path: str) -> bool:
         return path in self.objects
 
+    @passes_through()
     def describe(self) -> str:
         return f"{len(self.objects)} objects"
+
+    @passes_through(keys=("path",))
+    def size(self, path: str) -> int:
+        return len(self.objects[path])
+
+    def raw_size(self, path: str) -> int:
+        """Takes a key but is not declared: no wrapper may forward it."""
+        return len(self.objects[path])
 
 
 class StraySyncStorage(DictStorage):
@@ -122,8 +134,19 @@ class StraySyncStorage(DictStorage):
 class MemoryWithLocation(MemoryBackend):
     location = "memory://in-process"
 
+    @passes_through()
     def describe(self) -> str:
         return "memory"
+
+    @passes_through(keys=("path",))
+    def size(self, path: str) -> int:
+        with self.read(path) as stream:
+            return len(stream.read())
+
+    def raw_size(self, path: str) -> int:
+        """Takes a key but is not declared: no wrapper may forward it."""
+        with self.read(path) as stream:
+            return len(stream.read())
 
 
 STORAGES: dict[str, Callable[[], Any]] = {
@@ -247,6 +270,200 @@ def test_requires_advanced_storage_names_the_operation_and_the_whole_basic_stack
 @pytest.mark.parametrize("layers", STACKS)
 def test_requires_advanced_storage_accepts_every_advanced_stack(layers: Any) -> None:
     requires_advanced_storage(build(layers, MemoryBackend()), "archive")
+
+
+# Methods beyond the protocol: declared ones pass with their keys mapped,
+# undeclared ones do not pass at all.
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_a_declared_method_that_takes_a_key_gets_it_mapped_by_every_layer(
+    layers: Any, storage: Any
+) -> None:
+    stack = build(layers, storage)
+    key = "db/x.dump"
+    with capture_logs():
+        stack.write(key, io.BytesIO(b"12345"))
+    # The bottom storage receives exactly the key the stack's own writes use.
+    bottom = validate_key_through(stack, key)
+    assert storage.exists(bottom)
+    assert stack.size(key) == 5
+    with pytest.raises(SnapshotStoragePathError):
+        stack.size("../escape")
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_a_method_that_is_not_declared_is_not_reachable_through_any_stack(
+    layers: Any, storage: Any
+) -> None:
+    stack = build(layers, storage)
+    with pytest.raises(
+        AttributeError, match=r"does not pass the method 'raw_size'.*passes_through"
+    ):
+        stack.raw_size  # noqa: B018 - the lookup itself must fail
+    assert not hasattr(stack, "raw_size")
+    assert "raw_size" not in dir(stack)
+    assert "size" in dir(stack)
+    assert callable(storage.raw_size)  # reachable on the storage itself, on purpose
+
+
+def test_prefix_scopes_a_declared_method_to_the_tenant() -> None:
+    shared = MemoryWithLocation()
+    shared.write("tenant-a/k", io.BytesIO(b"aa"))
+    shared.write("tenant-b/k", io.BytesIO(b"bbbb"))
+    acme = Logging(Prefix(Retry(shared), "tenant-a"))
+    with capture_logs():
+        assert acme.size("k") == 2
+        with pytest.raises(FileNotFoundError):
+            acme.size("tenant-b/k")  # maps to tenant-a/tenant-b/k
+
+
+def test_checksum_refuses_its_sidecar_names_in_declared_methods() -> None:
+    stack = Prefix(Checksum(MemoryWithLocation()), "t")
+    stack.write("k", io.BytesIO(b"x"))
+    assert stack.size("k") == 1
+    with pytest.raises(SnapshotStoragePathError, match="reserved for checksum sidecars"):
+        stack.size("k.sha256")
+
+
+def test_passes_through_refuses_parameters_the_method_does_not_have() -> None:
+    with pytest.raises(TypeError, match="has no parameter 'key'"):
+
+        @passes_through(keys=("key",))
+        def size(self: object, path: str) -> int:  # pragma: no cover - never defined
+            return 0
+
+
+def _extra_methods(cls: type) -> list[str]:
+    protocol = set(BASIC_METHODS + ADVANCED_METHODS)
+    return sorted(
+        name
+        for name, value in inspect.getmembers(cls)
+        if not name.startswith("_") and callable(value) and name not in protocol
+    )
+
+
+def _backend_classes() -> list[type]:
+    from django_snapshots.storage import DjangoStorageBackend, RcloneBackend
+
+    return [MemoryBackend, LocalFileSystemBackend, DjangoStorageBackend, RcloneBackend]
+
+
+def test_every_extra_method_of_the_library_is_declared_or_unreachable(tmp_path: Path) -> None:
+    # Every public method a built-in backend or wrapper offers beyond the
+    # protocol is either declared (and then mapped by every wrapper) or
+    # refused by every wrapper: no key can skip a wrapper's mapping.
+    classes = _backend_classes() + [cls for cls, _ in WRAPPERS]
+    found = {cls.__name__: _extra_methods(cls) for cls in classes}
+    assert found["Checksum"] == ["verify"], found  # a new one must be considered here
+    with capture_logs():
+        for cls in classes:
+            for name in found[cls.__name__]:
+                method = getattr(cls, name)
+                declared = getattr(method, "__snapshots_passes_through__", None)
+                for wrapper, options in WRAPPERS:
+                    if wrapper is cls:
+                        continue
+                    if declared is None:
+                        stack = wrapper(MemoryWithLocation(), **options)
+                        stack.__wrapped__.__dict__[name] = getattr(  # the method, on an instance
+                            cls, name
+                        ).__get__(stack.__wrapped__)
+                        with pytest.raises(AttributeError):
+                            getattr(stack, name)
+    # Checksum.verify, the one declared method, maps its key through every wrapper.
+    local = LocalFileSystemBackend(tmp_path)
+    checked = Checksum(local)
+    checked.write("t/k", io.BytesIO(b"data"))
+    checked.write("other/k", io.BytesIO(b"theirs"))
+    for wrapper, options in WRAPPERS:
+        if wrapper is Checksum:
+            continue
+        stack = wrapper(checked, **options)
+        if wrapper is Prefix:
+            stack = wrapper(checked, prefix="t")
+            assert stack.verify("k") == checked.verify("t/k")
+            with pytest.raises(FileNotFoundError):
+                stack.verify("other/k")
+        else:
+            assert stack.verify("t/k") == checked.verify("t/k")
+        with pytest.raises(SnapshotStoragePathError):
+            stack.verify("../other/k")
+
+
+# Segment room: a bottom storage that limits one name's length.
+
+
+class ShortNames(MemoryBackend):
+    max_segment_bytes = 12
+
+
+def test_validate_key_through_refuses_a_segment_longer_than_the_bottom_allows() -> None:
+    stack = Logging(Prefix(ShortNames(), "tenant"))
+    assert validate_key_through(stack, "a/" + "x" * 12) == "tenant/a/" + "x" * 12
+    with pytest.raises(SnapshotStoragePathError, match="13 UTF-8 bytes long, more than the 12"):
+        validate_key_through(stack, "a/" + "x" * 13)
+    with pytest.raises(SnapshotStoragePathError, match="more than the 12"):
+        validate_key_through(stack, "\u00e9" * 7)  # 14 bytes in 7 characters
+
+
+def test_checksum_refuses_a_key_whose_sidecar_name_would_be_too_long_before_any_io() -> None:
+    inner = ShortNames()
+    storage = Checksum(inner)
+    storage.write("x" * 5, io.BytesIO(b"ok"))  # x.sha256 is 12 bytes
+    with pytest.raises(SnapshotStoragePathError, match="too long for its checksum sidecar"):
+        storage.write("x" * 6, io.BytesIO(b"lost"))
+    assert inner.list("") == ["xxxxx", "xxxxx.sha256"]
+
+
+# Subclasses and twins never lie about the tier.
+
+
+def test_a_subclass_of_an_advanced_twin_refuses_a_basic_storage() -> None:
+    from django_snapshots.storage.wrappers.logging import AdvancedLogging
+
+    class TaggedLogging(AdvancedLogging):
+        pass
+
+    with pytest.raises(TypeError, match=r"needs an AdvancedSnapshotStorage.*subclass Logging"):
+        TaggedLogging(DictStorage())
+    tagged = TaggedLogging(MemoryBackend())
+    assert isinstance(tagged, AdvancedSnapshotStorage)
+    assert_intercepts_every_method(tagged)
+    assert Logging(DictStorage()).__class__ is Logging
+
+
+def test_declaring_an_advanced_subclass_never_rewires_the_library_wrapper() -> None:
+    from django_snapshots.storage.wrappers.logging import AdvancedLogging
+
+    class MyAdvanced(AdvancedLogging, tier="advanced"):
+        pass
+
+    assert type(Logging(MemoryBackend())) is AdvancedLogging
+    with pytest.raises(TypeError, match="already has its advanced twin AdvancedLogging"):
+
+        class Other(Logging, tier="advanced"):
+            pass
+
+    assert type(Logging(MemoryBackend())) is AdvancedLogging
+    with pytest.raises(TypeError, match="cannot be basic"):
+
+        class Basic(AdvancedLogging, tier="basic"):
+            pass
+
+
+def test_a_user_may_declare_the_twin_of_their_own_subclass() -> None:
+    from django_snapshots.storage.wrappers.logging import AdvancedLogging
+
+    class Mine(Logging):
+        pass
+
+    class AdvancedMine(Mine, AdvancedLogging, tier="advanced"):
+        pass
+
+    assert type(Mine(MemoryBackend())) is AdvancedMine
+    assert type(Mine(DictStorage())) is Mine
+    assert type(Logging(MemoryBackend())) is AdvancedLogging
 
 
 # Real backends through the stacks.

@@ -9,7 +9,14 @@ from django_snapshots.storage.protocols import (
     requires_advanced_storage,
 )
 from django_snapshots.storage.rclone import RcloneBackend
-from django_snapshots.storage.wrappers import Checksum, Logging, Prefix, Retry, StorageWrapper
+from django_snapshots.storage.wrappers import (
+    Checksum,
+    Logging,
+    Prefix,
+    Retry,
+    StorageWrapper,
+    passes_through,
+)
 
 __all__ = [
     "AdvancedSnapshotStorage",
@@ -23,5 +30,6 @@ __all__ = [
     "Retry",
     "SnapshotStorage",
     "StorageWrapper",
+    "passes_through",
     "requires_advanced_storage",
 ]

@@ -37,11 +37,15 @@ can serve many threads.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeGuard, TypeVar
 
 import wrapt
 
-from django_snapshots.storage.keys import validate_key
+from django_snapshots.exceptions import SnapshotStoragePathError
+from django_snapshots.storage.keys import _show, validate_key, validate_prefix
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 
 __all__ = [
@@ -49,12 +53,66 @@ __all__ = [
     "BASIC_METHODS",
     "StorageWrapper",
     "missing_intercepts",
+    "passes_through",
     "validate_key_through",
 ]
 
 BASIC_METHODS = ("read", "write", "list", "delete", "exists")
 ADVANCED_METHODS = ("stream_read", "stream_write", "atomic_move", "recursive_list", "sync")
 _PROTOCOL_METHODS = frozenset(BASIC_METHODS + ADVANCED_METHODS)
+_PASSES_THROUGH = "__snapshots_passes_through__"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _PassThrough(NamedTuple):
+    keys: tuple[str, ...]
+    prefixes: tuple[str, ...]
+
+
+def passes_through(*, keys: Iterable[str] = (), prefixes: Iterable[str] = ()) -> Callable[[F], F]:
+    """Declare a method that a storage or a wrapper offers beyond the
+    protocol, so that wrappers above it pass it on.
+
+    Name its parameters that take a key in *keys* and those that take a list
+    prefix in *prefixes*: every wrapper the call goes through maps them as it
+    maps the keys of its own operations (``Prefix`` scopes them, ``Checksum``
+    refuses its sidecars' names), before any I/O.  A method of the storage
+    below that is not declared is not reachable through a wrapper at all
+    (:class:`AttributeError`), so no method can bypass a wrapper's key
+    mapping by accident::
+
+        class AuditedBackend(MemoryBackend):
+            @passes_through(keys=("path",))
+            def size(self, path: str) -> int:
+                with self.read(path) as stream:
+                    return len(stream.read())
+
+    ``Prefix(AuditedBackend(), "acme").size("db.dump")`` then measures
+    ``acme/db.dump``.  Its return value passes back unchanged, so a declared
+    method must not return keys.  Data attributes (``location``, ``remote``)
+    pass through undeclared.
+
+    .. versionadded:: 0.1
+    """
+    declared = _PassThrough(tuple(keys), tuple(prefixes))
+    for name in declared.keys + declared.prefixes:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise TypeError(f"passes_through() needs parameter names, got {name!r}")
+
+    def declare(method: F) -> F:
+        parameters = inspect.signature(method).parameters
+        unknown = [n for n in declared.keys + declared.prefixes if n not in parameters]
+        if unknown:
+            raise TypeError(
+                f"passes_through(): {method.__qualname__} has no parameter "
+                f"{', '.join(map(repr, unknown))}"
+            )
+        setattr(method, _PASSES_THROUGH, declared)
+        return method
+
+    return declare
+
 
 if TYPE_CHECKING:
     _Proxy = object
@@ -89,29 +147,53 @@ class StorageWrapper(_Proxy):
     _advanced_tier: ClassVar[type[StorageWrapper] | None] = None
     _is_advanced_tier: ClassVar[bool] = False
 
-    def __init_subclass__(cls, *, tier: str = "basic", **kwargs: Any) -> None:
+    def __init_subclass__(cls, *, tier: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        parent = cls.__mro__[1]
+        if tier is None:
+            # A subclass keeps the tier of its first base: a subclass of an
+            # advanced twin is advanced-only, never a basic class that
+            # inherits advanced methods it cannot serve.
+            tier = "advanced" if _is_advanced_class(parent) else "basic"
         if tier == "advanced":
-            basic = cls.__mro__[1]
-            if not (isinstance(basic, type) and issubclass(basic, StorageWrapper)):
+            if not (isinstance(parent, type) and issubclass(parent, StorageWrapper)):
                 raise TypeError(f"{cls.__name__}: the first base must be its basic-tier wrapper")
             cls._is_advanced_tier = True
-            cls._basic_tier = basic._basic_tier
-            cls._basic_tier._advanced_tier = cls
+            if _is_advanced_class(parent):
+                # A subclass of an advanced twin: advanced-only, and nobody's
+                # twin, so declaring it never changes what another class builds.
+                cls._basic_tier = parent._basic_tier
+                cls._advanced_tier = None
+                return
+            declared = parent.__dict__.get("_advanced_tier")
+            if declared is not None and not declared.__dict__.get("_derived_tier", False):
+                raise TypeError(
+                    f"{cls.__name__}: {parent.__name__} already has its advanced twin "
+                    f"{declared.__name__}; subclass {parent.__name__} to change it"
+                )
+            cls._basic_tier = parent
+            parent._advanced_tier = cls
         elif tier == "basic":
+            if _is_advanced_class(parent):
+                raise TypeError(
+                    f"{cls.__name__}: a subclass of the advanced-tier {parent.__name__} cannot "
+                    f"be basic; subclass {parent._basic_tier.__name__} instead, whose advanced "
+                    "twin is derived for it"
+                )
             cls._basic_tier = cls
             cls._is_advanced_tier = False
-            parent_advanced = cls.__mro__[1].__dict__.get("_advanced_tier")
+            inherited = parent.__dict__.get("_advanced_tier") if isinstance(parent, type) else None
             # A plain subclass of a wrapper keeps its parent's advanced tier:
             # derive the twin so that Sub(advanced) is advanced too.
             cls._advanced_tier = None
-            if parent_advanced is not None:
+            if inherited is not None:
                 namespace = {
                     "__module__": cls.__module__,
                     "__qualname__": f"Advanced{cls.__qualname__}",
+                    "_derived_tier": True,
                 }
                 type(cls)(  # type: ignore[misc]
-                    f"Advanced{cls.__name__}", (cls, parent_advanced), namespace, tier="advanced"
+                    f"Advanced{cls.__name__}", (cls, inherited), namespace, tier="advanced"
                 )
         else:
             raise TypeError(f"{cls.__name__}: tier must be 'basic' or 'advanced', not {tier!r}")
@@ -125,9 +207,14 @@ class StorageWrapper(_Proxy):
         advanced = isinstance(storage, AdvancedSnapshotStorage)
         if cls._is_advanced_tier:
             if not advanced:
-                raise TypeError(
-                    f"{cls.__name__}() needs an AdvancedSnapshotStorage, got {storage!r}; "
+                hint = (
                     f"call {cls._basic_tier.__name__}() to get the right tier"
+                    if cls._basic_tier._advanced_tier is cls
+                    else f"subclass {cls._basic_tier.__name__} rather than its advanced twin "
+                    "to get a wrapper of either tier"
+                )
+                raise TypeError(
+                    f"{cls.__name__}() needs an AdvancedSnapshotStorage, got {storage!r}; {hint}"
                 )
             target = cls
         else:
@@ -157,11 +244,29 @@ class StorageWrapper(_Proxy):
                     f"{self._basic_tier.__name__} proxy of the "
                     f"{'advanced' if self._is_advanced_tier else 'basic'} tier has no {name!r}"
                 )
-            return getattr(self.__wrapped__, name)
+            value = getattr(self.__wrapped__, name)
+            if not callable(value):
+                return value
+            # A method of the storage below may take keys: called as it is, it
+            # would skip this wrapper's key mapping (another tenant's object,
+            # a sidecar's name).  Only declared methods pass, keys mapped.
+            declared = getattr(value, _PASSES_THROUGH, None)
+            if not isinstance(declared, _PassThrough):
+                raise AttributeError(
+                    f"{self._basic_tier.__name__} does not pass the method {name!r} of "
+                    f"{type(self.__wrapped__).__name__} through: only methods declared with "
+                    "@passes_through are reached through wrappers, with their keys mapped; "
+                    f"call it on the storage itself ({name!r} of .__wrapped__) if that is safe"
+                )
+            return _mapped(self, value, declared)
 
     def __dir__(self) -> list[str]:
         own = set(dir(type(self)))
-        inner = set(dir(self.__wrapped__)) - _PROTOCOL_METHODS
+        inner = {
+            name
+            for name in set(dir(self.__wrapped__)) - _PROTOCOL_METHODS - own
+            if _passes(self.__wrapped__, name)
+        }
         return sorted(own | inner)
 
     def __repr__(self) -> str:
@@ -182,12 +287,23 @@ class StorageWrapper(_Proxy):
     def _self_storage_key(self, key: str) -> str:
         """Return the key the wrapped storage receives for *key*, or raise
         :class:`~django_snapshots.SnapshotStoragePathError`; wrappers that
-        rewrite keys (``Prefix``) override it."""
-        return key
+        rewrite keys (``Prefix``) or reserve some (``Checksum``) override it."""
+        return validate_key(key)
+
+    def _self_storage_prefix(self, prefix: str) -> str:
+        """Return the list prefix the wrapped storage receives for *prefix*,
+        or raise :class:`~django_snapshots.SnapshotStoragePathError`;
+        wrappers that rewrite keys override it with :meth:`_self_storage_key`."""
+        return validate_prefix(prefix)
 
     def _repr_options(self) -> list[str]:
         """Return the wrapper's options as ``repr`` fragments (no secrets)."""
         return []
+
+
+def _is_advanced_class(cls: object) -> TypeGuard[type[StorageWrapper]]:
+    """Tell whether *cls* is a wrapper class of the advanced tier."""
+    return isinstance(cls, type) and bool(cls.__dict__.get("_is_advanced_tier", False))
 
 
 def validate_key_through(storage: object, key: str) -> str:
@@ -197,14 +313,28 @@ def validate_key_through(storage: object, key: str) -> str:
     that bottom key.
 
     A layer that stores extra keys of its own (``Checksum``'s sidecars) uses
-    it to refuse a key up front rather than after its data was written.
+    it to refuse a key up front rather than after its data was written.  A
+    bottom storage may limit the length of each ``/``-separated segment by
+    an attribute ``max_segment_bytes`` (an int; ``None`` or absent means no
+    limit beyond the key rules), such as a file system's 255-byte names: a
+    longer segment is refused here too.
 
     .. versionadded:: 0.1
     """
     while isinstance(storage, StorageWrapper):
         key = storage._self_storage_key(key)
         storage = storage.__wrapped__
-    return validate_key(key)
+    validate_key(key)
+    limit = getattr(storage, "max_segment_bytes", None)
+    if isinstance(limit, int) and len(key) * 4 > limit:
+        for segment in key.split("/"):
+            size = len(segment.encode())
+            if size > limit:
+                raise SnapshotStoragePathError(
+                    f"invalid key {_show(key)}: segment {_show(segment)} is {size} UTF-8 bytes "
+                    f"long, more than the {limit} that {type(storage).__name__} stores in one name"
+                )
+    return key
 
 
 def missing_intercepts(wrapper: object) -> list[str]:
@@ -226,3 +356,32 @@ def missing_intercepts(wrapper: object) -> list[str]:
         if owner is None or not issubclass(owner, StorageWrapper) or owner is StorageWrapper:
             missing.append(name)
     return missing
+
+
+def _mapped(wrapper: StorageWrapper, method: Callable[..., Any], declared: _PassThrough) -> Any:
+    """*method* of the storage below *wrapper*, with the key and prefix
+    arguments *declared* mapped by *wrapper* before the call."""
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        for name in declared.keys:
+            if name in bound.arguments:
+                bound.arguments[name] = wrapper._self_storage_key(bound.arguments[name])
+        for name in declared.prefixes:
+            if name in bound.arguments:
+                bound.arguments[name] = wrapper._self_storage_prefix(bound.arguments[name])
+        return method(*bound.args, **bound.kwargs)
+
+    setattr(call, _PASSES_THROUGH, declared)
+    return call
+
+
+def _passes(storage: object, name: str) -> bool:
+    """Tell whether a wrapper passes the attribute *name* of *storage* through."""
+    try:
+        value = getattr(storage, name)
+    except AttributeError:
+        return False
+    return not callable(value) or isinstance(getattr(value, _PASSES_THROUGH, None), _PassThrough)

@@ -82,10 +82,14 @@ from typing import IO, TYPE_CHECKING, Any, cast, overload
 import structlog
 
 from django_snapshots.exceptions import SnapshotIntegrityError, SnapshotStoragePathError
-from django_snapshots.storage.keys import MAX_KEY_BYTES, validate_key
+from django_snapshots.storage.keys import MAX_KEY_BYTES, _show, validate_key
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 from django_snapshots.storage.streams import ChunkReader, ReadableStream, _start_of, iter_chunks
-from django_snapshots.storage.wrappers.base import StorageWrapper, validate_key_through
+from django_snapshots.storage.wrappers.base import (
+    StorageWrapper,
+    passes_through,
+    validate_key_through,
+)
 
 __all__ = ["AdvancedChecksum", "Checksum"]
 
@@ -102,6 +106,15 @@ _SIDECAR_LINE = re.compile(r"([0-9a-fA-F]+) [ *]([^\n]+)\n?")
 _BATCH = 1024 * 1024
 # Batches handed over and not yet hashed; bounds the memory in flight.
 _QUEUE_DEPTH = 2
+# Checksum layers with different algorithms may share one storage: a key of
+# one must never be a sidecar name of another.  Every fixed-length algorithm
+# that hashlib may offer on any build, plus those this build offers.
+_KNOWN_ALGORITHMS = (
+    "blake2b", "blake2s", "md4", "md5", "md5_sha1", "mdc2", "ripemd160", "sha1", "sha224",
+    "sha256", "sha384", "sha3_224", "sha3_256", "sha3_384", "sha3_512", "sha512",
+    "sha512_224", "sha512_256", "sm3", "whirlpool",
+)  # fmt: skip
+
 # Keys are guarded by a fixed set of locks (a key's lock is picked by its
 # hash): bounded memory whatever the number of keys, and rare contention.
 _LOCK_STRIPES = 64
@@ -146,6 +159,14 @@ class Checksum(StorageWrapper):
             name, size = _check_algorithm(algorithm)
             if not isinstance(strict, bool):
                 raise TypeError(f"Checksum strict must be a bool, not {type(strict).__name__}")
+            below = storage
+            while isinstance(below, StorageWrapper):
+                if isinstance(below, Checksum):
+                    raise TypeError(
+                        f"Checksum() over {storage!r}: the stack already has a Checksum layer, "
+                        "and each refuses the other's sidecar names; keep one"
+                    )
+                below = below.__wrapped__
             super().__init__(storage)
             self._self_algorithm = name
             self._self_suffix = "." + name
@@ -181,7 +202,7 @@ class Checksum(StorageWrapper):
     def delete(self, path: str) -> None:
         """Delete *path* and then its sidecar; a sidecar's own name is ignored."""
         validate_key(path)
-        if path.endswith(self._self_suffix):
+        if _is_sidecar_name(path):
             return  # no object of that name exists through this wrapper
         sidecar = path + self._self_suffix
         with self._self_locked(path):
@@ -192,14 +213,19 @@ class Checksum(StorageWrapper):
     def exists(self, path: str) -> bool:
         """Tell whether *path* is stored; ``False`` for a sidecar's name."""
         validate_key(path)
-        if path.endswith(self._self_suffix):
+        if _is_sidecar_name(path):
             return False
         return self.__wrapped__.exists(path)
 
+    @passes_through(keys=("path",))
     def verify(self, path: str) -> str:
         """Read *path* whole and return its hex digest, or raise
         :class:`~django_snapshots.SnapshotIntegrityError` if it does not
         match its sidecar or has none (whatever *strict* says).
+
+        Wrappers above pass it on with *path* mapped as for their own
+        operations, so ``Prefix(Checksum(storage), "acme").verify("k")``
+        verifies ``acme/k``.
 
         .. versionadded:: 0.1
         """
@@ -238,38 +264,44 @@ class Checksum(StorageWrapper):
 
     # Sidecars.
 
+    def _self_storage_key(self, key: str) -> str:
+        validate_key(key)
+        if _is_sidecar_name(key):
+            raise SnapshotStoragePathError(
+                f"invalid key {_show(key)}: keys ending in '.<algorithm>' for a hashlib "
+                f"algorithm ({key.rpartition('.')[2]!r}) are reserved for checksum sidecars"
+            )
+        return key
+
     def _self_sidecar(self, path: str) -> str:
         """Return the sidecar key of the object key *path*, or raise before any I/O."""
-        validate_key(path)
-        if path.endswith(self._self_suffix):
-            raise SnapshotStoragePathError(
-                f"invalid key {path!r}: keys ending in {self._self_suffix!r} are reserved "
-                f"for the sidecars of Checksum(algorithm={self._self_algorithm!r})"
-            )
+        self._self_storage_key(path)
         sidecar = path + self._self_suffix
         try:
-            # Layers below may lengthen keys (Prefix): the sidecar must fit
-            # there too, or the data would be stored and its sidecar refused.
+            # Layers below may lengthen keys (Prefix) or limit the length of
+            # a name (a file system): the sidecar must fit there too, or the
+            # data would be stored and its sidecar refused.
             if not _fits(sidecar):
-                raise SnapshotStoragePathError(sidecar)
+                raise SnapshotStoragePathError(
+                    f"is {len(sidecar.encode())} UTF-8 bytes long, more than {MAX_KEY_BYTES}"
+                )
             validate_key_through(self.__wrapped__, sidecar)
-        except SnapshotStoragePathError:
+        except SnapshotStoragePathError as exc:
             raise SnapshotStoragePathError(
-                f"invalid key {path!r}: too long for its checksum sidecar {self._self_suffix!r} "
-                "(the sidecar's key, as stored below this wrapper, must stay within 1024 "
-                "UTF-8 bytes)"
+                f"invalid key {_show(path)}: too long for its checksum sidecar "
+                f"{self._self_suffix!r}, whose key as stored below this wrapper would be "
+                f"refused ({_reason(exc)})"
             ) from None
         return sidecar
 
     def _self_visible(self, keys: builtins.list[str]) -> builtins.list[str]:
-        suffix = self._self_suffix
-        return [key for key in keys if not key.endswith(suffix)]
+        return [key for key in keys if not _is_sidecar_name(key)]
 
     def _self_expected(self, path: str, *, strict: bool) -> str | None:
         """Return the digest recorded for *path*, or None for a missing sidecar
         when not *strict*.  Raises :class:`FileNotFoundError` when the object
         is missing, whatever its sidecar."""
-        if isinstance(path, str) and path.endswith(self._self_suffix):
+        if isinstance(path, str) and _is_sidecar_name(path):
             validate_key(path)
             raise FileNotFoundError(f"no object at {path!r}")
         sidecar = self._self_sidecar(path)
@@ -619,6 +651,34 @@ def _check_algorithm(algorithm: object) -> tuple[str, int]:
     except SnapshotStoragePathError:  # pragma: no cover - hashlib names are plain words
         raise ValueError(f"Checksum algorithm {algorithm!r} cannot name a sidecar") from None
     return name, hasher.digest_size
+
+
+def _sidecar_names() -> frozenset[str]:
+    names = set(_KNOWN_ALGORITHMS)
+    for algorithm in hashlib.algorithms_available:
+        try:
+            size = hashlib.new(algorithm).digest_size
+        except (ValueError, TypeError):  # pragma: no cover - listed but unusable
+            continue
+        if size:
+            names.add(algorithm.lower().replace("-", "_"))
+    return frozenset(names)
+
+
+# Extensions (lower case) that name a sidecar of some Checksum layer.
+_SIDECAR_NAMES = _sidecar_names()
+
+
+def _is_sidecar_name(key: str) -> bool:
+    """Tell whether *key* ends like the sidecar of any Checksum layer, whatever
+    its algorithm (compared without case: some remotes ignore it)."""
+    _, dot, extension = key.rpartition(".")
+    return bool(dot) and "/" not in extension and extension.lower() in _SIDECAR_NAMES
+
+
+def _reason(exc: SnapshotStoragePathError) -> str:
+    """The rule a key broke, from a key-rules message ('invalid key ...: rule')."""
+    return str(exc).rpartition(": ")[2]
 
 
 def _line(path: str, hexdigest: str) -> bytes:

@@ -108,12 +108,16 @@ class Prefix(StorageWrapper):
             validate_key(full)
         return full
 
-    def _self_list(
-        self, list_keys: Callable[[str], builtins.list[str]], prefix: str
-    ) -> builtins.list[str]:
+    def _self_storage_prefix(self, prefix: str) -> str:
         full = self._self_dir + validate_prefix(prefix)
         if len(full) > _SURELY_SHORT:
             validate_prefix(full)
+        return full
+
+    def _self_list(
+        self, list_keys: Callable[[str], builtins.list[str]], prefix: str
+    ) -> builtins.list[str]:
+        full = self._self_storage_prefix(prefix)
         keys = list_keys(full)
         start = len(self._self_dir)
         for key in keys:
