@@ -25,8 +25,11 @@ any stack.  The machinery guarantees, for every wrapper:
   bypass of the wrapper to the storage underneath;
 - a basic-tier proxy has no advanced attribute at all, even when the wrapped
   object happens to have one;
-- every other attribute passes through to the wrapped storage, and
-  ``__wrapped__`` is the wrapped storage;
+- data attributes pass through to the wrapped storage, and so do methods
+  declared with :func:`passes_through`, with their keys mapped by the
+  wrapper; any other method of the wrapped storage is absent, because it
+  could take a key that skips the wrapper's mapping; ``__wrapped__`` is the
+  wrapped storage;
 - ``repr`` shows the whole stack, e.g. ``Logging(Prefix(MemoryBackend(), 'a'))``;
 - ``type(proxy)`` and ``proxy.__class__`` agree, so protocol checks look at
   what the proxy offers, not at what the wrapped object offers.

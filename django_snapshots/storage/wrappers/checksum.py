@@ -35,8 +35,13 @@ checks it without Python.  What the wrapper guarantees:
 - **Invisible sidecars.**  ``list`` and ``recursive_list`` leave them out,
   ``exists`` is ``False`` for them and reading one raises
   :class:`FileNotFoundError`; writing a key that ends in the sidecar suffix
-  raises :class:`~django_snapshots.SnapshotStoragePathError`, and so does a
-  key too long to get a sidecar (the suffix counts in the 1024-byte limit).
+  of *any* fixed-length :mod:`hashlib` algorithm (``.sha256``, ``.md5``,
+  ``.SHA512``..., without regard to case, so that layers with different
+  algorithms can share a storage) raises
+  :class:`~django_snapshots.SnapshotStoragePathError`, and so does a key too
+  long to get a sidecar (the suffix counts in the 1024-byte limit and in the
+  length of one name where the storage below limits it).  One stack holds
+  one ``Checksum`` layer.
 - **Write order.**  A write stores the data, then the sidecar.  Until the
   new sidecar is stored, the object is checked against the old one (a
   mismatch) or against none (a missing sidecar), so a write that fails or
