@@ -3,18 +3,20 @@ django-storages' S3Storage (against the real S3 server on loopback)."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import socket
+import sys
 import threading
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import (
     FileSystemStorage,
     InMemoryStorage,
@@ -440,7 +442,8 @@ def test_writing_over_a_directory_fails_and_keeps_what_is_below(kind: str, tmp_p
     storage = FileSystemStorage(location=tmp_path) if kind == "filesystem" else InMemoryStorage()
     backend = DjangoStorageBackend(storage)
     backend.write("a/b", io.BytesIO(b"below"))
-    with pytest.raises(SnapshotStorageError, match="renames on conflict"):
+    expected = "files are stored below 'a/'" if kind == "filesystem" else "renames on conflict"
+    with pytest.raises(SnapshotStorageError, match=expected):
         backend.write("a", io.BytesIO(b"over the directory"))
     assert backend.list("") == ["a/b"]
     assert read_all(backend, "a/b") == b"below"
@@ -731,3 +734,300 @@ def test_s3_listing_takes_one_request_whatever_the_depth(s3_bucket: S3Bucket) ->
     events.register("before-call.s3", lambda model, **_: requests.append(model.name))
     assert backend.list("db/") == sorted(keys)
     assert requests == ["ListObjectsV2"]
+
+
+# --------------------------------------------------------------------------
+# Directories left by deletes on a FileSystemStorage
+
+
+def test_delete_removes_the_directories_it_empties_and_frees_their_names(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path))
+    backend.write("nightly/2026/db.dump", io.BytesIO(b"old"))
+    backend.write("kept/x", io.BytesIO(b"x"))
+    backend.delete("nightly/2026/db.dump")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    backend.write("nightly", io.BytesIO(b"new"))
+    assert backend.list("") == ["kept/x", "nightly"]
+    assert read_all(backend, "nightly") == b"new"
+
+
+def test_delete_keeps_directories_that_still_hold_files(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path))
+    backend.write("a/b/one", io.BytesIO(b"1"))
+    backend.write("a/two", io.BytesIO(b"2"))
+    backend.delete("a/b/one")
+    assert backend.list("") == ["a/two"]
+    assert not (tmp_path / "a" / "b").exists()
+    backend.delete("a/two")
+    assert list(tmp_path.iterdir()) == []
+    assert tmp_path.is_dir()  # the location itself stays
+
+
+def test_a_write_removes_empty_directories_standing_at_its_key(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path))
+    (tmp_path / "k" / "empty" / "deeper").mkdir(parents=True)
+    (tmp_path / "k" / "also-empty").mkdir()
+    backend.write("k", io.BytesIO(b"data"))
+    assert read_all(backend, "k") == b"data"
+    assert backend.list("") == ["k"]
+
+
+def test_a_write_over_a_directory_holding_a_file_removes_nothing(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path))
+    (tmp_path / "k" / "empty").mkdir(parents=True)
+    (tmp_path / "k" / "sub").mkdir()
+    (tmp_path / "k" / "sub" / "foreign\\name").write_bytes(b"not a key, still kept")
+    source = StrictStream(b"data", limit=0)
+    with pytest.raises(SnapshotStorageError, match="files are stored below 'k/'") as caught:
+        backend.write("k", source)
+    assert caught.value.transient is False
+    assert source.requests == []
+    assert (tmp_path / "k" / "sub" / "foreign\\name").read_bytes() == b"not a key, still kept"
+
+
+class LosesARaceWithAPrune(FileSystemStorage):
+    """A storage whose first save finds its new directory removed, as when a
+    concurrent delete prunes it between its creation and the object's."""
+
+    lost = 0
+
+    def _save(self, name: str, content: Any) -> str:
+        if self.lost < 2:
+            self.lost += 1
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", self.path(name))
+        return str(super()._save(name, content))
+
+
+def test_a_write_that_loses_a_race_with_a_prune_is_tried_again(tmp_path: Path) -> None:
+    storage = LosesARaceWithAPrune(location=tmp_path)
+    backend = DjangoStorageBackend(storage)
+    backend.write("a/b", io.BytesIO(b"data"))
+    assert storage.lost == 2
+    assert read_all(backend, "a/b") == b"data"
+
+
+def test_concurrent_deletes_and_writes_in_one_directory_all_land(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path))
+    errors: list[BaseException] = []
+
+    def churn(n: int) -> None:
+        try:
+            for i in range(40):
+                backend.write(f"shared/dir/{n}-{i}", io.BytesIO(b"x"))
+                backend.delete(f"shared/dir/{n}-{i}")
+            backend.write(f"shared/dir/{n}-last", io.BytesIO(b"last"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert backend.list("") == [f"shared/dir/{n}-last" for n in range(4)]
+
+
+# --------------------------------------------------------------------------
+# Segment length
+
+
+@pytest.mark.parametrize("kind", ["filesystem"])
+def test_a_filesystem_storage_declares_its_name_limit(
+    backend: DjangoStorageBackend, tmp_path: Path
+) -> None:
+    assert backend.max_segment_bytes == os.pathconf(tmp_path, "PC_NAME_MAX")
+
+
+@pytest.mark.parametrize("kind", ["memory", "s3"])
+def test_other_storages_declare_no_segment_limit(backend: DjangoStorageBackend) -> None:
+    assert backend.max_segment_bytes is None
+    key = "x" * 300
+    backend.write(key, io.BytesIO(b"long"))
+    assert read_all(backend, key) == b"long"
+
+
+def test_a_segment_longer_than_a_file_name_is_refused_before_any_io(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path / "media"))
+    limit = backend.max_segment_bytes
+    assert limit is not None
+    backend.write("d/" + "x" * limit, io.BytesIO(b"fits"))
+    for key in ("d/" + "x" * (limit + 1), "\u00e9" * (limit // 2 + 1) + "/k"):
+        source = StrictStream(b"data", limit=0)
+        with pytest.raises(SnapshotStoragePathError, match=f"more than the {limit}"):
+            backend.write(key, source)
+        assert source.requests == []
+        for call in (backend.read, backend.exists, backend.delete):
+            with pytest.raises(SnapshotStoragePathError, match=f"more than the {limit}"):
+                call(key)
+    assert backend.list("") == ["d/" + "x" * limit]
+
+
+def test_an_alias_declares_the_limit_of_the_storage_it_names_now(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend("backups")
+    config = {
+        "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+        "backups": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "backups")},
+        },
+    }
+    with override_settings(STORAGES=config):
+        assert backend.max_segment_bytes == os.pathconf(tmp_path, "PC_NAME_MAX")
+    config["backups"] = config["default"]
+    with override_settings(STORAGES=config):
+        assert backend.max_segment_bytes is None
+
+
+# --------------------------------------------------------------------------
+# Readers that share nothing, and stay failed
+
+
+def test_concurrent_readers_of_in_memory_storage_all_get_every_byte() -> None:
+    backend = DjangoStorageBackend(InMemoryStorage())
+    data = payload(CHUNK_SIZE // 2 + 17)
+    backend.write("k", io.BytesIO(data))
+    wrong: list[int] = []
+    errors: list[BaseException] = []
+
+    def reader(n: int) -> None:
+        try:
+            for _ in range(10):
+                parts = []
+                with backend.read("k") as file:
+                    while chunk := file.read(4096 + n):
+                        parts.append(chunk)
+                if b"".join(parts) != data:
+                    wrong.append(n)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(n,)) for n in range(16)]
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switching)
+    assert errors == []
+    assert wrong == []
+
+
+def test_reading_from_in_memory_storage_copies_chunks_not_the_object() -> None:
+    storage = InMemoryStorage()
+    backend = DjangoStorageBackend(storage)
+    size = 32 * CHUNK_SIZE
+    backend.write("big", io.BytesIO(b"\x5a" * size))
+    storage.size("big")  # InMemoryStorage's own look at its bytes, before measuring
+    tracemalloc.start()
+    try:
+        total = 0
+        with backend.read("big") as file:
+            while chunk := file.read(CHUNK_SIZE):
+                total += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == size
+    assert peak < 4 * CHUNK_SIZE
+
+
+class SharedFiles(FileSystemStorage):
+    """A storage that hands every reader of a name the same file object."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.files: dict[str, File] = {}
+
+    def _open(self, name: str, mode: str = "rb") -> File:
+        if name not in self.files:
+            self.files[name] = super()._open(name, mode)
+        return self.files[name]
+
+
+def test_readers_sharing_one_file_object_read_every_byte(tmp_path: Path) -> None:
+    storage = SharedFiles(location=tmp_path)
+    backend = DjangoStorageBackend(storage)
+    data = payload(CHUNK_SIZE + 17)
+    backend.write("k", io.BytesIO(data))
+    opened = [backend.read("k") for _ in range(12)]
+    assert len({id(file) for file in storage.files.values()}) == 1
+    wrong: list[int] = []
+
+    def reader(n: int, file: IO[bytes]) -> None:
+        parts = []
+        while chunk := file.read(4096 + n):
+            parts.append(chunk)
+        if b"".join(parts) != data:
+            wrong.append(n)
+
+    threads = [threading.Thread(target=reader, args=(n, f)) for n, f in enumerate(opened)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+    shared = storage.files["k"]
+    for file in opened[:-1]:
+        file.close()
+    assert not shared.closed  # still in use by the last reader
+    opened[-1].close()
+    assert shared.closed
+
+
+class Flaky(io.RawIOBase):
+    """A file whose second read fails; a seekable one keeps its position,
+    a stream loses the bytes it was about to return."""
+
+    def __init__(self, data: bytes, *, seekable: bool) -> None:
+        super().__init__()
+        self._source = io.BytesIO(data)
+        self._seekable = seekable
+        self.reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._seekable
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._source.seek(offset, whence)
+
+    def readinto(self, buffer: Any) -> int:
+        self.reads += 1
+        if self.reads == 2:
+            if not self._seekable:
+                self._source.read(len(buffer))
+            raise OSError(errno.EIO, "Input/output error")
+        return self._source.readinto(buffer)
+
+
+class FlakyFiles(InMemoryStorage):
+    seekable = True
+
+    def _open(self, name: str, mode: str = "rb") -> File:
+        data = super()._open(name, mode).read()
+        return File(Flaky(data, seekable=self.seekable), name=name)
+
+
+@pytest.mark.parametrize("seekable", [True, False])
+def test_a_reader_that_failed_keeps_failing(seekable: bool) -> None:
+    storage = FlakyFiles()
+    storage.seekable = seekable
+    backend = DjangoStorageBackend(storage)
+    backend.write("k", io.BytesIO(b"0123456789" * 3))
+    with backend.read("k") as file:
+        assert file.read(10) == b"0123456789"
+        with pytest.raises(SnapshotStorageError, match="Input/output error"):
+            file.read(10)
+        for again in (
+            lambda: file.read(10),
+            lambda: file.read(),
+            lambda: file.readinto(bytearray(4)),
+        ):
+            with pytest.raises(SnapshotStorageError, match="an earlier read"):
+                again()

@@ -27,13 +27,28 @@ a failed write leaves the old object untouched.  A storage that still saves
 under another name (it renames on conflict) makes the write fail with
 :class:`~django_snapshots.exceptions.SnapshotStorageError`; the stray object
 is removed.
+
+On a ``FileSystemStorage``, ``delete`` removes the directories it leaves
+empty, and a write removes an empty directory that stands at its key (a
+directory that still holds files makes it fail), so a deleted prefix never
+blocks a key of the same name; each key segment must fit in one file name
+(:attr:`~DjangoStorageBackend.max_segment_bytes`).
+
+A file object from ``read`` is independent of any other: readers of a
+storage that hands out one shared file object per name (``InMemoryStorage``)
+never move each other's position, and once a read failed every later read
+raises too.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import io
+import os
+import stat
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import IO, Any, TypeGuard, cast
@@ -45,10 +60,12 @@ from django.core.files.storage import (
     Storage,
     storages,
 )
+from django.core.files.storage.memory import InMemoryFileNode  # type: ignore[attr-defined]
 
 from django_snapshots.exceptions import SnapshotError, SnapshotStorageError
-from django_snapshots.storage.keys import validate_key, validate_prefix
+from django_snapshots.storage.keys import _parents, validate_key, validate_prefix
 from django_snapshots.storage.streams import CHUNK_SIZE, ReadableStream, _read_into, iter_chunks
+from django_snapshots.storage.wrappers.base import validate_key_through
 from django_snapshots.storage.wrappers.retry import is_transient
 
 __all__ = ["DjangoStorageBackend"]
@@ -58,6 +75,14 @@ __all__ = ["DjangoStorageBackend"]
 _NO_OBJECT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 _S3_MODULE = "storages.backends.s3"
+
+# POSIX's minimum for NAME_MAX is 14, but every file system in use allows 255.
+_DEFAULT_NAME_MAX = 255
+
+# A save that fails with FileNotFoundError before reading any content lost a
+# race with a delete pruning the directory it created; it is tried again, at
+# most this many times in all.
+_ATTEMPTS = 5
 
 # Error codes S3-compatible services use for "slow down and try again".
 _THROTTLING_CODES = frozenset(
@@ -113,6 +138,19 @@ class DjangoStorageBackend:
         assert self._alias is not None
         return _resolve(self._alias)
 
+    @property
+    def max_segment_bytes(self) -> int | None:
+        """The longest ``/``-separated segment of a key, in bytes, that the
+        storage can hold: the file system's name limit for a
+        ``FileSystemStorage``, ``None`` (no limit) for other storages.
+
+        .. versionadded:: 0.1
+        """
+        storage = self.storage
+        if isinstance(storage, FileSystemStorage):
+            return _name_max(os.fspath(storage.location))
+        return None
+
     def __repr__(self) -> str:
         if self._alias is not None:
             try:
@@ -132,7 +170,7 @@ class DjangoStorageBackend:
         from the response body, not downloaded whole first); close it when
         done.  A missing key raises :class:`FileNotFoundError`.
         """
-        key = validate_key(path)
+        key = validate_key_through(self, path)
         storage = self.storage
         where = f"read {key!r} on {self!r}"
         with _storage_failures(where):
@@ -155,7 +193,7 @@ class DjangoStorageBackend:
         rewound and never closed; it need not be seekable.  See the module
         documentation for what a failed write leaves.
         """
-        key = validate_key(path)
+        key = validate_key_through(self, path)
         source = _ForwardReader(content, name=key)
         storage = self.storage
         in_one_step = _replaces_in_one_step(storage)
@@ -164,13 +202,15 @@ class DjangoStorageBackend:
                 # Storage.save never overwrites by default: it picks another
                 # name when the key is taken, so the old object goes first.
                 self._delete_object(storage, key)
+            self._clear_directory(storage, key)
             try:
-                saved = storage.save(key, cast("IO[bytes]", source))
+                saved = self._save(storage, key, source)
             except BaseException:
                 if not in_one_step:
                     # Whatever is at the key now is a partial object of ours.
                     with suppress(Exception):
                         self._delete_object(storage, key)
+                        _prune(storage, key)
                 raise
             if saved != key:
                 raise self._renamed(storage, key, saved)
@@ -198,14 +238,15 @@ class DjangoStorageBackend:
 
     def delete(self, path: str) -> None:
         """Remove the object at *path*; a missing key (or a directory) is left alone."""
-        key = validate_key(path)
+        key = validate_key_through(self, path)
         storage = self.storage
         with _storage_failures(f"delete {key!r} on {self!r}"):
             self._delete_object(storage, key)
+            _prune(storage, key)
 
     def exists(self, path: str) -> bool:
         """Tell whether an object (not a directory) is stored at *path*."""
-        key = validate_key(path)
+        key = validate_key_through(self, path)
         storage = self.storage
         with _storage_failures(f"exists {key!r} on {self!r}"):
             return _is_object(storage, key)
@@ -215,6 +256,45 @@ class DjangoStorageBackend:
         # InMemoryStorage), and a key never names a directory.
         if _is_object(storage, key):
             storage.delete(key)
+
+    def _save(self, storage: Storage, key: str, source: _ForwardReader) -> str:
+        for _ in range(_ATTEMPTS):
+            try:
+                return str(storage.save(key, cast("IO[bytes]", source)))
+            except FileNotFoundError as exc:
+                if exc is source.error:
+                    raise
+                if source.tell() or source.at_eof:
+                    raise SnapshotStorageError(
+                        f"write {key!r} on {self!r}: the object's file vanished while it was "
+                        "being written",
+                        transient=True,
+                    ) from exc
+                # The directory the storage created for the key was pruned by
+                # a concurrent delete before the object was created in it.
+        raise SnapshotStorageError(
+            f"write {key!r} on {self!r}: its directory kept being removed by concurrent deletes",
+            transient=True,
+        )
+
+    def _clear_directory(self, storage: Storage, key: str) -> None:
+        """Remove the empty directories standing at *key* on a
+        FileSystemStorage; raise if files are stored below it."""
+        if not isinstance(storage, FileSystemStorage):
+            return
+        path = storage.path(key)
+        if not _is_directory(path):
+            return
+        # Deepest first, and os.rmdir only removes an empty directory, so
+        # nothing stored below (even concurrently) can be lost.
+        for below, _, _ in os.walk(path, topdown=False):
+            with suppress(OSError):
+                os.rmdir(below)
+        if _is_directory(path):
+            raise SnapshotStorageError(
+                f"write {key!r} on {self!r}: files are stored below {key + '/'!r}, and a "
+                "file system cannot hold an object there too"
+            )
 
     def _renamed(self, storage: Storage, key: str, saved: str) -> SnapshotStorageError:
         try:
@@ -311,9 +391,11 @@ class _ObjectReader(io.RawIOBase):
     """A readable binary file object over a storage's file.
 
     It keeps its own offset and moves the file there before each read,
-    because some storages (InMemoryStorage) hand every reader of a name the
-    same file object.  Storage failures while reading become
-    :class:`SnapshotStorageError`.
+    holding the file's lock, because a storage may hand every reader of a
+    name the same file object.  Storage failures while reading become
+    :class:`SnapshotStorageError`, and the first one sticks: every later read
+    or seek raises again, never reporting the end of the object nor
+    returning bytes after a gap.
     """
 
     def __init__(self, file: Any, *, where: str) -> None:
@@ -322,6 +404,8 @@ class _ObjectReader(io.RawIOBase):
         self._where = where
         self._position = 0
         self._seekable = bool(getattr(file, "seekable", lambda: False)())
+        self._lock = _SharedFiles.acquire(file)
+        self._error: SnapshotStorageError | None = None
 
     def readable(self) -> bool:
         return True
@@ -335,17 +419,19 @@ class _ObjectReader(io.RawIOBase):
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if not self._seekable:
             raise io.UnsupportedOperation("this storage's objects are read as a stream")
+        self._check_usable()
         if whence == io.SEEK_CUR:
             offset, whence = self._position + offset, io.SEEK_SET
-        with _storage_failures(self._where):
+        with self._lock, self._failures():
             self._position = self._file.seek(offset, whence)
         return self._position
 
     def readinto(self, buffer: Any) -> int:
+        self._check_usable()
         view = memoryview(buffer).cast("B")
         if not view:
             return 0
-        with _storage_failures(self._where):
+        with self._lock, self._failures():
             if self._seekable:
                 self._file.seek(self._position)
             n = _read_into(self._file, view)
@@ -358,9 +444,57 @@ class _ObjectReader(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             try:
-                self._file.close()
+                if _SharedFiles.release(self._file):
+                    self._file.close()
             finally:
                 super().close()
+
+    def _check_usable(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        if self._error is not None:
+            raise SnapshotStorageError(
+                f"{self._where} failed: an earlier read of this file object failed",
+                transient=self._error.transient,
+            ) from self._error
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        try:
+            with _storage_failures(self._where):
+                yield
+        except SnapshotStorageError as exc:
+            self._error = exc
+            raise
+        except Exception as exc:
+            # Not a storage failure by its type, yet the position is unknown.
+            self._error = SnapshotStorageError(f"{self._where} failed: {type(exc).__name__}")
+            raise
+
+
+class _SharedFiles:
+    """One lock per file object in use by readers, and how many use it."""
+
+    _guard = threading.Lock()
+    _users: dict[int, tuple[threading.Lock, int]] = {}  # noqa: RUF012 (guarded state)
+
+    @classmethod
+    def acquire(cls, file: object) -> threading.Lock:
+        with cls._guard:
+            lock, users = cls._users.get(id(file), (threading.Lock(), 0))
+            cls._users[id(file)] = (lock, users + 1)
+            return lock
+
+    @classmethod
+    def release(cls, file: object) -> bool:
+        """Forget one reader of *file*; true when it was the last."""
+        with cls._guard:
+            lock, users = cls._users[id(file)]
+            if users > 1:
+                cls._users[id(file)] = (lock, users - 1)
+                return False
+            del cls._users[id(file)]
+            return True
 
 
 def _resolve(alias: str) -> Storage:
@@ -415,6 +549,12 @@ def _replaces_in_one_step(storage: Storage) -> bool:
 
 
 def _streaming_source(storage: Any, file: Any, key: str) -> Any:
+    if isinstance(file, InMemoryFileNode):
+        # InMemoryStorage hands out the node itself, whose position every
+        # open() of the name rewinds: read its bytes through a stream of our
+        # own.  getvalue() and BytesIO(bytes) share the buffer, no copy.
+        value = file.file.getvalue()
+        return io.BytesIO(value if isinstance(value, bytes) else value.encode())
     s3 = sys.modules.get(_S3_MODULE)
     if s3 is None or not isinstance(file, s3.S3File):
         return file
@@ -442,6 +582,47 @@ def _is_s3(storage: Storage) -> TypeGuard[Any]:
     # S3 backend exists only once the module has been imported.
     s3 = sys.modules.get(_S3_MODULE)
     return s3 is not None and isinstance(storage, s3.S3Storage)
+
+
+def _name_max(location: str) -> int:
+    # The location may not exist yet: ask the nearest directory that does,
+    # on the same file system in all likelihood.
+    return _name_max_of(os.path.abspath(location))
+
+
+@functools.lru_cache(maxsize=64)
+def _name_max_of(path: str) -> int:
+    while True:
+        try:
+            limit = os.pathconf(path, "PC_NAME_MAX")
+        except FileNotFoundError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return _DEFAULT_NAME_MAX
+            path = parent
+            continue
+        except (OSError, ValueError):
+            return _DEFAULT_NAME_MAX
+        return limit if limit > 0 else _DEFAULT_NAME_MAX
+
+
+def _prune(storage: Storage, key: str) -> None:
+    """Remove the directories of *key* that are now empty on a
+    FileSystemStorage, deepest first (never its location)."""
+    if not isinstance(storage, FileSystemStorage):
+        return
+    for parent in reversed(list(_parents(key))):
+        try:
+            os.rmdir(storage.path(parent))
+        except OSError:
+            return  # not empty (or gone, or a link): the ones above are not empty either
+
+
+def _is_directory(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _is_object(storage: Storage, key: str) -> bool:
