@@ -179,7 +179,8 @@ def _build_storage(value: object) -> SnapshotStorage:
     backend = value.get("BACKEND")
     if not isinstance(backend, str) or not backend:
         raise InvalidStorageSettingError(
-            f'{_SETTING}["BACKEND"] must be the dotted path of a storage class, not {backend!r}',
+            f'{_SETTING}["BACKEND"] must be the dotted path of a storage class, '
+            f"not {_describe(backend)}",
             hint=f'For example "BACKEND": "{_EXAMPLE_BACKEND}".',
             id="snapshots.E003",
         )
@@ -226,8 +227,10 @@ def _wrapper_entry(entry: object, index: int) -> tuple[str, Mapping[str, Any]]:
         problem = (
             f"has unknown key(s) {', '.join(unknown)}"
             if unknown
-            else f'needs "WRAPPER", the dotted path of a wrapper class, not {path!r}'
+            else f'needs "WRAPPER", the dotted path of a wrapper class, not {_describe(path)}'
         )
+    elif isinstance(entry, str):
+        problem = "is an empty string, not the dotted path of a wrapper class"
     else:
         problem = f"must be a dotted path or a dict, not a {type(entry).__name__!r} object"
     raise InvalidStorageSettingError(
@@ -240,12 +243,23 @@ def _wrapper_entry(entry: object, index: int) -> tuple[str, Mapping[str, Any]]:
 
 def _options(entry: Mapping[str, Any], where: str, *, id: str) -> Mapping[str, Any]:
     options = entry.get("OPTIONS", {})
-    if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+    hint = 'For example "OPTIONS": {"location": "/srv/snapshots"}.'
+    if not isinstance(options, Mapping):
         raise InvalidStorageSettingError(
             f"{where} must be a dict of keyword arguments, not {type(options).__name__}",
-            hint='For example "OPTIONS": {"location": "/srv/snapshots"}.',
+            hint=hint,
             id=id,
         )
+    for position, name in enumerate(options, 1):
+        if not isinstance(name, str):
+            # The type and the position, never the name itself: a misplaced
+            # value (a password given as a key) would be echoed.
+            raise InvalidStorageSettingError(
+                f"{where} has an option name of type {type(name).__name__} (entry {position}); "
+                "option names are keyword argument names and must be strings",
+                hint=hint,
+                id=id,
+            )
     return options
 
 
@@ -301,6 +315,17 @@ def _construct(
             id=type_id,
         )
     return storage
+
+
+def _describe(value: object) -> str:
+    """Say what *value* is without showing it (a misplaced value may be a secret)."""
+    if value is None:
+        return "None (missing)"
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
+    if isinstance(value, str):
+        return "an empty string"
+    return f"a {type(value).__name__!r} object"
 
 
 def _is_storage(value: object) -> TypeGuard[SnapshotStorage]:

@@ -38,6 +38,18 @@ def test_each_misconfiguration_is_an_error_with_its_id_and_a_hint(
     assert messages[0].hint
 
 
+def test_an_option_name_that_is_not_a_string_is_an_error_saying_so() -> None:
+    bad = {"STORAGE": {"BACKEND": MEMORY, "OPTIONS": {1: "s3cr3t"}}}
+    with override_settings(SNAPSHOTS=bad):
+        messages = check_storage_setting()
+    assert [(m.level, m.id) for m in messages] == [(ERROR, "snapshots.E003")]
+    assert messages[0].msg == (
+        'SNAPSHOTS["STORAGE"]["OPTIONS"] has an option name of type int (entry 1); option '
+        "names are keyword argument names and must be strings"
+    )
+    assert "s3cr3t" not in messages[0].msg + str(messages[0].hint)
+
+
 def test_manage_py_check_reports_the_misconfiguration() -> None:
     bad = {"STORAGE": {"BACKEND": "django_snapshots.storage.NoSuchBackend"}}
     with override_settings(SNAPSHOTS=bad), pytest.raises(SystemCheckError) as raised:

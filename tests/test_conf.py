@@ -83,6 +83,12 @@ MISCONFIGURATIONS: list[Any] = [
           "dotted path", name="backend-not-a-string"),
     _case({"STORAGE": {"BACKEND": MEMORY, "OPTIONS": ["x"]}}, "snapshots.E003",
           f'{STORAGE}["OPTIONS"]', "dict of keyword arguments", name="options-not-a-dict"),
+    _case({"STORAGE": {"BACKEND": MEMORY, "OPTIONS": {1: "x"}}}, "snapshots.E003",
+          f'{STORAGE}["OPTIONS"]', "option name of type int (entry 1)", "must be strings",
+          name="options-name-not-a-string"),
+    _case({"STORAGE": {"BACKEND": {"location": "/srv"}}}, "snapshots.E003",
+          f'{STORAGE}["BACKEND"]', "dotted path", "not a 'dict' object",
+          name="backend-a-dict"),
     _case({"STORAGE": {"BACKEND": MEMORY, "WRAPPERS": "django_snapshots.storage.Logging"}},
           "snapshots.E003", WRAPPERS, "must be a list", name="wrappers-not-a-list"),
     _case({"STORAGE": {"BACKEND": "django_snapshots.storage.NoSuchBackend"}},
@@ -107,6 +113,13 @@ MISCONFIGURATIONS: list[Any] = [
           'needs "WRAPPER"', name="wrapper-dict-without-wrapper"),
     _case(_stack({"WRAPPER": PREFIX, "OPTION": {"prefix": "a"}}), "snapshots.E007",
           f"{WRAPPERS}[0]", "unknown key", "'OPTION'", name="wrapper-dict-unknown-key"),
+    _case(_stack({"WRAPPER": PREFIX, "OPTIONS": {"prefix": "a", b"x": 1}}), "snapshots.E007",
+          f'{WRAPPERS}[0]["OPTIONS"]', "option name of type bytes (entry 2)",
+          name="wrapper-options-name-not-a-string"),
+    _case(_stack("django_snapshots.storage.Logging", ""), "snapshots.E007", f"{WRAPPERS}[1]",
+          "is an empty string", name="wrapper-empty-string"),
+    _case(_stack({"WRAPPER": 42}), "snapshots.E007", f"{WRAPPERS}[0]", 'needs "WRAPPER"',
+          "not a 'int' object", name="wrapper-path-not-a-string"),
     _case(_stack({"WRAPPER": PREFIX, "OPTIONS": "tenant-a"}), "snapshots.E007",
           f'{WRAPPERS}[0]["OPTIONS"]', "dict of keyword arguments",
           name="wrapper-options-not-a-dict"),
@@ -319,6 +332,30 @@ def test_an_error_never_echoes_option_values() -> None:
     assert "secret_access_key" in str(raised.value)
     assert secret not in str(raised.value)
     assert secret not in repr(raised.value.args)
+
+
+def test_an_option_name_that_is_not_a_string_is_named_by_its_type_only() -> None:
+    secret = b"s3cr3t-value-never-shown"
+    bad = {"STORAGE": {"BACKEND": MEMORY, "OPTIONS": {"location": "x", secret: "y"}}}
+    with override_settings(SNAPSHOTS=bad), pytest.raises(InvalidStorageSettingError) as raised:
+        get_storage()
+    assert raised.value.message == (
+        f'{STORAGE}["OPTIONS"] has an option name of type bytes (entry 2); option names are '
+        "keyword argument names and must be strings"
+    )
+    assert "s3cr3t" not in str(raised.value)
+
+
+def test_a_misplaced_value_is_never_echoed_as_a_backend_or_wrapper() -> None:
+    secret = "s3cr3t-value-never-shown"
+    for bad in (
+        {"STORAGE": {"BACKEND": {"secret_access_key": secret}}},
+        _stack({"WRAPPER": {"secret_access_key": secret}}),
+    ):
+        with override_settings(SNAPSHOTS=bad), pytest.raises(InvalidStorageSettingError) as raised:
+            get_storage()
+        assert "'dict' object" in str(raised.value)
+        assert secret not in str(raised.value)
 
 
 def test_importing_the_package_needs_no_django_settings(tmp_path: Path) -> None:
