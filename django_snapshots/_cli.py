@@ -134,7 +134,8 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     sync.add_argument("dst_prefix", metavar="DST_PREFIX", help="e.g. mirror/daily/")
     verify = add("verify", "Check stored objects against their digests",
                  "Reads every object under PREFIX through the stack's Checksum layer, prints "
-                 "each one that fails, and exits non-zero if any does.")  # fmt: skip
+                 "each one that fails, and each checksum sidecar whose object is missing, and "
+                 "exits non-zero if any does.")  # fmt: skip
     verify.add_argument("prefix", nargs="?", default="", metavar="PREFIX",
                         help="only keys starting with this (default: all keys)")  # fmt: skip
     add("demo", "Take a tour of the library on a temporary local store",
@@ -253,16 +254,14 @@ def _verify(options: dict[str, Any], console: Console) -> None:
             f"the storage {storage!r} has no Checksum layer, so nothing records the digests "
             "to verify against; add django_snapshots.storage.Checksum to the stack"
         )
-    keys = checksum.layer.list(checksum.inner_key(prefix))
+    keys, orphans = checksum.keys_to_verify(prefix)
     failures = 0
     with console.progress(total=len(keys), desc="verify", unit="obj") as bar:
         for key in keys:
-            try:
-                checksum.layer.verify(key)
-            except (SnapshotError, OSError) as exc:
+            failure = checksum.failure(key, orphan=key in orphans)
+            if failure is not None:
                 failures += 1
-                failure = f"FAILED {checksum.outer_key(key)}: {type(exc).__name__}: {exc}"
-                console.print_during_progress(failure)
+                console.print_during_progress(f"FAILED {key}: {failure}")
             bar.update(1)
     noun = "object" if len(keys) == 1 else "objects"
     if failures:

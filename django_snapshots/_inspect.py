@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
+from django_snapshots.exceptions import SnapshotError, SnapshotStoragePathError
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 from django_snapshots.storage.streams import iter_chunks
-from django_snapshots.storage.wrappers.base import StorageWrapper
+from django_snapshots.storage.wrappers.base import StorageWrapper, validate_key_through
 
 #: Directory-like prefix under which the round trip writes its probe object.
 PROBE_PREFIX = ".snapshots-probe/"
@@ -120,34 +121,92 @@ def describe_layers(storage: SnapshotStorage) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class ChecksumLayer:
-    """The outermost Checksum layer of a stack, and the prefix that the
-    Prefix layers above it add to every key on the way down."""
+    """The outermost Checksum layer of a stack, *layer*, and the layers
+    *above* it (outermost first), whose key mappings (``Prefix``) apply to
+    every key on the way down to it."""
 
     layer: Any
-    prefix: str = ""
+    above: tuple[SnapshotStorage, ...] = ()
 
     def inner_key(self, key: str) -> str:
         """Return the key the Checksum layer sees for the stack's *key*."""
-        return self.prefix + key
+        for layer in self.above:
+            if isinstance(layer, StorageWrapper):
+                key = layer._self_storage_key(key)
+        return key
+
+    def inner_prefix(self, prefix: str) -> str:
+        """Return the list prefix the Checksum layer sees for the stack's *prefix*."""
+        for layer in self.above:
+            if isinstance(layer, StorageWrapper):
+                prefix = layer._self_storage_prefix(prefix)
+        return prefix
 
     def outer_key(self, key: str) -> str:
         """Return the stack's key for a key the Checksum layer listed."""
-        return key[len(self.prefix) :]
+        return key[len(self.inner_prefix("")) :]
+
+    def sidecar(self, key: str) -> str:
+        """Return the stack's name of the checksum sidecar of the stack's *key*."""
+        suffix: str = self.layer._self_suffix
+        return key + suffix
+
+    def keys_to_verify(self, prefix: str) -> tuple[list[str], frozenset[str]]:
+        """Return the stack's keys under *prefix* that ``verify`` must check,
+        sorted, and those of them whose object is missing though its checksum
+        sidecar remains (*orphans*).
+
+        The Checksum layer's listing hides sidecars, so it misses an object
+        that was deleted, or replaced by a directory or a link, behind the
+        layer's back: the sidecars are listed through the layer below.
+        """
+        inner = self.inner_prefix(prefix)
+        objects = self.layer.list(inner)
+        # Listed after the objects: an object stored in between looks like
+        # an orphan here, and then passes its verification.
+        stored = self.layer.__wrapped__.list(inner)
+        suffix = self.layer._self_suffix
+        present = set(objects)
+        orphans = {
+            key[: -len(suffix)]
+            for key in stored
+            if key.endswith(suffix) and _holds_object(self.layer, key[: -len(suffix)], inner)
+        } - present
+        keys = sorted(self.outer_key(key) for key in present | orphans)
+        return keys, frozenset(self.outer_key(key) for key in orphans)
+
+    def failure(self, key: str, *, orphan: bool = False) -> str | None:
+        """Verify the stack's *key* and return why it failed, or ``None``
+        when it is intact.  An *orphan* (see :meth:`keys_to_verify`) that is
+        still missing is reported as such."""
+        try:
+            self.layer.verify(self.inner_key(key))
+        except (SnapshotError, OSError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if not orphan:
+                return reason
+            missing = (
+                f"the object is missing; only its checksum sidecar {self.sidecar(key)!r} remains"
+            )
+            if isinstance(exc, FileNotFoundError):
+                return (
+                    f"{missing} (if the object was deleted on purpose, "
+                    f"`snapshots rm --force {key}` removes the sidecar)"
+                )
+            return f"{missing} ({reason})"
+        return None
 
 
 def find_checksum_layer(storage: SnapshotStorage) -> ChecksumLayer | None:
     """Return the outermost Checksum layer of *storage*, found by following
     ``__wrapped__``, or ``None`` when the stack has none."""
-    from django_snapshots.storage import Checksum, Prefix
+    from django_snapshots.storage import Checksum
 
-    prefix = ""
+    above: list[SnapshotStorage] = []
     for layer in layers(storage):
         if isinstance(layer, Checksum):
-            return ChecksumLayer(layer, prefix)
-        if isinstance(layer, Prefix):
-            # Each Prefix puts its directory in front of what the layers
-            # above it produced.
-            prefix = layer._self_dir + prefix
+            return ChecksumLayer(layer, tuple(above))
+        above.append(layer)
     return None
 
 
@@ -165,6 +224,20 @@ def short_repr(storage: object) -> str:
     """Return ``repr(storage)``, cut to 200 characters for one-line messages."""
     text = repr(storage)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _holds_object(checksum: Any, key: str, prefix: str) -> bool:
+    """Tell whether *checksum* can store an object at *key*, under *prefix*:
+    a sidecar listed under *prefix* may belong to an object outside it
+    (``a.dump.sha256`` for the prefix ``a.dump.s``), and a stray file named
+    like a sidecar of a sidecar belongs to no object."""
+    if not key.startswith(prefix):
+        return False
+    try:
+        validate_key_through(checksum, key)
+    except SnapshotStoragePathError:
+        return False
+    return True
 
 
 def _remove_quietly(storage: SnapshotStorage, key: str) -> None:

@@ -222,6 +222,79 @@ def test_verify_prints_each_failure_and_fails(storage: Any, root: Path) -> None:
     assert all("SnapshotIntegrityError" in line for line in failures)
 
 
+def lose_object(root: Path, key: str, how: str) -> None:
+    """Take the object at *key* away behind the Checksum layer's back, leaving
+    its sidecar: delete it, or replace it by a directory holding other keys
+    (stored through the stack, so they pass), or by a symbolic link."""
+    path = root / key
+    path.unlink()
+    if how == "directory":
+        stack = Checksum(LocalFileSystemBackend(root))
+        stack.write(f"{key}/part-1", io.BytesIO(b"part one"))
+        stack.write(f"{key}/part-2", io.BytesIO(b"part two"))
+    elif how == "symlink":
+        path.symlink_to(root / "db" / "other.dump")
+
+
+LOST = ["deleted", "directory", "symlink"]
+
+
+@pytest.mark.parametrize("how", LOST)
+def test_verify_reports_a_sidecar_whose_object_is_missing(
+    storage: Any, root: Path, how: str
+) -> None:
+    storage.write("db/lost.dump", io.BytesIO(b"lost"))
+    storage.write("db/other.dump", io.BytesIO(b"other"))
+    lose_object(root, "db/lost.dump", how)
+    assert (root / "db" / "lost.dump.sha256").is_file()
+    out = io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("snapshots", "verify", stdout=out, stderr=io.StringIO())
+    total = 4 if how == "directory" else 2
+    assert str(raised.value) == f"1 of {total} objects failed verification"
+    assert out.getvalue().count("\n") == 1
+    assert out.getvalue().startswith(
+        "FAILED db/lost.dump: the object is missing; only its checksum sidecar "
+        "'db/lost.dump.sha256' remains ("
+    )
+    if how == "symlink":
+        assert "SnapshotStoragePathError: " in out.getvalue()
+        assert "is a symbolic link" in out.getvalue()
+    else:
+        assert "`snapshots rm --force db/lost.dump` removes the sidecar" in out.getvalue()
+
+
+@pytest.mark.parametrize("how", ["deleted", "directory"])
+def test_rm_force_removes_a_sidecar_whose_object_is_missing(
+    storage: Any, root: Path, how: str
+) -> None:
+    storage.write("db/lost.dump", io.BytesIO(b"lost"))
+    storage.write("db/other.dump", io.BytesIO(b"other"))
+    lose_object(root, "db/lost.dump", how)
+    snapshots("rm", "--force", "db/lost.dump")
+    assert not (root / "db" / "lost.dump.sha256").exists()
+    total = 3 if how == "directory" else 1
+    assert snapshots("verify") == f"verified {total} object{'s' * (total > 1)}: all intact\n"
+
+
+def test_verify_reports_only_the_orphan_sidecars_under_the_prefix(storage: Any, root: Path) -> None:
+    storage.write("db/a.dump", io.BytesIO(b"a"))
+    storage.write("media/b.tar", io.BytesIO(b"b"))
+    (root / "db" / "a.dump").unlink()
+    (root / "media" / "b.tar").unlink()
+    assert fails("verify", "db/") == "1 of 1 object failed verification"
+    # The sidecar db/a.dump.sha256 starts with this prefix; its object does not.
+    assert snapshots("verify", "db/a.dump.s") == "verified 0 objects: all intact\n"
+
+
+def test_verify_does_not_take_a_stray_sidecar_of_a_sidecar_for_an_object(
+    storage: Any, root: Path
+) -> None:
+    storage.write("db/a.dump", io.BytesIO(b"a"))
+    (root / "db" / "a.dump.sha256.sha256").write_bytes(b"stray")
+    assert snapshots("verify") == "verified 1 object: all intact\n"
+
+
 def test_verify_only_looks_under_the_prefix(storage: Any, root: Path) -> None:
     storage.write("db/a.dump", io.BytesIO(b"a"))
     storage.write("media/b.tar", io.BytesIO(b"b"))
@@ -345,6 +418,48 @@ def test_verify_and_check_follow_a_prefix_above_the_checksum_layer(tmp_path: Pat
     assert str(raised.value) == "1 of 2 objects failed verification"
     assert out.getvalue().startswith("FAILED db/b.dump: SnapshotIntegrityError: ")
     assert "verify  ok" in checked
+
+
+def test_verify_names_a_missing_object_of_a_tenant_as_the_stack_does(tmp_path: Path) -> None:
+    checksummed = Checksum(LocalFileSystemBackend(tmp_path))
+    checksummed.write("tenant-b/db/other.dump", io.BytesIO(b"another tenant"))
+    (tmp_path / "tenant-b" / "db" / "other.dump").unlink()
+    stack = Logging(Prefix(checksummed, "tenant-a"))
+    stack.write("db/a.dump", io.BytesIO(b"a"))
+    stack.write("db/b.dump", io.BytesIO(b"b"))
+    (tmp_path / "tenant-a" / "db" / "b.dump").unlink()
+    out = io.StringIO()
+    with override_settings(SNAPSHOTS={"STORAGE": stack}), pytest.raises(CommandError) as raised:
+        call_command("snapshots", "verify", stdout=out, stderr=io.StringIO())
+    # Only the tenant's sidecar, named as the stack names it.
+    assert str(raised.value) == "1 of 2 objects failed verification"
+    assert out.getvalue().startswith(
+        "FAILED db/b.dump: the object is missing; only its checksum sidecar "
+        "'db/b.dump.sha256' remains"
+    )
+    assert "tenant" not in out.getvalue()
+
+
+def test_verify_reports_an_object_lost_on_a_real_s3_server(s3_bucket: S3Bucket) -> None:
+    server = s3_bucket.server
+    config = {
+        "type": "s3",
+        "provider": "Other",
+        "endpoint": server.endpoint_url,
+        "access_key_id": server.access_key_id,
+        "secret_access_key": server.secret_access_key,
+        "region": server.region,
+    }
+    backend = RcloneBackend(f"s3:{s3_bucket.name}/backups", config=config)
+    stack = Checksum(backend)
+    stack.write("db/a.dump", io.BytesIO(b"a"))
+    stack.write("db/b.dump", io.BytesIO(b"b"))
+    backend.delete("db/b.dump")
+    out = io.StringIO()
+    with override_settings(SNAPSHOTS={"STORAGE": stack}), pytest.raises(CommandError) as raised:
+        call_command("snapshots", "verify", stdout=out, stderr=io.StringIO())
+    assert str(raised.value) == "1 of 2 objects failed verification"
+    assert out.getvalue().startswith("FAILED db/b.dump: the object is missing; ")
 
 
 def _project(directory: Path, snapshots: str) -> Path:

@@ -105,6 +105,35 @@ def test_verify_fails_after_a_byte_is_flipped_on_disk(tmp_path: Path, artifact: 
     assert lines[0].startswith("FAILED bad.dump: SnapshotIntegrityError: ")
 
 
+@pytest.mark.parametrize("how", ["deleted", "directory", "symlink"])
+def test_verify_fails_when_an_object_is_gone_but_its_sidecar_remains(
+    tmp_path: Path, artifact: Path, how: str
+) -> None:
+    ok("put", str(artifact), "db/kept.dump", cwd=tmp_path)
+    ok("put", str(artifact), "db/lost.dump", cwd=tmp_path)
+    lost = tmp_path / "snapshots" / "db" / "lost.dump"
+    lost.unlink()
+    if how == "directory":
+        ok("put", str(artifact), "db/lost.dump/part-1", cwd=tmp_path)
+    elif how == "symlink":
+        lost.symlink_to(tmp_path / "snapshots" / "db" / "kept.dump")
+    result = cli("verify", cwd=tmp_path)
+    total = 3 if how == "directory" else 2
+    assert one_line_error(result) == f"1 of {total} objects failed verification"
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "FAILED db/lost.dump: the object is missing; only its checksum sidecar "
+        "'db/lost.dump.sha256' remains ("
+    )
+    if how == "symlink":
+        assert "is a symbolic link" in lines[0]
+    else:
+        ok("rm", "--force", "db/lost.dump", cwd=tmp_path)
+        kept = "verified 2 objects" if how == "directory" else "verified 1 object"
+        assert ok("verify", cwd=tmp_path) == f"{kept}: all intact\n"
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
