@@ -3,12 +3,18 @@ nothing read, written, listed or deleted outside its location."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
+import shutil
 import stat
+import tempfile
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -329,6 +335,106 @@ def test_writing_over_a_directory_of_keys_is_a_clear_error(
     assert _tree(root) == {"a": None, "a/b": b"object", "c": b"c"}
 
 
+STALE = ".snapshots-write-0123456789abcdef\x7f"
+
+
+def test_a_directory_holding_no_keys_never_blocks_its_name(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    # Left by a crash mid-write (a temporary file), or made by someone else.
+    (root / "d" / "a" / "empty" / "deeper").mkdir(parents=True)
+    (root / "d" / "a" / STALE).write_bytes(b"left by a crash")
+    (root / "d" / "a" / "empty" / STALE).write_bytes(b"and another")
+    (root / "d" / "b").mkdir()
+    (root / "m" / "c").mkdir(parents=True)
+    (root / "m" / "c" / STALE).write_bytes(b"")
+    storage.write("d/a", io.BytesIO(b"written"))
+    storage.write("src/b", io.BytesIO(b"moved"))
+    storage.atomic_move("src/b", "d/b")
+    storage.write("src/c", io.BytesIO(b"synced"))
+    storage.sync("src/", "m/")
+    assert _tree(root) == {
+        "d": None,
+        "d/a": b"written",
+        "d/b": b"moved",
+        "m": None,
+        "m/c": b"synced",
+        "src": None,
+        "src/c": b"synced",
+    }
+
+
+@pytest.mark.parametrize(
+    "blocker",
+    [
+        pytest.param(lambda d: (d / "key").write_bytes(b"a key"), id="key"),
+        pytest.param(lambda d: (d / "back\\slash").write_bytes(b"not a key"), id="foreign"),
+        pytest.param(lambda d: (d / "link").symlink_to(d.parent), id="symlink"),
+        pytest.param(lambda d: os.mkfifo(d / "fifo"), id="fifo"),
+    ],
+)
+def test_a_directory_holding_anything_else_blocks_and_is_left_untouched(
+    storage: LocalFileSystemBackend, root: Path, blocker: Callable[[Path], object]
+) -> None:
+    (root / "d" / "a" / "empty").mkdir(parents=True)
+    (root / "d" / "a" / STALE).write_bytes(b"may be a write in progress")
+    (root / "d" / "a" / "z").mkdir()
+    blocker(root / "d" / "a" / "z")
+    before = _tree(root)
+    with pytest.raises(SnapshotStorageError, match="other keys are stored below 'd/a/'") as raised:
+        storage.write("d/a", io.BytesIO(b"x"))
+    assert raised.value.transient is False
+    assert _tree(root) == before
+
+
+def test_a_write_whose_directory_is_cleared_meanwhile_fails_and_stores_nothing(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    storage.write("d/a/old", io.BytesIO(b"old"))
+    storage.delete("d/a/old")  # "d/" stays: "d/other" holds it
+    cleared: list[bool] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield b"first part"
+        # Another writer needs "d/a", which holds nothing but our temporary file.
+        storage.write("d/a", io.BytesIO(b"the other writer's object"))
+        cleared.append(True)
+        yield b"second part"
+
+    with pytest.raises(SnapshotStorageError, match="removed the directory") as raised:
+        storage.stream_write("d/a/b", chunks())
+    assert cleared == [True]
+    assert raised.value.transient is True
+    assert storage.exists("d/a/b") is False
+    assert storage.read("d/a").read() == b"the other writer's object"
+    assert _temporary_files(root) == []
+
+
+def test_concurrent_writers_of_a_key_and_a_key_below_it_never_both_succeed(
+    storage: LocalFileSystemBackend,
+) -> None:
+    outcomes: dict[str, list[bool]] = {"d/a": [], "d/a/b": []}
+
+    def writer(key: str) -> None:
+        for _ in range(50):
+            try:
+                storage.write(key, io.BytesIO(key.encode()))
+                outcomes[key].append(True)
+            except SnapshotStorageError:
+                outcomes[key].append(False)
+            with contextlib.suppress(SnapshotStorageError):
+                storage.delete(key)
+
+    threads = [threading.Thread(target=writer, args=(key,)) for key in outcomes for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert storage.list("") in ([], ["d/a"], ["d/a/b"])
+    for key in storage.list(""):
+        assert storage.read(key).read() == key.encode()
+
+
 def test_a_path_below_an_object_does_not_exist(storage: LocalFileSystemBackend) -> None:
     storage.write("a", io.BytesIO(b"object"))
     assert storage.exists("a/b") is False
@@ -352,16 +458,180 @@ def test_a_special_file_is_not_an_object_and_never_blocks(
         storage.write("d/fifo", io.BytesIO(b"x"))
 
 
-def test_a_name_too_long_for_the_file_system_is_a_storage_error(
-    storage: LocalFileSystemBackend,
+def test_the_segment_limit_is_the_file_systems_name_limit(
+    storage: LocalFileSystemBackend, root: Path
 ) -> None:
-    key = "x" * 300  # a valid key, but longer than a file name may be
-    with pytest.raises(SnapshotStorageError, match="cannot write"):
-        storage.write(key, io.BytesIO(b"x"))
-    assert storage.exists(key) is False
-    with pytest.raises(FileNotFoundError):
-        storage.read(key)
-    assert storage.list("") == []
+    assert storage.max_segment_bytes == os.pathconf(root, "PC_NAME_MAX")
+
+
+def test_a_segment_longer_than_a_file_name_is_refused_before_any_io(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    limit = storage.max_segment_bytes
+    storage.write("d/" + "x" * limit, io.BytesIO(b"fits"))
+    storage.write("src", io.BytesIO(b"src"))
+    before = _tree(root)
+    # Bytes of the on-disk name count, not characters.
+    for key in ("d/" + "x" * (limit + 1), "\u00e9" * (limit // 2 + 1) + "/k"):
+        content = Untouchable()
+        with pytest.raises(SnapshotStoragePathError, match=f"more than the {limit}"):
+            storage.write(key, content)  # type: ignore[arg-type]
+        with pytest.raises(SnapshotStoragePathError, match=f"more than the {limit}"):
+            storage.stream_write(key, Untouchable.chunks())
+        with pytest.raises(SnapshotStoragePathError, match=f"more than the {limit}"):
+            storage.atomic_move("src", key)
+        for call in (storage.read, storage.exists, storage.delete, storage.stream_read):
+            with pytest.raises(SnapshotStoragePathError, match=f"more than the {limit}"):
+                call(key)
+    assert storage.list("x" * (limit + 1) + "/") == []
+    assert _tree(root) == before
+
+
+def test_sync_to_a_prefix_with_too_long_a_segment_changes_nothing(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    limit = storage.max_segment_bytes
+    storage.write("src/a", io.BytesIO(b"a"))
+    before = _tree(root)
+    with pytest.raises(SnapshotStoragePathError, match=f"more than the {limit}"):
+        storage.sync("src/", "y" * (limit + 1) + "/")
+    assert _tree(root) == before
+
+
+class Untouchable(io.RawIOBase):
+    """Content that fails the test if anything reads it."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: object) -> int:
+        raise AssertionError("the content was read")
+
+    @staticmethod
+    def chunks() -> Iterator[bytes]:
+        raise AssertionError("the chunks were read")
+        yield b""
+
+
+NOBODY = 65534
+
+
+def _unreadable_directory_scenario(location: Path) -> None:
+    storage = LocalFileSystemBackend(location)
+    storage.write("src/a", io.BytesIO(b"a"))
+    storage.write("src/sub/b", io.BytesIO(b"b"))
+    storage.sync("src/", "mirror/")
+    (location / "src" / "sub").chmod(0o300)  # may be entered, not listed
+    for call in (lambda: storage.list("src/"), lambda: storage.sync("src/", "mirror/")):
+        with pytest.raises(SnapshotStorageError, match=r"cannot list 'src/'.*'src/sub/'") as raised:
+            call()
+        assert raised.value.transient is False
+    assert storage.list("mirror/") == ["mirror/a", "mirror/sub/b"]
+
+
+def test_an_unreadable_directory_fails_the_listing_and_sync_deletes_nothing() -> None:
+    # Root reads any directory whatever its mode: the scenario runs in a
+    # child process that is nobody, in a directory nobody may enter.
+    base = Path(tempfile.mkdtemp(prefix="snapshots-unreadable-"))
+    try:
+        as_root = os.geteuid() == 0
+        if as_root:
+            os.chown(base, NOBODY, NOBODY)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child reports through its exit code)
+            code = 1
+            try:
+                if as_root:
+                    os.setgid(NOBODY)
+                    os.setuid(NOBODY)
+                _unreadable_directory_scenario(base / "root")
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            (base / "root" / "src" / "sub").chmod(0o700)
+        shutil.rmtree(base)
+
+
+@pytest.mark.parametrize(
+    ("call", "code", "transient"),
+    [("scandir", errno.EIO, False), ("open", errno.EMFILE, False), ("open", errno.EAGAIN, True)],
+)
+def test_any_error_below_the_prefix_fails_the_listing(
+    storage: LocalFileSystemBackend,
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    call: str,
+    code: int,
+    transient: bool,
+) -> None:
+    storage.write("src/a", io.BytesIO(b"a"))
+    storage.write("src/sub/b", io.BytesIO(b"b"))
+    storage.sync("src/", "mirror/")
+    sub = (root / "src" / "sub").stat()
+    real_scandir, real_open = os.scandir, os.open
+
+    def scandir(target: Any) -> Any:
+        if isinstance(target, int) and os.fstat(target).st_ino == sub.st_ino:
+            raise OSError(code, os.strerror(code))
+        return real_scandir(target)
+
+    def open_(name: Any, flags: int, *args: Any, dir_fd: int | None = None, **kw: Any) -> int:
+        if name == "sub" and dir_fd is not None and flags & os.O_DIRECTORY:
+            raise OSError(code, os.strerror(code))
+        return real_open(name, flags, *args, dir_fd=dir_fd, **kw)
+
+    monkeypatch.setattr(os, call, scandir if call == "scandir" else open_)
+    for attempt in (lambda: storage.list("src/"), lambda: storage.sync("src/", "mirror/")):
+        with pytest.raises(SnapshotStorageError, match=r"cannot list 'src/'.*'src/sub/'") as raised:
+            attempt()
+        assert raised.value.transient is transient
+    monkeypatch.undo()
+    assert storage.list("mirror/") == ["mirror/a", "mirror/sub/b"]
+
+
+def test_a_reader_that_failed_keeps_failing(
+    storage: LocalFileSystemBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(3 * CHUNK_SIZE)
+    storage.write("k", io.BytesIO(data))
+    real_readv = os.readv
+    calls = []
+
+    def readv(fd: int, buffers: Any) -> int:
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_readv(fd, buffers)
+
+    monkeypatch.setattr(os, "readv", readv)
+    with storage.read("k") as file:
+        assert file.read(CHUNK_SIZE) == data[:CHUNK_SIZE]
+        with pytest.raises(SnapshotStorageError, match="Input/output error"):
+            file.read(CHUNK_SIZE)
+        for size in (CHUNK_SIZE, -1, 1):
+            with pytest.raises(SnapshotStorageError, match="an earlier read"):
+                file.read(size)
+    calls.clear()
+    chunks = storage.stream_read("k")
+    assert next(chunks) == data[:CHUNK_SIZE]
+    with pytest.raises(SnapshotStorageError, match="Input/output error"):
+        next(chunks)
+    for _ in range(2):
+        with pytest.raises(SnapshotStorageError, match="an earlier read"):
+            next(chunks)
+
+
+def test_stream_read_closes_the_file_at_the_end(storage: LocalFileSystemBackend) -> None:
+    storage.write("k", io.BytesIO(b"data"))
+    chunks = storage.stream_read("k")
+    assert list(chunks) == [b"data"]
+    assert list(chunks) == []
 
 
 def test_stream_read_of_a_missing_key_raises_at_the_call(storage: LocalFileSystemBackend) -> None:

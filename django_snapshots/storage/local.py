@@ -36,6 +36,20 @@ A file system cannot hold both an object ``a`` and an object ``a/b``; writing
 one while the other exists raises
 :class:`~django_snapshots.exceptions.SnapshotStorageError`.  A directory is
 never an object: ``exists("a")`` is ``False`` while only ``a/b`` is stored.
+A directory that holds no key (only empty directories and temporary files
+left by interrupted writes) is not in the way: a write or move to its name
+removes it.  Each segment of a key is a file name, so it may be at most
+:attr:`~LocalFileSystemBackend.max_segment_bytes` bytes long (255 on most
+file systems); a longer one raises
+:class:`~django_snapshots.exceptions.SnapshotStoragePathError` before any I/O.
+
+A listing that cannot read every directory below its prefix raises
+:class:`~django_snapshots.exceptions.SnapshotStorageError` rather than
+return part of the keys, so ``sync`` never deletes a copy because its source
+was unreadable.  A file object from ``read`` (and the iterator of
+``stream_read``) that failed once keeps failing: it never reports the end of
+the object, nor skips bytes, after an error.
+
 The backend needs a POSIX system (``openat``-style calls with ``O_NOFOLLOW``).
 """
 
@@ -44,11 +58,13 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import io
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO
+from typing import IO, Any, cast
 
 from django_snapshots.exceptions import (
     SnapshotStorageCapabilityError,
@@ -58,11 +74,12 @@ from django_snapshots.exceptions import (
 from django_snapshots.storage.keys import (
     _is_key,
     _parents,
-    validate_key,
     validate_prefix,
     validate_sync_prefixes,
 )
-from django_snapshots.storage.streams import _drain, iter_chunks
+from django_snapshots.storage.streams import CHUNK_SIZE, iter_chunks
+from django_snapshots.storage.wrappers.base import validate_key_through
+from django_snapshots.storage.wrappers.retry import is_transient
 
 __all__ = ["LocalFileSystemBackend"]
 
@@ -70,6 +87,9 @@ __all__ = ["LocalFileSystemBackend"]
 # SMB shares all accept it in names (a backslash would not survive the last
 # three), so no key can ever name a temporary file.
 _TEMP_MARK = "\x7f"
+_TEMP_NAME = re.compile(r"\.snapshots-write-[0-9a-f]{16}\x7f")
+# POSIX's minimum for NAME_MAX is 14, but every file system in use allows 255.
+_DEFAULT_NAME_MAX = 255
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -118,18 +138,28 @@ class LocalFileSystemBackend:
             raise SnapshotStorageError(
                 f"cannot use {self._location!r} as a storage location: {exc.strerror or exc}"
             ) from exc
+        self._name_max = _name_max(self._location)
 
     @property
     def location(self) -> str:
         """The absolute path of the directory that holds the objects."""
         return self._location
 
+    @property
+    def max_segment_bytes(self) -> int:
+        """The longest file name, in bytes, the location's file system
+        accepts: the limit of each ``/``-separated segment of a key.
+
+        .. versionadded:: 0.1
+        """
+        return self._name_max
+
     def __repr__(self) -> str:
         return f"LocalFileSystemBackend({self._location!r})"
 
     def read(self, path: str) -> IO[bytes]:
         """Open the object at *path* for reading, at offset 0."""
-        validate_key(path)
+        validate_key_through(self, path)
         *parents, name = path.split("/")
         with self._directories(path, parents, create=False) as fds:
             if fds is None:
@@ -146,10 +176,11 @@ class LocalFileSystemBackend:
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     raise _missing(path)
-                return os.fdopen(fd, "rb")
+                raw = _ObjectFile(fd, key=path, location=self._location)
             except BaseException:
                 os.close(fd)
                 raise
+            return cast("IO[bytes]", io.BufferedReader(raw))
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store every byte of *content* at *path*, atomically replacing it."""
@@ -162,16 +193,19 @@ class LocalFileSystemBackend:
         """
         validate_prefix(prefix)
         base, _, start = prefix.rpartition("/")
+        segments = base.split("/") if base else []
+        if any(len(segment.encode()) > self._name_max for segment in segments):
+            return []  # no directory can have such a name
         keys: list[str] = []
-        with self._directories(prefix, base.split("/") if base else [], create=False) as fds:
+        with self._directories(prefix, segments, create=False) as fds:
             if fds is not None:
-                _collect(fds[-1], base, start, keys)
+                self._collect(prefix, fds[-1], base, start, keys)
         keys.sort()
         return keys
 
     def delete(self, path: str) -> None:
         """Remove *path* and the directories it leaves empty; a missing key is fine."""
-        validate_key(path)
+        validate_key_through(self, path)
         segments = path.split("/")
         with self._directories(path, segments[:-1], create=False) as fds:
             if fds is None or self._object_kind(path, fds[-1], segments[-1]) != "file":
@@ -187,24 +221,24 @@ class LocalFileSystemBackend:
 
     def exists(self, path: str) -> bool:
         """Tell whether an object (a regular file) is stored at *path*."""
-        validate_key(path)
+        validate_key_through(self, path)
         *parents, name = path.split("/")
         with self._directories(path, parents, create=False) as fds:
             return fds is not None and self._object_kind(path, fds[-1], name) == "file"
 
     def stream_read(self, path: str) -> Iterator[bytes]:
         """Yield the object at *path* in chunks; a missing key raises at once."""
-        return _drain(self.read(path))
+        return _Chunks(self.read(path))
 
     def stream_write(self, path: str, chunks: Iterable[bytes]) -> None:
         """Store the concatenation of *chunks* at *path*, atomically replacing it."""
-        validate_key(path)
+        validate_key_through(self, path)
         self._retry_vanished("write", path, lambda: self._write_once(path, chunks))
 
     def atomic_move(self, src: str, dst: str) -> None:
         """Rename *src* to *dst* in one step, replacing *dst*."""
-        validate_key(src)
-        validate_key(dst)
+        validate_key_through(self, src)
+        validate_key_through(self, dst)
         src_segments = src.split("/")
         with self._directories(src, src_segments[:-1], create=False) as src_fds:
             if src_fds is None or self._object_kind(src, src_fds[-1], src_segments[-1]) != "file":
@@ -223,10 +257,13 @@ class LocalFileSystemBackend:
         Each object is copied atomically; stale keys under *dst_prefix* are
         deleted after the copies, except those a copy needs out of the way
         (an object ``d/a`` where a directory ``d/a/`` must go, or the reverse).
+        Nothing is deleted unless both listings were complete, and every
+        destination key is checked before the first change.
         """
         src_prefix, dst_prefix = validate_sync_prefixes(src_prefix, dst_prefix)
         plan = {
-            validate_key(dst_prefix + key[len(src_prefix) :]): key for key in self.list(src_prefix)
+            validate_key_through(self, dst_prefix + key[len(src_prefix) :]): key
+            for key in self.list(src_prefix)
         }
         stale = [key for key in self.list(dst_prefix) if key not in plan]
         needed_directories = {parent for target in plan for parent in _parents(target)}
@@ -258,6 +295,15 @@ class LocalFileSystemBackend:
                 self._fill(path, fd, chunks)
                 try:
                     os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
+                except FileNotFoundError as exc:
+                    # Only a write or move that cleared a directory of no keys
+                    # out of its way removes temporary files (or their
+                    # directory): the data is gone, so say so rather than retry.
+                    raise SnapshotStorageError(
+                        f"cannot write {path!r} in {self._location!r}: a concurrent write "
+                        "or move removed the directory it was being written to",
+                        transient=True,
+                    ) from exc
                 except OSError as exc:
                     raise self._failure("write", path, exc) from exc
             except BaseException:
@@ -394,14 +440,87 @@ class LocalFileSystemBackend:
     def _check_target(self, key: str, directory: int, name: str) -> None:
         kind = self._object_kind(key, directory, name)
         if kind == "dir":
-            raise SnapshotStorageError(
-                f"cannot store {key!r} in {self._location!r}: other keys are stored below "
-                f"{key + '/'!r}, and a local file system cannot hold both"
-            )
-        if kind == "other":
+            self._clear_directory(key, directory, name)
+        elif kind == "other":
             raise SnapshotStorageError(
                 f"cannot store {key!r} in {self._location!r}: a special file is in the way"
             )
+
+    def _clear_directory(self, key: str, parent: int, name: str) -> None:
+        """Remove the directory *name* that stands where the object *key*
+        must go, if no key is stored below it, else raise."""
+        try:
+            directory = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            return  # removed meanwhile: out of the way
+        except OSError as exc:
+            raise self._failure("open a directory for", key, exc) from exc
+        try:
+            # Look first, remove second: temporary files of writes in progress
+            # are not removed when a key elsewhere below forbids it anyway.
+            clear = _holds_no_keys(directory, remove=False) and _holds_no_keys(
+                directory, remove=True
+            )
+        except OSError as exc:
+            raise self._failure("clear the way for", key, exc) from exc
+        finally:
+            os.close(directory)
+        if clear:
+            try:
+                os.rmdir(name, dir_fd=parent)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise self._failure("clear the way for", key, exc) from exc
+                clear = False  # something was stored below it meanwhile
+        if not clear:
+            raise SnapshotStorageError(
+                f"cannot store {key!r} in {self._location!r}: other keys are stored below "
+                f"{key + '/'!r} (or files that are not keys), and a local file system cannot "
+                "hold both"
+            )
+        _fsync_directory(parent)
+
+    def _collect(
+        self, prefix: str, directory: int, base: str, start: str, keys: builtins.list[str]
+    ) -> None:
+        """Append to *keys* every object below *directory* (whose key prefix is
+        *base*) in an entry whose name starts with *start*; a directory that
+        cannot be read raises, so a listing is never silently partial."""
+        try:
+            found = _scan(directory, start)
+        except OSError as exc:
+            raise self._unlisted(prefix, base, exc) from exc
+        for name, is_dir, is_file in found:
+            key = f"{base}/{name}" if base else name
+            if not _is_key(key):
+                continue  # a temporary file, or a name no key can spell
+            if is_file:
+                keys.append(key)
+            elif is_dir:
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=directory)
+                except OSError as exc:
+                    if isinstance(exc, FileNotFoundError) or exc.errno == errno.ELOOP:
+                        continue  # removed, or swapped for a link, since the scan
+                    if exc.errno == errno.ENOTDIR:
+                        if self._object_kind(prefix, directory, name) == "file":
+                            keys.append(key)  # swapped for an object since the scan
+                        continue
+                    raise self._unlisted(prefix, key, exc) from exc
+                try:
+                    self._collect(prefix, child, key, "", keys)
+                finally:
+                    os.close(child)
+
+    def _unlisted(self, prefix: str, directory: str, exc: OSError) -> SnapshotStorageError:
+        where = f"the directory {directory + '/'!r}" if directory else "the location"
+        return SnapshotStorageError(
+            f"cannot list {prefix!r} in {self._location!r}: cannot read {where}: "
+            f"{exc.strerror or exc}",
+            transient=is_transient(exc),
+        )
 
     def _fill(self, key: str, fd: int, chunks: Iterable[bytes]) -> None:
         with os.fdopen(fd, "wb") as file:
@@ -420,7 +539,8 @@ class LocalFileSystemBackend:
 
     def _failure(self, action: str, key: str, exc: OSError) -> SnapshotStorageError:
         return SnapshotStorageError(
-            f"cannot {action} {key!r} in {self._location!r}: {exc.strerror or exc}"
+            f"cannot {action} {key!r} in {self._location!r}: {exc.strerror or exc}",
+            transient=is_transient(exc),
         )
 
     def _raced(self, action: str, key: str) -> SnapshotStorageError:
@@ -429,6 +549,104 @@ class LocalFileSystemBackend:
             "removed by concurrent deletes",
             transient=True,
         )
+
+
+class _ObjectFile(io.RawIOBase):
+    """The raw file of an object opened by ``read``.
+
+    Read failures become :class:`SnapshotStorageError`, and the first one
+    sticks: every later read or seek raises again, so a caller that goes on
+    after an error never sees the end of the object, nor bytes after a gap.
+    """
+
+    mode = "rb"
+
+    def __init__(self, fd: int, *, key: str, location: str) -> None:
+        super().__init__()
+        self._fd = fd
+        self._key = key
+        self._location = location
+        self._error: SnapshotStorageError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        self._check_usable()
+        return self._fd
+
+    def readinto(self, buffer: Any) -> int:
+        self._check_usable()
+        try:
+            return os.readv(self._fd, [buffer])
+        except OSError as exc:
+            raise self._fail(exc) from exc
+
+    def readall(self) -> bytes:
+        return b"".join(iter_chunks(cast("IO[bytes]", self)))
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_usable()
+        try:
+            return os.lseek(self._fd, offset, whence)
+        except OSError as exc:
+            raise self._fail(exc) from exc
+
+    def tell(self) -> int:
+        return self.seek(0, io.SEEK_CUR)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                os.close(self._fd)
+            finally:
+                super().close()
+
+    def _check_usable(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        if self._error is not None:
+            raise SnapshotStorageError(
+                f"cannot read {self._key!r} in {self._location!r}: an earlier read of this "
+                "file object failed",
+                transient=self._error.transient,
+            ) from self._error
+
+    def _fail(self, exc: OSError) -> SnapshotStorageError:
+        self._error = SnapshotStorageError(
+            f"cannot read {self._key!r} in {self._location!r}: {exc.strerror or exc}",
+            transient=is_transient(exc),
+        )
+        return self._error
+
+
+class _Chunks:
+    """The chunks of a file object from ``read``, closed at the end.
+
+    Unlike a generator, it does not end after an error: the next call asks
+    the file object again, which raises again.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._stream.closed:
+            raise StopIteration
+        chunk = self._stream.read(CHUNK_SIZE)
+        if not chunk:
+            self._stream.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 class _Vanished(Exception):
@@ -444,6 +662,14 @@ def _missing(key: str) -> FileNotFoundError:
     return FileNotFoundError(f"no object at {key!r}")
 
 
+def _name_max(location: str) -> int:
+    try:
+        limit = os.pathconf(location, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return _DEFAULT_NAME_MAX
+    return limit if limit > 0 else _DEFAULT_NAME_MAX
+
+
 def _create_temp(directory: int) -> tuple[str, int]:
     while True:
         name = f".snapshots-write-{secrets.token_hex(8)}{_TEMP_MARK}"
@@ -453,30 +679,53 @@ def _create_temp(directory: int) -> tuple[str, int]:
             continue
 
 
-def _collect(directory: int, base: str, start: str, keys: list[str]) -> None:
-    """Append to *keys* every object below *directory* (whose key prefix is
-    *base*) in an entry whose name starts with *start*."""
+def _scan(directory: int, start: str = "") -> list[tuple[str, bool, bool]]:
+    """Return the name, is-a-directory and is-a-file of each entry of
+    *directory* whose name starts with *start*; a link is neither."""
     with os.scandir(directory) as entries:
-        found = [
+        return [
             (entry.name, entry.is_dir(follow_symlinks=False), entry.is_file(follow_symlinks=False))
             for entry in entries
-            if entry.name.startswith(start) and not entry.is_symlink()
+            if entry.name.startswith(start)
         ]
-    for name, is_dir, is_file in found:
-        key = f"{base}/{name}" if base else name
-        if not _is_key(key):
-            continue  # a temporary file, or a name no key can spell
-        if is_file:
-            keys.append(key)
-        elif is_dir:
+
+
+def _holds_no_keys(directory: int, *, remove: bool) -> bool:
+    """Tell whether *directory* holds nothing but directories and temporary
+    files, recursively; with *remove*, also delete them on the way (a
+    directory only once empty).  Links and files of any other name are
+    never touched, nor followed."""
+    for name, is_dir, is_file in _scan(directory):
+        if is_file and _TEMP_NAME.fullmatch(name):
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=directory)
+            continue
+        if not is_dir:
+            return False  # a key, a link, or a file that is not ours
+        try:
+            child = os.open(name, _DIR_FLAGS, dir_fd=directory)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                return False  # swapped for a link or a file since the scan
+            raise
+        try:
+            if not _holds_no_keys(child, remove=remove):
+                return False
+        finally:
+            os.close(child)
+        if remove:
             try:
-                child = os.open(name, _DIR_FLAGS, dir_fd=directory)
-            except OSError:
-                continue  # removed, or swapped for a link, since the scan
-            try:
-                _collect(child, key, "", keys)
-            finally:
-                os.close(child)
+                os.rmdir(name, dir_fd=directory)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    return False
+                raise
+    return True
 
 
 def _prune(fds: builtins.list[int], segments: builtins.list[str]) -> None:
