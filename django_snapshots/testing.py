@@ -20,12 +20,13 @@ import pytest
 
 from django_snapshots.exceptions import SnapshotStorageCapabilityError, SnapshotStoragePathError
 from django_snapshots.storage.keys import MAX_KEY_BYTES
+from django_snapshots.storage.memory import MemoryBackend as _Memory
 from django_snapshots.storage.protocols import (
     AdvancedSnapshotStorage,
     SnapshotStorage,
     requires_advanced_storage,
 )
-from django_snapshots.storage.streams import CHUNK_SIZE
+from django_snapshots.storage.streams import CHUNK_SIZE, ObservedReader, StickyChunks
 from django_snapshots.storage.wrappers.base import StorageWrapper, missing_intercepts
 from django_snapshots.storage.wrappers.chaos import Chaos
 
@@ -140,13 +141,40 @@ class StorageConformance:
     directory, ``Checksum`` a sidecar suffix) accepts shorter keys: set
     :attr:`max_key_bytes` in the subclass, and the kit checks that a key of
     exactly that length round trips and a longer one is refused before any
-    I/O.
+    I/O.  Set :attr:`max_segment_bytes` for a storage that limits the length
+    of one name, and the same is checked for a segment.
+
+    Two checks reach beyond single operations: distinct keys drawn from the
+    whole key alphabet (with the characters remotes like to rewrite, and
+    pairs that differ only in Unicode normalization) never share an object,
+    and ``list`` returns exactly the keys written; and a stream that raised
+    stays failed, so a consumer that reads on never sees a clean end.  For a
+    wrapper or a stack, override :meth:`stack_over` so that the kit can make
+    the storage below it fail mid-stream.
 
     .. versionadded:: 0.1
     """
 
     #: The longest key, in UTF-8 bytes, that the storage under test accepts.
     max_key_bytes: int = MAX_KEY_BYTES
+
+    #: The longest last segment (the object's own name), in UTF-8 bytes, that
+    #: the storage under test accepts (a file system's 255-byte names, less a
+    #: sidecar's suffix), or None when only the key rules limit it.
+    max_segment_bytes: int | None = None
+
+    #: How many sets of keys the key-bijection property tries (each set
+    #: costs a few dozen operations).
+    key_examples: int = 30
+
+    def stack_over(self, storage: SnapshotStorage) -> SnapshotStorage | None:
+        """For a wrapper or a stack under test, return it built around
+        *storage*, so that the kit can make the storage below fail (a read
+        that breaks mid-stream); return None, the default, for a backend.
+
+        .. versionadded:: 0.1
+        """
+        return None
 
     def test_storage_satisfies_the_basic_protocol(self, storage: SnapshotStorage) -> None:
         _ensure(isinstance(storage, SnapshotStorage), f"{storage!r} is not a SnapshotStorage")
@@ -507,6 +535,333 @@ class StorageConformance:
         _ensure_listed(advanced, "", keys)
         for key in keys:
             _ensure_stored(advanced, key, key.encode())
+
+    # Checks where promises meet.
+
+    def test_segments_longer_than_the_storage_accepts_are_refused_before_any_io(
+        self, storage: SnapshotStorage
+    ) -> None:
+        room = self.max_segment_bytes
+        if room is None:
+            # Without a declared limit, a long segment inside the key room works.
+            room = min(200, self.max_key_bytes - 2)
+            key = "d/" + "s" * room
+            storage.write(key, io.BytesIO(b"long name"))
+            _ensure_stored(storage, key, b"long name")
+            return
+        fitting, too_long = "d/" + "s" * room, "d/" + "s" * (room + 1)
+        storage.write(fitting, io.BytesIO(b"fits"))
+        _ensure_stored(storage, fitting, b"fits")
+        for key in (too_long, "d/" + "\u00e9" * (room // 2 + 1)):
+            content = _StrictStream(b"payload")
+            _ensure_raises(
+                SnapshotStoragePathError,
+                f"write of a key with a {room + 1}-byte segment",
+                lambda: storage.write(key, content.as_io()),  # noqa: B023 - called at once
+            )
+            _ensure(content.reads == 0, f"write read its content before refusing {key!r}")
+        _ensure_listed(storage, "", [fitting])
+
+    def test_distinct_keys_never_share_an_object(self, storage: SnapshotStorage) -> None:
+        from hypothesis import HealthCheck, example, given, settings
+
+        @settings(
+            max_examples=self.key_examples,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(keys=_key_sets(self.max_key_bytes, self.max_segment_bytes))
+        @example(keys=["s/caf\u00e9.dump", "s/cafe\u0301.dump", "caf\u00e9"])
+        @example(keys=["s/db\u201b", "s/db\u201b\u201b", "t/\u201b"])
+        @example(keys=["s/\uff0a", "s/*", "s/\u2400", "t/a ", "t/a", "t/a."])
+        @example(keys=["s/A", "s/a", "s/\u212b", "s/\u00c5", "s/A\u030a"])
+        def distinct_keys_round_trip(keys: list[str]) -> None:
+            accepted = []
+            for index, key in enumerate(keys):
+                try:
+                    storage.write(key, io.BytesIO(_payload(index, key)))
+                except SnapshotStoragePathError:
+                    continue  # refused up front is honest; a merge is not
+                accepted.append(key)
+            try:
+                _ensure_listed(storage, "", sorted(accepted))
+                for index, key in enumerate(keys):
+                    if key in accepted:
+                        _ensure(storage.exists(key), f"exists({key!r}) is False after write")
+                        _ensure_stored(storage, key, _payload(index, key))
+                advanced = storage if isinstance(storage, AdvancedSnapshotStorage) else None
+                if advanced is not None and accepted:
+                    listed = advanced.recursive_list("")
+                    _ensure(
+                        listed == sorted(accepted),
+                        f"recursive_list('') returned {listed!r}, expected {sorted(accepted)!r}",
+                    )
+                    _ensure_synced(advanced, accepted, keys)
+            finally:
+                for key in accepted:
+                    storage.delete(key)
+            _ensure_listed(storage, "", [])
+
+        distinct_keys_round_trip()
+
+    def test_a_closed_stream_never_reads_as_complete(self, storage: SnapshotStorage) -> None:
+        storage.write("k", io.BytesIO(_noise(10_000)))
+        stream = storage.read("k")
+        stream.read(10)
+        stream.close()
+        try:
+            data = stream.read(10)
+        except (ValueError, OSError):
+            return
+        raise AssertionError(f"read() after close() returned {data!r} instead of raising")
+
+    def test_a_stream_that_raised_stays_failed(self, storage: SnapshotStorage) -> None:
+        below = _Memory() if isinstance(storage, AdvancedSnapshotStorage) else _BasicMemory()
+        writer = self.stack_over(below)
+        if writer is None:
+            # A backend: its own failures cannot be provoked from here, so
+            # the wrappers' checks carry this promise; a read must still work.
+            storage.write("k", io.BytesIO(b"data"))
+            _ensure_stored(storage, "k", b"data")
+            return
+        data = _noise(_LARGE)
+        writer.write("k", io.BytesIO(data))
+        reader = self.stack_over(_BrokenReads(below))
+        assert reader is not None
+        _ensure_fails_for_good(reader.read("k"), len(data))
+        if isinstance(reader, AdvancedSnapshotStorage):
+            _ensure_chunks_fail_for_good(reader.stream_read("k"), len(data))
+
+
+def _ensure_fails_for_good(stream: IO[bytes], size: int) -> None:
+    """Read *stream* until it raises, then check that it raises again."""
+    delivered = 0
+    with stream:
+        try:
+            while chunk := stream.read(64 * 1024):
+                delivered += len(chunk)
+        except Exception as exc:
+            first = exc
+        else:
+            raise AssertionError(
+                f"read() delivered {delivered} of {size} bytes and then reported the end of "
+                "the object, though the storage below failed mid-stream"
+            )
+        for _ in range(2):
+            try:
+                again = stream.read(64 * 1024)
+            except Exception:
+                continue
+            raise AssertionError(
+                f"read() after it raised {type(first).__name__} returned {len(again)} bytes "
+                "instead of raising again (an object cut short would look complete)"
+            )
+
+
+def _ensure_chunks_fail_for_good(chunks: Iterator[bytes], size: int) -> None:
+    iterator = iter(chunks)
+    delivered = 0
+    try:
+        for chunk in iterator:
+            delivered += len(chunk)
+    except Exception as exc:
+        first = exc
+    else:
+        raise AssertionError(
+            f"stream_read() yielded {delivered} of {size} bytes and then ended, though the "
+            "storage below failed mid-stream"
+        )
+    try:
+        for _ in range(2):
+            next(iterator)
+    except StopIteration:
+        raise AssertionError(
+            f"stream_read() ended cleanly on next() after it raised {type(first).__name__} "
+            "(an object cut short would look complete)"
+        ) from None
+    except Exception:
+        return
+    raise AssertionError(f"stream_read() yielded more after it raised {type(first).__name__}")
+
+
+def _ensure_synced(storage: AdvancedSnapshotStorage, accepted: list[str], keys: list[str]) -> None:
+    """sync the accepted keys into a mirror and check it holds each one's own bytes."""
+    src = "s/"
+    mirrored = [key for key in accepted if key.startswith(src)]
+    if not mirrored:
+        return
+    dst = "m/"
+    try:
+        storage.sync(src, dst)
+    except SnapshotStoragePathError:
+        return  # a mirror key too long for the storage: refused, nothing merged
+    try:
+        expected = sorted(dst + key[len(src) :] for key in mirrored)
+        listed = storage.list(dst)
+        _ensure(listed == expected, f"sync gave the mirror {listed!r}, expected {expected!r}")
+        for key in mirrored:
+            _ensure_stored(storage, dst + key[len(src) :], _payload(keys.index(key), key))
+    finally:
+        for key in storage.list(dst):
+            storage.delete(key)
+
+
+# Characters that storages and remotes are known to rewrite, quote or fold:
+# rclone's quote character and the full-width and control-picture stand-ins
+# of its name encoding, trailing spaces and dots, a leading tilde, percent
+# escapes, and letters with several Unicode normal forms.
+_AWKWARD = [
+    "\u201b", "\u201b\u201b", "\uff0a", "\uff1a", "\uff1f", "\uff02", "\uff1c", "\uff1e",
+    "\uff5c", "\uff0f", "\uff3c", "\u2400", "\u240a", "\u2424", " ", ".", "..", "~", "%",
+    "%2F", "%25", "\u00e9", "e\u0301", "\u00c5", "\u212b", "A\u030a", "\ufb01", "\u00a0",
+    "\ufeff", "\u200b", "#", "?", "*", ":", "\"", "<", ">", "|", "'", "&", "+", "=",
+    "\U0001f389", "\u3042", "\u0915\u094d", "a", "B", "0",
+]  # fmt: skip
+
+
+def _key_sets(max_key_bytes: int, max_segment_bytes: int | None) -> Any:
+    """A hypothesis strategy: lists of distinct valid keys under "s/" and
+    elsewhere, none of which is a directory of another."""
+    from hypothesis import strategies as st
+
+    from django_snapshots.storage.keys import FORBIDDEN_CHARACTERS, validate_key
+
+    segment_room = min(max_segment_bytes or 60, 60)
+    piece = st.one_of(
+        st.sampled_from(_AWKWARD),
+        st.characters(
+            blacklist_categories=["Cs"],
+            blacklist_characters="/" + "".join(FORBIDDEN_CHARACTERS),
+        ),
+    )
+    segment = (
+        st.lists(piece, min_size=1, max_size=6)
+        .map("".join)
+        .filter(lambda s: s not in (".", "..") and len(s.encode()) <= segment_room)
+    )
+    key = st.tuples(
+        st.sampled_from(["s/", "s/d/", "", "t/"]), st.lists(segment, min_size=1, max_size=2)
+    ).map(lambda parts: parts[0] + "/".join(parts[1]))
+
+    def usable(candidate: str) -> bool:
+        try:
+            validate_key(candidate)
+        except SnapshotStoragePathError:
+            return False
+        return len(candidate.encode()) <= max_key_bytes
+
+    def no_directory_clash(keys: list[str]) -> bool:
+        return not any(other.startswith(key + "/") for key in keys for other in keys)
+
+    return (
+        st.lists(key.filter(usable), min_size=2, max_size=6, unique=True)
+        .filter(no_directory_clash)
+        .map(lambda keys: keys + _normal_forms_of(keys[0]))
+        .filter(no_directory_clash)
+    )
+
+
+def _normal_forms_of(key: str) -> list[str]:
+    """The other Unicode normal forms of *key* that are distinct valid keys."""
+    import unicodedata
+
+    forms = []
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, key)
+        if other != key and other not in forms and len(other.encode()) <= MAX_KEY_BYTES:
+            forms.append(other)
+    return forms
+
+
+def _payload(index: int, key: str) -> bytes:
+    # Each key's own bytes, naming it: a merged object shows whose it is.
+    return f"{index}:{key}".encode("utf-8", "surrogatepass") * (1 + index)
+
+
+class _BasicMemory:
+    """A basic-tier storage in memory, below a wrapper under test."""
+
+    def __init__(self) -> None:
+        self._below = _Memory()
+
+    def read(self, path: str) -> IO[bytes]:
+        return self._below.read(path)
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        self._below.write(path, content)
+
+    def list(self, prefix: str) -> list[str]:
+        return self._below.list(prefix)
+
+    def delete(self, path: str) -> None:
+        self._below.delete(path)
+
+    def exists(self, path: str) -> bool:
+        return self._below.exists(path)
+
+
+class _BrokenReads(StorageWrapper):
+    """Every read of the storage below delivers :data:`_BROKEN_AFTER` bytes,
+    then fails with :class:`ConnectionResetError` on every further read."""
+
+    def read(self, path: str) -> IO[bytes]:
+        return cast(IO[bytes], _BrokenReader(self.__wrapped__.read(path)))
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        self.__wrapped__.write(path, content)
+
+    def list(self, prefix: str) -> list[str]:
+        return self.__wrapped__.list(prefix)
+
+    def delete(self, path: str) -> None:
+        self.__wrapped__.delete(path)
+
+    def exists(self, path: str) -> bool:
+        return self.__wrapped__.exists(path)
+
+
+class _AdvancedBrokenReads(_BrokenReads, tier="advanced"):
+    __wrapped__: AdvancedSnapshotStorage
+
+    def stream_read(self, path: str) -> Iterator[bytes]:
+        return StickyChunks(_chunks_of(self.read(path)))
+
+    def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
+        self.__wrapped__.stream_write(path, chunks)
+
+    def atomic_move(self, src: str, dst: str) -> None:
+        self.__wrapped__.atomic_move(src, dst)
+
+    def recursive_list(self, prefix: str) -> list[str]:
+        return self.__wrapped__.recursive_list(prefix)
+
+    def sync(self, src_prefix: str, dst_prefix: str) -> None:
+        self.__wrapped__.sync(src_prefix, dst_prefix)
+
+
+_BROKEN_AFTER = 100_000
+
+
+class _BrokenReader(ObservedReader):
+    def __init__(self, source: IO[bytes]) -> None:
+        super().__init__(source)
+        self._delivered = 0
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        room = _BROKEN_AFTER - self._delivered
+        if room <= 0:
+            raise ConnectionResetError("the connection was reset mid-stream")
+        n = super().readinto(view[:room])
+        self._delivered += n
+        return n
+
+
+def _chunks_of(stream: IO[bytes]) -> Iterator[bytes]:
+    """The chunks of *stream*, closed at the end."""
+    with stream:
+        yield from iter(lambda: stream.read(CHUNK_SIZE), b"")
 
 
 def _ensure(condition: bool, message: str) -> None:

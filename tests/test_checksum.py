@@ -890,6 +890,9 @@ class _ChecksumConformance(StorageConformance):
 
     max_key_bytes = MAX_KEY_BYTES - len(".sha256")
 
+    def stack_over(self, storage: Any) -> Any:
+        return Checksum(storage)
+
 
 class TestChecksumOverMemoryBackend(_ChecksumConformance):
     @pytest.fixture
@@ -898,6 +901,8 @@ class TestChecksumOverMemoryBackend(_ChecksumConformance):
 
 
 class TestChecksumOverLocalFileSystemBackend(_ChecksumConformance):
+    max_segment_bytes = 255 - len(".sha256")
+
     @pytest.fixture
     def storage(self, tmp_path: Path) -> Checksum:
         return Checksum(LocalFileSystemBackend(tmp_path))
@@ -910,9 +915,14 @@ class TestChecksumOverABasicStorage(_ChecksumConformance):
 
 
 class TestRetryOverChecksumOverLocalFileSystemBackend(_ChecksumConformance):
+    max_segment_bytes = 255 - len(".sha256")
+
     @pytest.fixture
     def storage(self, tmp_path: Path) -> Any:
         return Retry(Checksum(LocalFileSystemBackend(tmp_path)))
+
+    def stack_over(self, storage: Any) -> Any:
+        return Retry(Checksum(storage), attempts=3, **INSTANT)
 
 
 class TestChecksumOverRetryOverChaos(_ChecksumConformance):
@@ -920,6 +930,9 @@ class TestChecksumOverRetryOverChaos(_ChecksumConformance):
     def storage(self) -> Any:
         chaos = Chaos(MemoryBackend(), failure_rate=0.3, seed=8)
         return Checksum(Retry(chaos, attempts=30, **INSTANT))
+
+    def stack_over(self, storage: Any) -> Any:
+        return Checksum(Retry(storage, attempts=3, **INSTANT))
 
 
 def test_threads_reading_while_others_rewrite_a_key_never_see_a_mismatch(

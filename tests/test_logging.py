@@ -651,9 +651,19 @@ class TestLoggingOverMemoryBackend(StorageConformance):
         with capture_logs():
             yield Logging(MemoryBackend())
 
+    def stack_over(self, storage: Any) -> Logging:
+        return Logging(storage, logger=_silent())
+
 
 class TestLoggingOverLocalFileSystemBackend(StorageConformance):
     @pytest.fixture
     def storage(self, tmp_path: Path) -> Iterator[Logging]:
         with capture_logs():
             yield Logging(LocalFileSystemBackend(tmp_path))
+
+    def stack_over(self, storage: Any) -> Logging:
+        return Logging(storage, logger=_silent())
+
+
+def _silent() -> Any:
+    return structlog.wrap_logger(structlog.ReturnLogger())

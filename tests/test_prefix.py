@@ -430,6 +430,9 @@ class TenantConformance(StorageConformance):
     def max_key_bytes(self) -> int:  # type: ignore[override]
         return MAX_KEY_BYTES - len(self.directory.encode())
 
+    def stack_over(self, storage: Any) -> Prefix:
+        return Prefix(storage, self.directory)
+
 
 class TestPrefixOverMemoryBackend(TenantConformance):
     @pytest.fixture

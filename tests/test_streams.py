@@ -16,6 +16,7 @@ from django_snapshots.storage.streams import (
     ChunkReader,
     ObservedReader,
     ReadableStream,
+    StickyChunks,
     iter_chunks,
 )
 
@@ -206,3 +207,75 @@ def test_readable_stream_derives_readinto_and_readall_from_read() -> None:
     assert bytes(buffer) == b"ABCD"
     assert stream.readall() == b"EF"
     assert stream.readinto(buffer) == 0
+
+
+# A stream that raised stays failed: reading on never reports a clean end.
+
+
+class _Breaks(io.RawIOBase):
+    """Delivers *good* bytes, then raises ConnectionResetError once, then
+    would deliver more (a source that recovered behind the reader's back)."""
+
+    def __init__(self, good: bytes) -> None:
+        super().__init__()
+        self._good = io.BytesIO(good)
+        self._raised = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._good.readinto(buffer)
+        if n:
+            return n
+        if not self._raised:
+            self._raised = True
+            raise ConnectionResetError("reset")
+        return 0
+
+
+def test_an_observed_reader_that_raised_raises_again() -> None:
+    reader = ObservedReader(_Breaks(b"abc"))
+    assert reader.read(10) == b"abc"
+    for _ in range(3):
+        with pytest.raises(ConnectionResetError):
+            reader.read(10)
+
+
+def test_an_observed_reader_whose_eof_hook_raised_raises_again() -> None:
+    class Refusing(ObservedReader):
+        def _on_eof(self) -> None:
+            raise ValueError("digest mismatch")
+
+    reader = Refusing(io.BytesIO(b"abc"))
+    assert reader.read(10) == b"abc"
+    for _ in range(2):
+        with pytest.raises(ValueError, match="digest mismatch"):
+            reader.read(10)
+
+
+def _failing_chunks() -> Iterator[bytes]:
+    yield b"first"
+    raise ConnectionResetError("reset")
+
+
+def test_a_chunk_reader_whose_chunks_raised_raises_again() -> None:
+    reader = ChunkReader(_failing_chunks())
+    assert reader.read(100) == b"first"
+    for _ in range(2):
+        with pytest.raises(ConnectionResetError):
+            reader.read(100)
+
+
+def test_sticky_chunks_raise_again_where_a_generator_would_end() -> None:
+    plain = _failing_chunks()
+    assert next(plain) == b"first"
+    with pytest.raises(ConnectionResetError):
+        next(plain)
+    with pytest.raises(StopIteration):  # what StickyChunks exists to prevent
+        next(plain)
+    sticky = StickyChunks(_failing_chunks())
+    assert next(sticky) == b"first"
+    for _ in range(3):
+        with pytest.raises(ConnectionResetError):
+            next(sticky)

@@ -191,6 +191,47 @@ _LIARS = {
         """,
         "test_sync_deletes_stale_destination_keys",
     ),
+    "NormalizingKeys": (
+        """
+        def write(self, path, content):
+            import unicodedata
+            super().write(unicodedata.normalize("NFC", path), content)
+        def read(self, path):
+            import unicodedata
+            return super().read(unicodedata.normalize("NFC", path))
+        """,
+        "test_distinct_keys_never_share_an_object",
+    ),
+    "QuoteFolding": (
+        # rclone's name encoding once stored "db\u201b\u201b" as "db\u201b".
+        """
+        def write(self, path, content):
+            super().write(path.replace("\u201b\u201b", "\u201b"), content)
+        """,
+        "test_distinct_keys_never_share_an_object",
+    ),
+    "ReadsEmptyWhenClosed": (
+        """
+        def read(self, path):
+            class Lenient(io.BytesIO):
+                def read(self, size=-1):
+                    return b"" if self.closed else super().read(size)
+            return Lenient(super().read(path).read())
+        """,
+        "test_a_closed_stream_never_reads_as_complete",
+    ),
+    "SyncMergesNormalForms": (
+        """
+        def sync(self, src_prefix, dst_prefix):
+            import unicodedata
+            super().sync(src_prefix, dst_prefix)
+            for key in self.list(dst_prefix):
+                folded = unicodedata.normalize("NFC", key)
+                if folded != key:
+                    self.atomic_move(key, folded)
+        """,
+        "test_distinct_keys_never_share_an_object",
+    ),
     "SyncAcceptsOverlap": (
         """
         def sync(self, src_prefix, dst_prefix):
@@ -298,3 +339,45 @@ def test_the_backend_of_the_how_to_passes_the_kit_it_shows(pytester: pytest.Pyte
     assert (len(skipped), len(failed)) == (0, 0)
     assert {r.nodeid.split("::")[1] for r in passed} == {"TestSQLiteBackend"}
     assert len(passed) >= 80
+
+
+def test_kit_fails_a_wrapper_whose_stream_reads_on_after_it_raised(
+    pytester: pytest.Pytester,
+) -> None:
+    source = _HEADER + textwrap.dedent(
+        """
+        from django_snapshots.storage import Prefix
+
+
+        class Forgiving(io.RawIOBase):
+            # Swallows the failure of the stream below and reports the end.
+            def __init__(self, source):
+                self._source = source
+            def readable(self):
+                return True
+            def readinto(self, buffer):
+                try:
+                    return self._source.readinto(buffer)
+                except ConnectionError:
+                    return 0
+
+
+        class ForgivingPrefix(Prefix):
+            def read(self, path):
+                return Forgiving(super().read(path))
+
+
+        class TestForgiving(StorageConformance):
+            @pytest.fixture
+            def storage(self):
+                return ForgivingPrefix(MemoryBackend(), "t")
+
+            def stack_over(self, storage):
+                return ForgivingPrefix(storage, "t")
+
+            max_key_bytes = 1022
+        """
+    )
+    pytester.makepyfile(test_kit=source)
+    failed = _failed_tests(pytester.inline_run("-p", "no:cacheprovider", "-p", "no:django"))
+    assert failed == {"test_a_stream_that_raised_stays_failed"}

@@ -5,6 +5,11 @@ chunk in memory: :func:`iter_chunks` turns a file object into chunks,
 :class:`ChunkReader` turns chunks back into a file object, and
 :class:`ObservedReader` is the base of every file object a wrapper hands out
 (it sees each chunk as it passes, and the end of the stream).
+
+Every stream and chunk iterator handed out **stays failed once it raised**:
+a later read raises the same exception again.  A consumer that catches the
+error and reads on must never see ``b""`` (or the end of an iteration),
+which would make an object cut short look complete.
 """
 
 from __future__ import annotations
@@ -14,7 +19,14 @@ import io
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
-__all__ = ["CHUNK_SIZE", "ChunkReader", "ObservedReader", "ReadableStream", "iter_chunks"]
+__all__ = [
+    "CHUNK_SIZE",
+    "ChunkReader",
+    "ObservedReader",
+    "ReadableStream",
+    "StickyChunks",
+    "iter_chunks",
+]
 
 #: Size of the chunks the built-in backends read, write and yield.
 CHUNK_SIZE = 1024 * 1024
@@ -41,7 +53,8 @@ class ChunkReader(io.RawIOBase):
     """A readable binary file object over an iterable of ``bytes`` chunks.
 
     Closing it closes the underlying iterator (so a generator's ``finally``
-    runs and its resources are released).
+    runs and its resources are released).  Once the iterator raised, every
+    later read raises the same exception.
 
     .. versionadded:: 0.1
     """
@@ -50,6 +63,7 @@ class ChunkReader(io.RawIOBase):
         super().__init__()
         self._chunks = iter(chunks)
         self._pending = memoryview(b"")
+        self._failure: BaseException | None = None
 
     def readable(self) -> bool:
         return True
@@ -58,12 +72,17 @@ class ChunkReader(io.RawIOBase):
         if self.closed:
             # Reporting EOF here would make a stream cut short look complete.
             raise ValueError("I/O operation on closed ChunkReader")
+        if self._failure is not None:
+            raise self._failure
         view = memoryview(buffer).cast("B")
         while not self._pending:
             try:
                 self._pending = memoryview(next(self._chunks))
             except StopIteration:
                 return 0
+            except BaseException as exc:
+                self._failure = exc
+                raise
         n = min(len(view), len(self._pending))
         view[:n] = self._pending[:n]
         self._pending = self._pending[n:]
@@ -113,7 +132,8 @@ class ObservedReader(io.RawIOBase):
     Subclasses override :meth:`_on_data` (each chunk delivered),
     :meth:`_on_eof` (the source reported end of stream; may raise to refuse
     the data, e.g. on a digest mismatch) and :meth:`_on_close` (called once,
-    whether or not EOF was reached).
+    whether or not EOF was reached).  Once a read raised (from the source or
+    from a hook), every later read raises the same exception.
 
     .. versionadded:: 0.1
     """
@@ -123,22 +143,29 @@ class ObservedReader(io.RawIOBase):
         self._source = source
         self._eof = False
         self._finished = False
+        self._failure: BaseException | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
+        if self._failure is not None:
+            raise self._failure
         if self._eof:
             return 0
         view = memoryview(buffer).cast("B")
         if not view:
             return 0
-        n = _read_into(self._source, view)
-        if n:
-            self._on_data(view[:n])
-            return n
-        self._eof = True
-        self._on_eof()
+        try:
+            n = _read_into(self._source, view)
+            if n:
+                self._on_data(view[:n])
+                return n
+            self._eof = True
+            self._on_eof()
+        except BaseException as exc:
+            self._failure = exc
+            raise
         return 0
 
     def close(self) -> None:
@@ -160,6 +187,35 @@ class ObservedReader(io.RawIOBase):
 
     def _on_close(self) -> None:
         """Called once when the reader is closed."""
+
+
+class StickyChunks(Iterator[bytes]):
+    """*chunks*, as an iterator that stays failed once it raised: every later
+    ``next`` raises the same exception, where a generator would end the
+    iteration as if the object were complete.  ``close`` closes *chunks*.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._failure: BaseException | None = None
+
+    def __next__(self) -> bytes:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            self._failure = exc
+            raise
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _start_of(content: IO[bytes]) -> int | None:

@@ -39,7 +39,7 @@ from typing import IO, TYPE_CHECKING, Any, cast, overload
 
 from django_snapshots.exceptions import SnapshotStorageError
 from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
-from django_snapshots.storage.streams import ObservedReader
+from django_snapshots.storage.streams import ObservedReader, StickyChunks
 from django_snapshots.storage.wrappers.base import StorageWrapper
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ class AdvancedChaos(Chaos, tier="advanced"):
         chunks = self.__wrapped__.stream_read(path)
         if fault is None:
             return chunks
-        return _faulty_chunks(chunks, fault)
+        return StickyChunks(_faulty_chunks(chunks, fault))
 
     def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
         """Store *chunks* at *path*, possibly failing before or while they are consumed."""

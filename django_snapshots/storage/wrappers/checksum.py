@@ -589,15 +589,27 @@ class _HashingReader(ReadableStream):
 
 
 class _Closing(Iterator[bytes]):
-    """*chunks*, with a ``close`` that also runs *close*: a generator closed
-    before it started never runs its ``finally``."""
+    """*chunks*, with a ``close`` that also runs *close* (a generator closed
+    before it started never runs its ``finally``), staying failed once it
+    raised."""
 
     def __init__(self, chunks: Generator[bytes, None, None], close: Callable[[], object]) -> None:
         self._chunks = chunks
         self._close = close
+        self._failure: BaseException | None = None
 
     def __next__(self) -> bytes:
-        return next(self._chunks)
+        if self._failure is not None:
+            # A generator that raised would end the iteration next time, as
+            # if the object were complete and verified.
+            raise self._failure
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            self._failure = exc
+            raise
 
     def close(self) -> None:
         try:

@@ -233,11 +233,14 @@ class _LoggedReader(ObservedReader):
     def read(self, size: int | None = -1) -> bytes:
         # The common calls, read() and read(n), go straight to the source
         # rather than through readinto and a buffer of the base class.
+        if self._failure is not None:
+            raise self._failure
         if self._eof or size == 0:
             return b""
         try:
             data = self._source.read(-1 if size is None else size)
         except BaseException as exc:
+            self._failure = exc
             self._log_error(exc)
             raise
         if data:
@@ -284,7 +287,8 @@ class _LoggedReader(ObservedReader):
 class _LoggedChunks(Iterator[bytes]):
     """The iterator ``Logging.stream_read`` hands out: logs once, when it is
     exhausted, fails, is closed, or is dropped unfinished (an abandoned
-    generator would never log if it was closed before its first chunk)."""
+    generator would never log if it was closed before its first chunk).
+    Once it raised, every later ``next`` raises the same exception."""
 
     def __init__(self, wrapper: Logging, chunks: Iterator[bytes], path: str, start: float) -> None:
         self._wrapper = wrapper
@@ -293,14 +297,18 @@ class _LoggedChunks(Iterator[bytes]):
         self._start = start
         self._bytes = 0
         self._logged = False
+        self._failure: BaseException | None = None
 
     def __next__(self) -> bytes:
+        if self._failure is not None:
+            raise self._failure
         try:
             chunk = next(self._chunks)
         except StopIteration:
             self._finish(None)
             raise
         except BaseException as exc:
+            self._failure = exc
             self._finish(exc)
             raise
         self._bytes += len(chunk)
