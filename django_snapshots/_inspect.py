@@ -148,7 +148,7 @@ class ChecksumLayer:
 
     def sidecar(self, key: str) -> str:
         """Return the stack's name of the checksum sidecar of the stack's *key*."""
-        suffix: str = self.layer._self_suffix
+        suffix: str = self.layer.sidecar_suffix
         return key + suffix
 
     def keys_to_verify(self, prefix: str) -> tuple[list[str], frozenset[str]]:
@@ -165,7 +165,7 @@ class ChecksumLayer:
         # Listed after the objects: an object stored in between looks like
         # an orphan here, and then passes its verification.
         stored = self.layer.__wrapped__.list(inner)
-        suffix = self.layer._self_suffix
+        suffix = self.layer.sidecar_suffix
         present = set(objects)
         orphans = {
             key[: -len(suffix)]

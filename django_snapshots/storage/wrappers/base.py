@@ -65,7 +65,7 @@ ADVANCED_METHODS = ("stream_read", "stream_write", "atomic_move", "recursive_lis
 _PROTOCOL_METHODS = frozenset(BASIC_METHODS + ADVANCED_METHODS)
 _PASSES_THROUGH = "__snapshots_passes_through__"
 
-F = TypeVar("F", bound=Callable[..., Any])
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 class _PassThrough(NamedTuple):
@@ -73,7 +73,9 @@ class _PassThrough(NamedTuple):
     prefixes: tuple[str, ...]
 
 
-def passes_through(*, keys: Iterable[str] = (), prefixes: Iterable[str] = ()) -> Callable[[F], F]:
+def passes_through(
+    *, keys: Iterable[str] = (), prefixes: Iterable[str] = ()
+) -> Callable[[_Method], _Method]:
     """Declare a method that a storage or a wrapper offers beyond the
     protocol, so that wrappers above it pass it on.
 
@@ -83,7 +85,9 @@ def passes_through(*, keys: Iterable[str] = (), prefixes: Iterable[str] = ()) ->
     refuses its sidecars' names), before any I/O.  A method of the storage
     below that is not declared is not reachable through a wrapper at all
     (:class:`AttributeError`), so no method can bypass a wrapper's key
-    mapping by accident::
+    mapping by accident:
+
+    .. code-block:: python
 
         class AuditedBackend(MemoryBackend):
             @passes_through(keys=("path",))
@@ -103,7 +107,7 @@ def passes_through(*, keys: Iterable[str] = (), prefixes: Iterable[str] = ()) ->
         if not isinstance(name, str) or not name.isidentifier():
             raise TypeError(f"passes_through() needs parameter names, got {name!r}")
 
-    def declare(method: F) -> F:
+    def declare(method: _Method) -> _Method:
         parameters = inspect.signature(method).parameters
         unknown = [n for n in declared.keys + declared.prefixes if n not in parameters]
         if unknown:

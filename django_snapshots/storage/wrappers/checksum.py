@@ -50,8 +50,9 @@ checks it without Python.  What the wrapper guarantees:
   that fails while the data is sent leaves the old object and its sidecar
   untouched (the built-in backends replace objects atomically).
 - **Moves carry the sidecar.**  ``delete`` removes the data, then the
-  sidecar (an orphan sidecar is harmless: its object is gone, and it is
-  never carried anywhere).  ``atomic_move`` first stores the sidecar of
+  sidecar (an orphan sidecar, left by an interrupted delete, is never
+  carried anywhere; ``snapshots verify`` reports it, and
+  ``snapshots rm --force KEY`` removes it).  ``atomic_move`` first stores the sidecar of
   *dst*, naming its basename, then moves the data, then removes the old
   sidecar.  Interrupted before the data moved, it leaves *src* intact and
   *dst* failing verification, and running the move again (as ``Retry``
@@ -221,6 +222,14 @@ class Checksum(StorageWrapper):
         if _is_sidecar_name(path):
             return False
         return self.__wrapped__.exists(path)
+
+    @property
+    def sidecar_suffix(self) -> str:
+        """The suffix of this layer's sidecars, such as ``".sha256"``.
+
+        .. versionadded:: 0.1
+        """
+        return self._self_suffix
 
     @passes_through(keys=("path",))
     def verify(self, path: str) -> str:
