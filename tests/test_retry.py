@@ -24,6 +24,7 @@ from structlog.testing import capture_logs
 
 from django_snapshots.exceptions import (
     SnapshotIntegrityError,
+    SnapshotObjectChangedError,
     SnapshotStorageCapabilityError,
     SnapshotStorageError,
     SnapshotStoragePathError,
@@ -33,9 +34,10 @@ from django_snapshots.storage import (
     Checksum,
     LocalFileSystemBackend,
     MemoryBackend,
+    RcloneBackend,
     Retry,
 )
-from django_snapshots.storage.streams import CHUNK_SIZE
+from django_snapshots.storage.streams import CHUNK_SIZE, ChunkReader, ReadableStream
 from django_snapshots.storage.wrappers.retry import (
     SPOOL_MEMORY,
     TRANSIENT_ERRNOS,
@@ -44,6 +46,7 @@ from django_snapshots.storage.wrappers.retry import (
 )
 from django_snapshots.testing import Chaos, StorageConformance, assert_intercepts_every_method
 from tests.benchmarks.common import peak_rss_delta
+from tests.conftest import S3Bucket
 
 INSTANT = {"wait_initial": 0, "wait_max": 0, "wait_jitter": 0}
 
@@ -68,6 +71,15 @@ class Fault:
 
     error: BaseException
     after: int | None = None
+    then: Callable[[], object] | None = None
+
+    def strike(self) -> BaseException:
+        """Run *then* (once: another writer replacing the object, say) and
+        return the error to raise."""
+        then, self.then = self.then, None
+        if then is not None:
+            then()
+        return self.error
 
 
 class FailingReader(io.RawIOBase):
@@ -102,10 +114,10 @@ class FailingReader(io.RawIOBase):
             view[: len(data)] = data
             return len(data)
         if self._left <= 0:
-            raise self._fault.error
+            raise self._fault.strike()
         data = self._source.read(min(len(view), self._left))
         if not data:
-            raise self._fault.error  # the failure hides the end of the stream too
+            raise self._fault.strike()  # the failure hides the end of the stream too
         self._left -= len(data)
         view[: len(data)] = data
         return len(data)
@@ -116,19 +128,30 @@ class Scripted:
 
     ``faults[op]`` is the list of faults the next calls of *op* meet, in
     order; ``calls`` counts every call.  Read streams are seekable unless
-    *seekable_reads* is False.
+    *seekable_reads* is False.  With *only* set, reads of other keys (a
+    sidecar, say) pass through untouched and uncounted.
     """
 
-    def __init__(self, inner: Any, *, seekable_reads: bool = True, **faults: list[Fault]) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        *,
+        seekable_reads: bool = True,
+        only: str | None = None,
+        **faults: list[Fault],
+    ) -> None:
         self.inner = inner
         self.faults = {op: list(plan) for op, plan in faults.items()}
         self.calls: Counter[str] = Counter()
         self.seekable_reads = seekable_reads
+        self.only = only
 
     def __repr__(self) -> str:
         return "Scripted()"
 
-    def fault(self, op: str) -> Fault | None:
+    def fault(self, op: str, path: str | None = None) -> Fault | None:
+        if path is not None and self.only is not None and path != self.only:
+            return None
         self.calls[op] += 1
         plan = self.faults.get(op)
         fault = plan.pop(0) if plan else None
@@ -137,7 +160,7 @@ class Scripted:
         return fault
 
     def read(self, path: str) -> IO[bytes]:
-        fault = self.fault("read")
+        fault = self.fault("read", path)
         stream = self.inner.read(path)
         if fault is None and self.seekable_reads:
             return stream  # type: ignore[no-any-return]
@@ -167,7 +190,7 @@ class AdvancedScripted(Scripted):
     with ``after`` set strikes after the move was done (a lost answer)."""
 
     def stream_read(self, path: str) -> Iterator[bytes]:
-        fault = self.fault("stream_read")
+        fault = self.fault("stream_read", path)
         chunks = self.inner.stream_read(path)
         if fault is None:
             return chunks  # type: ignore[no-any-return]
@@ -207,7 +230,7 @@ def failing_chunks(chunks: Iterable[bytes], fault: Fault) -> Iterator[bytes]:
                 break
             left -= len(chunk)
             yield chunk
-        raise fault.error
+        raise fault.strike()
     finally:
         close = getattr(source, "close", None)
         if close is not None:
@@ -216,6 +239,13 @@ def failing_chunks(chunks: Iterable[bytes], fault: Fault) -> Iterator[bytes]:
 
 def resets(n: int, after: int | None = None) -> list[Fault]:
     return [Fault(ConnectionResetError(f"reset {i}"), after=after) for i in range(n)]
+
+
+def advancing(n: int, *, by: int) -> list[Fault]:
+    """*n* resets, each *by* bytes further into the object than the one
+    before: every resumed read reads the bytes delivered again, then gets
+    *by* bytes further before it fails."""
+    return [Fault(ConnectionResetError(f"reset {i}"), after=(i + 1) * by) for i in range(n)]
 
 
 class Pipe:
@@ -736,9 +766,9 @@ def test_read_delivers_every_byte_exactly_once_whatever_the_failures(
 
 def test_read_resumes_with_a_fresh_count_after_each_repaired_failure(tier: str) -> None:
     data = noise(10 * 1000)
-    # Every stream fails after 1000 bytes: ten failures, far more than attempts=2 allows
-    # in a row, yet each one is repaired and the next starts a fresh count.
-    storage = scripted(tier, read=resets(10, after=1000))
+    # Every stream fails 1000 bytes after the one before: ten failures, far more than
+    # attempts=2 allows in a row, yet each one is repaired and the next starts a fresh count.
+    storage = scripted(tier, read=advancing(10, by=1000))
     storage.inner.write("k", io.BytesIO(data))
     with retry(storage, attempts=2).read("k") as stream:
         assert read_in(stream, 300) == data
@@ -746,7 +776,7 @@ def test_read_resumes_with_a_fresh_count_after_each_repaired_failure(tier: str) 
 
 def test_read_resumes_however_long_the_transfer_took(tier: str) -> None:
     data = noise(5000)
-    storage = scripted(tier, read=resets(4, after=1000))
+    storage = scripted(tier, read=advancing(4, by=1000))
     storage.inner.write("k", io.BytesIO(data))
     parts = []
     with Retry(storage, timeout=0.05, **INSTANT).read("k") as stream:
@@ -763,8 +793,7 @@ def test_read_gives_up_after_the_attempts_of_one_failure(tier: str) -> None:
         assert stream.read(10) == noise(100)[:10]
         with pytest.raises(ConnectionResetError, match="reset 1"):
             stream.read(10)
-        # The storage recovered: reading on resumes at the first byte not delivered.
-        assert read_in(stream, 7) == noise(100)[10:]
+    assert storage.calls["read"] == 3
 
 
 def test_a_permanent_failure_mid_stream_is_raised_without_reopening(tier: str) -> None:
@@ -783,7 +812,7 @@ def test_a_resume_refuses_an_object_that_got_shorter(seekable: bool, tier: str) 
     with retry(storage).read("k") as stream:
         assert len(stream.read(50)) == 50
         storage.inner.write("k", io.BytesIO(b"short"))
-        with pytest.raises(SnapshotStorageError, match="changed while it was being read"):
+        with pytest.raises(SnapshotObjectChangedError, match="'k' changed while it was being read"):
             stream.read(10)
     assert storage.calls["read"] == 2
 
@@ -871,7 +900,7 @@ def test_stream_read_refuses_an_object_that_got_shorter() -> None:
     chunks = retry(storage).stream_read("k")
     assert next(chunks) == b"01234"
     storage.inner.write("k", io.BytesIO(b"0123"))
-    with pytest.raises(SnapshotStorageError, match="changed while it was being read"):
+    with pytest.raises(SnapshotObjectChangedError, match="'k' changed while it was being read"):
         next(chunks)
 
 
@@ -898,6 +927,313 @@ def test_closing_stream_read_early_closes_the_storage_iterator() -> None:
     assert next(chunks) == b"a"
     chunks.close()
     assert closed == ["k"]
+
+
+# A read resumes only in the object it started, and stays failed once it failed.
+
+#: The object being read, the bytes a read of it has taken when its
+#: connection drops, and what another client replaces it with meanwhile.  The
+#: drop comes after two chunks, so that Checksum below Retry has handed
+#: those on (it holds back one chunk) and the resume has bytes to check.
+OLD = noise(3 * CHUNK_SIZE + 5, seed=20)
+DROPPED_AFTER = 2 * CHUNK_SIZE + 7
+CHANGES = {
+    "same length": noise(len(OLD), seed=21),
+    "longer": noise(4 * CHUNK_SIZE, seed=22),
+    "shorter, but longer than what was delivered": noise(DROPPED_AFTER + 100, seed=23),
+    "shorter than what was delivered": noise(CHUNK_SIZE, seed=24),
+    "same start, one byte changed before the drop": OLD[:CHUNK_SIZE]
+    + bytes([OLD[CHUNK_SIZE] ^ 1])
+    + OLD[CHUNK_SIZE + 1 :],
+}
+#: A replacement that starts with every byte delivered before the drop.
+SAME_START = OLD[:DROPPED_AFTER] + noise(CHUNK_SIZE + CHUNK_SIZE // 2, seed=25)
+
+#: Stack name -> how to build it over X, given the options of its Retry.
+STACKS: dict[str, Callable[..., Any]] = {
+    "Retry(X)": lambda x, **options: retry(x, **options),
+    "Retry(Checksum(X))": lambda x, **options: retry(Checksum(x), **options),
+    "Checksum(Retry(X))": lambda x, **options: Checksum(retry(x, **options)),
+}
+
+
+@pytest.fixture(params=["memory", "local"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    return MemoryBackend() if request.param == "memory" else LocalFileSystemBackend(tmp_path)
+
+
+def replaced_mid_read(
+    backend: Any, stack: str, op: str, new: bytes, *, after: int = DROPPED_AFTER,
+    old: bytes = OLD, seekable: bool = True, **options: Any,
+) -> tuple[Any, AdvancedScripted]:  # fmt: skip
+    """*stack* over *backend* holding *old* at "k", whose first *op* of "k"
+    fails after *after* bytes, once another client has replaced it with *new*
+    (through Checksum in the stacks that have one, as a real writer would)."""
+    writer = Checksum(backend) if "Checksum" in stack else backend
+    writer.write("k", io.BytesIO(old))
+    drop = Fault(ConnectionResetError("dropped"), after=after,
+                 then=lambda: writer.write("k", io.BytesIO(new)))  # fmt: skip
+    scripted = AdvancedScripted(backend, seekable_reads=seekable, only="k", **{op: [drop]})
+    return STACKS[stack](scripted, **options), scripted
+
+
+def read_whole(storage: Any, op: str) -> bytes:
+    if op == "read":
+        with storage.read("k") as stream:
+            return read_in(stream, 65536)
+    return b"".join(storage.stream_read("k"))
+
+
+@pytest.mark.parametrize("op", ["read", "stream_read"])
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_read_never_resumes_in_a_replaced_object(
+    change: str, stack: str, op: str, backend: Any
+) -> None:
+    storage, scripted = replaced_mid_read(backend, stack, op, CHANGES[change])
+    with pytest.raises(SnapshotObjectChangedError, match="'k' changed while it was being read"):
+        read_whole(storage, op)
+    assert scripted.calls[op] == 2  # opened, resumed once, never tried again
+
+
+@pytest.mark.parametrize("seekable", [True, False], ids=["seekable", "non-seekable"])
+@pytest.mark.parametrize("op", ["read", "stream_read"])
+@pytest.mark.parametrize("stack", ["Retry(X)", "Retry(Checksum(X))"])
+def test_a_read_resumes_in_a_replacement_that_starts_with_the_bytes_delivered(
+    stack: str, op: str, seekable: bool, backend: Any
+) -> None:
+    storage, scripted = replaced_mid_read(backend, stack, op, SAME_START, seekable=seekable)
+    assert sha(read_whole(storage, op)) == sha(SAME_START)
+    assert scripted.calls[op] == 2
+
+
+@pytest.mark.parametrize("op", ["read", "stream_read"])
+def test_checksum_above_retry_refuses_a_replacement_that_starts_with_the_bytes_delivered(
+    op: str, backend: Any
+) -> None:
+    # Retry below resumes in the new version, which is correct bytes for it;
+    # Checksum above opened the old version's digest and rejects the new one.
+    storage, _ = replaced_mid_read(backend, "Checksum(Retry(X))", op, SAME_START)
+    with pytest.raises(SnapshotIntegrityError, match="'k' does not match its checksum"):
+        read_whole(storage, op)
+
+
+def test_a_read_resumed_in_a_replacement_re_reads_the_bytes_delivered_rather_than_seeking() -> None:
+    # A same-length replacement that differs only in its first byte: a seek
+    # to the resume offset would not see it.
+    new = bytes([OLD[0] ^ 1]) + OLD[1:]
+    storage, _ = replaced_mid_read(MemoryBackend(), "Retry(X)", "read", new, seekable=True)
+    with storage.read("k") as stream:
+        assert stream.read(10) == OLD[:10]
+        with pytest.raises(SnapshotObjectChangedError, match=f"first {DROPPED_AFTER} bytes"):
+            read_in(stream, 65536)
+
+
+@pytest.mark.parametrize(
+    "on",
+    [Exception, (Exception,), lambda exc: True, lambda exc: 0.0],
+    ids=["type", "tuple", "predicate", "custom wait"],
+)
+@pytest.mark.parametrize("op", ["read", "stream_read"])
+def test_a_changed_object_is_never_retried_even_when_on_says_retry_everything(
+    op: str, on: Any
+) -> None:
+    storage, scripted = replaced_mid_read(
+        MemoryBackend(), "Retry(X)", op, CHANGES["same length"], on=on
+    )
+    with pytest.raises(SnapshotObjectChangedError):
+        read_whole(storage, op)
+    assert scripted.calls[op] == 2
+
+
+def test_a_retry_above_another_does_not_retry_the_changed_object_it_reports() -> None:
+    backend = MemoryBackend()
+    backend.write("k", io.BytesIO(OLD))
+    drop = Fault(ConnectionResetError("dropped"), after=DROPPED_AFTER,
+                 then=lambda: backend.write("k", io.BytesIO(CHANGES["longer"])))  # fmt: skip
+    scripted = AdvancedScripted(backend, stream_read=[drop])
+    storage = retry(retry(scripted), on=lambda exc: True)
+    with pytest.raises(SnapshotObjectChangedError):
+        b"".join(storage.stream_read("k"))
+    assert scripted.calls["stream_read"] == 2
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    old_size=st.integers(0, 3 * CHUNK_SIZE),
+    kept=st.integers(0, 3 * CHUNK_SIZE),
+    added=st.integers(0, CHUNK_SIZE),
+    after=st.integers(0, 3 * CHUNK_SIZE),
+    stack=st.sampled_from(list(STACKS)),
+    op=st.sampled_from(["read", "stream_read"]),
+    seekable=st.booleans(),
+)
+def test_a_resumed_read_returns_one_version_whole_or_raises_never_a_splice(
+    old_size: int, kept: int, added: int, after: int, stack: str, op: str, seekable: bool
+) -> None:
+    old = noise(old_size, seed=old_size)
+    # The replacement keeps the first *kept* bytes of the old version (all of
+    # them: the same object, or the old one with bytes added at its end).
+    new = old[:kept] + noise(added, seed=old_size + 1)
+    storage, _ = replaced_mid_read(
+        MemoryBackend(), stack, op, new, after=after, old=old, seekable=seekable
+    )
+    try:
+        result = read_whole(storage, op)
+    except SnapshotObjectChangedError:
+        assert new[:after] != old[:after]
+        return
+    except SnapshotIntegrityError:
+        # Checksum above Retry verifies against the digest of the version it opened.
+        assert stack == "Checksum(Retry(X))"
+        assert new != old
+        return
+    # The drop always strikes after the replacement: whatever succeeds is the new version.
+    assert sha(result) == sha(new)
+    if stack == "Checksum(Retry(X))":
+        assert new == old
+
+
+@pytest.mark.slow
+def test_a_resumed_read_checks_the_bytes_delivered_in_constant_memory() -> None:
+    block = noise(CHUNK_SIZE + 7, seed=26)  # a dropped or repeated chunk would misalign it
+    blocks = 300
+
+    class Generated(ReadableStream):
+        """*blocks* copies of *block*, made as they are read; *fail_at* drops it."""
+
+        def __init__(self, fail_at: int | None) -> None:
+            super().__init__()
+            self.position = 0
+            self.fail_at = fail_at
+
+        def read(self, size: int | None = -1) -> bytes:
+            size = CHUNK_SIZE if size is None or size < 0 else size
+            if self.fail_at is not None and self.position >= self.fail_at:
+                raise ConnectionResetError("dropped")
+            at = self.position % len(block)
+            data = block[at : at + size][: blocks * len(block) - self.position]
+            self.position += len(data)
+            return data
+
+    class Source(BasicMemory):
+        def __init__(self) -> None:
+            super().__init__()
+            self.opened = 0
+
+        def read(self, path: str) -> IO[bytes]:
+            self.opened += 1
+            fail_at = 200 * len(block) if self.opened == 1 else None
+            return Generated(fail_at)  # type: ignore[return-value]
+
+    def run() -> None:
+        source = Source()
+        digest, size = hashlib.sha256(), 0
+        with retry(source).read("huge") as stream:
+            while data := stream.read(CHUNK_SIZE):
+                digest.update(data)
+                size += len(data)
+        assert source.opened == 2
+        assert size == blocks * len(block)
+        expected = hashlib.sha256()
+        for _ in range(blocks):
+            expected.update(block)
+        assert digest.hexdigest() == expected.hexdigest()
+
+    growth = peak_rss_delta(run)
+    assert growth < 64 * 1024 * 1024, f"memory grew by {growth / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [Fault(PermissionError("revoked"), after=10)],
+        [Fault(ConnectionResetError("mid"), after=10), *resets(2)],
+    ],
+    ids=["permanent", "gave up"],
+)
+def test_a_read_that_raised_keeps_raising_and_never_reports_the_end(
+    faults: list[Fault], tier: str
+) -> None:
+    storage = scripted(tier, read=faults)
+    storage.inner.write("k", io.BytesIO(noise(100)))
+    error = type(faults[-1].error)
+    with retry(storage, attempts=3).read("k") as stream:
+        assert stream.read(10) == noise(100)[:10]
+        with pytest.raises(error):
+            stream.read(10)
+        opened = storage.calls["read"]
+        # The storage recovered, but the stream stays failed: an empty read
+        # would look like the end of the object.
+        for size in (10, 0, -1, None):
+            with pytest.raises(error):
+                stream.read(size)
+        with pytest.raises(error):
+            stream.readinto(bytearray(5))
+    assert storage.calls["read"] == opened
+
+
+def test_a_read_that_found_the_object_changed_keeps_raising() -> None:
+    storage, scripted = replaced_mid_read(MemoryBackend(), "Retry(X)", "read", CHANGES["longer"])
+    with storage.read("k") as stream:
+        with pytest.raises(SnapshotObjectChangedError):
+            read_in(stream, 65536)
+        with pytest.raises(SnapshotObjectChangedError):
+            stream.read(1)
+    assert scripted.calls["read"] == 2
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [Fault(PermissionError("revoked"), after=5)],
+        [Fault(ConnectionResetError("mid"), after=5), *resets(2)],
+    ],
+    ids=["permanent", "gave up"],
+)
+def test_stream_read_that_raised_keeps_raising_and_never_reports_the_end(
+    faults: list[Fault],
+) -> None:
+    storage = AdvancedScripted(MemoryBackend(), stream_read=faults)
+    storage.inner.write("k", io.BytesIO(b"0123456789"))
+    error = type(faults[-1].error)
+    chunks = retry(storage, attempts=3).stream_read("k")
+    assert next(chunks) == b"01234"
+    with pytest.raises(error):
+        next(chunks)
+    opened = storage.calls["stream_read"]
+    for _ in range(2):
+        with pytest.raises(error):
+            next(chunks)
+    with pytest.raises(error):
+        list(chunks)
+    assert storage.calls["stream_read"] == opened
+
+
+def test_a_file_over_a_stream_read_that_raised_never_reports_the_end() -> None:
+    storage = AdvancedScripted(MemoryBackend(), stream_read=[Fault(PermissionError(), after=5)])
+    storage.inner.write("k", io.BytesIO(b"0123456789"))
+    with ChunkReader(retry(storage).stream_read("k")) as file:
+        assert file.read(5) == b"01234"
+        for _ in range(2):
+            with pytest.raises(PermissionError):
+                file.read(5)
+
+
+def test_retry_over_rclone_on_s3_never_resumes_in_a_replaced_object(s3_bucket: S3Bucket) -> None:
+    server = s3_bucket.server
+    backend = RcloneBackend(
+        f"s3:{s3_bucket.name}/resume",
+        config={"type": "s3", "provider": "Other", "endpoint": server.endpoint_url,
+                "access_key_id": server.access_key_id,
+                "secret_access_key": server.secret_access_key, "region": server.region},
+    )  # fmt: skip
+    for op in ("read", "stream_read"):
+        storage, _ = replaced_mid_read(backend, "Retry(X)", op, CHANGES["same length"])
+        with pytest.raises(SnapshotObjectChangedError):
+            read_whole(storage, op)
+        storage, _ = replaced_mid_read(backend, "Retry(Checksum(X))", op, SAME_START)
+        assert sha(read_whole(storage, op)) == sha(SAME_START)
 
 
 # Moves.

@@ -1,5 +1,5 @@
 """The retry wrapper: try again after a transient failure, without ever
-losing or repeating a byte.
+losing or repeating a byte, or splicing two versions of an object.
 
     >>> import io
     >>> from django_snapshots.storage import MemoryBackend, Retry
@@ -14,7 +14,7 @@ What is retried, and how:
 
 - Only transient failures (see :func:`is_transient`), unless *on* says
   otherwise.  A missing key, a refused permission, a bad key, a digest
-  mismatch or a missing capability fails at once.
+  mismatch, a missing capability or a changed object fails at once.
 - Every operation is tried at most *attempts* times.  The waits between
   tries grow exponentially (*wait_initial*, doubling, at most *wait_max*,
   plus up to *wait_jitter* of random jitter), computed by :mod:`stamina`.
@@ -29,16 +29,28 @@ What is retried, and how:
   later tries read the spool.  ``stream_write`` spools its chunks the same
   way.  Memory stays bounded whatever the size of the artifact.
 - ``read`` and ``stream_read`` hand out a stream that resumes after a failure
-  in the middle: it opens the object again and seeks (or, when the new
-  stream cannot seek, reads and discards) to the first byte not yet
-  delivered, so the consumer receives every byte exactly once.  Each
-  failure starts a fresh count of tries and a fresh *timeout*, so a
-  multi-gigabyte download survives any number of interruptions as long as
-  each one is repaired, and the transfer time never counts as retrying.
+  in the middle, in the object it started and nowhere else.  It hashes the
+  bytes it delivers as it delivers them (SHA-256, in the reading thread;
+  only the hash is kept).  To resume, it opens the object again, reads as
+  many bytes as were delivered from its start (never seeking past them)
+  and hashes them: if the hashes match, it reads on from there, so the
+  consumer receives every byte exactly once, and all of them from one
+  version of the object (a replacement that starts with the bytes
+  delivered is that version).  If they differ, or the object is now
+  shorter, the read raises :class:`~django_snapshots.SnapshotObjectChangedError`
+  naming the key, which is never retried, whatever *on* says.  This costs
+  one hash pass over every byte read, and, per resume, reading again what
+  was delivered.  Each failure starts a fresh count of tries and a fresh
+  *timeout*, so a multi-gigabyte download survives any number of
+  interruptions as long as each one is repaired, and the transfer time
+  never counts as retrying.
+- A stream that raised stays failed: every later ``read``, or ``next`` on
+  the ``stream_read`` iterator, raises the same exception again, so that
+  a consumer reading on never takes an empty answer for the end.
 - A try that fails after it had transferred data (a write that had sent
-  part of the content, a resume that had skipped part of the object) also
-  restarts the *timeout*, though not the count: every try of a write sends
-  everything again, so *attempts* alone bounds the work.
+  part of the content, a resume that had read part of the object again)
+  also restarts the *timeout*, though not the count: every try of a write
+  sends everything again, so *attempts* alone bounds the work.
 - ``atomic_move`` is retried too.  When a try fails after the storage had
   in fact moved the object (the answer was lost), the next try finds *src*
   gone; if *src* existed when the move began, *dst* exists and *src* does
@@ -60,6 +72,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import hashlib
 import io
 import math
 import tempfile
@@ -68,8 +81,12 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import stamina
 
-from django_snapshots.exceptions import SnapshotError, SnapshotStorageError
-from django_snapshots.storage.keys import validate_key
+from django_snapshots.exceptions import (
+    SnapshotError,
+    SnapshotObjectChangedError,
+    SnapshotStorageError,
+)
+from django_snapshots.storage.keys import _show, validate_key
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 from django_snapshots.storage.streams import CHUNK_SIZE, ReadableStream, _start_of, iter_chunks
 from django_snapshots.storage.wrappers.base import StorageWrapper
@@ -140,8 +157,9 @@ class Retry(StorageWrapper):
     seconds, as :func:`stamina.retry` allows).  When the tries run out, the
     last original exception is raised.
 
-    Streams are handled so that no byte is lost or repeated: see the module
-    documentation above.  Options are checked when the wrapper is built.
+    Streams are handled so that no byte is lost or repeated, and a read never
+    splices two versions of an object: see the module documentation above.
+    Options are checked when the wrapper is built.
 
     ``Retry(storage)`` keeps the tier of *storage*.
 
@@ -380,7 +398,7 @@ class AdvancedRetry(Retry, tier="advanced"):
     def stream_read(self, path: str) -> Iterator[bytes]:
         """Yield the chunks of *path*, resuming after a transient failure."""
         chunks = self._self_call(lambda: iter(self.__wrapped__.stream_read(path)))
-        return _resumed_chunks(_ChunkCursor(self, path, chunks))
+        return _ResumingChunks(self, path, chunks)
 
     def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
         """Store *chunks* at *path*, sending all of them again on each try."""
@@ -445,7 +463,19 @@ def _check_seconds(name: str, value: object) -> float:
 
 def _hook(on: object) -> Callable[[Exception], object]:
     """Turn *on* into one predicate (stamina would accept each form, but the
-    wrapper consults the predicate itself too)."""
+    wrapper consults the predicate itself too).
+
+    A changed object is never retried, whatever *on* says: a read resumed
+    again would meet the same object."""
+    predicate = _predicate(on)
+
+    def hook(exc: Exception) -> object:
+        return False if isinstance(exc, SnapshotObjectChangedError) else predicate(exc)
+
+    return hook
+
+
+def _predicate(on: object) -> Callable[[Exception], object]:
     if on is None:
         return is_transient
     if isinstance(on, type):
@@ -594,14 +624,15 @@ class _ChunkSource(ReadableStream):
         return data
 
 
-# Reads: streams that resume after a failure.
+# Reads: streams that resume after a failure, in the object they started.
 
 
 class _ResumingReader(ReadableStream):
     """The stream ``Retry.read`` hands out.
 
-    It counts the bytes delivered; after a retryable failure it opens the
-    object again and skips that many bytes before reading on.
+    It hashes the bytes it delivers; after a retryable failure it opens the
+    object again, reads as many bytes, and reads on only if they hash the
+    same.  Once a read raised, every later read raises the same exception.
     """
 
     def __init__(self, wrapper: Retry, path: str, stream: IO[bytes]) -> None:
@@ -609,28 +640,23 @@ class _ResumingReader(ReadableStream):
         self._wrapper = wrapper
         self._path = path
         self._stream: IO[bytes] | None = stream
-        self._position = 0
-        self._skipped = 0
+        self._delivered = _Delivered(path)
+        self._failure: BaseException | None = None
 
     def read(self, size: int | None = -1) -> bytes:
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        if size is None or size < 0:
-            # Read to the end in one call: a failure part-way delivers
-            # nothing, so resuming from the position is still exact.
-            size = -1
-        elif size == 0:
-            return b""
+        if self._failure is not None:
+            # The failure may have cost bytes: any answer but an exception
+            # (b"" above all, the end of the object) would hide that.
+            raise self._failure
         try:
-            return self._read_once(size)
-        except Exception as exc:
-            verdict = self._wrapper._self_judge(exc)
-            if verdict is None:
-                raise
-            error = exc
-        return self._wrapper._self_retry(
-            lambda: self._resume(size), error, verdict, progress=lambda: self._skipped
-        )
+            # Read to the end in one call for -1: a failure part-way delivers
+            # nothing, so resuming after the bytes delivered is still exact.
+            return self._read(-1 if size is None or size < 0 else size)
+        except BaseException as exc:
+            self._failure = exc
+            raise
 
     def close(self) -> None:
         if not self.closed:
@@ -641,14 +667,29 @@ class _ResumingReader(ReadableStream):
                 self._stream = None
                 super().close()
 
+    def _read(self, size: int) -> bytes:
+        if size == 0:
+            return b""
+        try:
+            return self._read_once(size)
+        except Exception as exc:
+            verdict = self._wrapper._self_judge(exc)
+            if verdict is None:
+                raise
+            error = exc
+        return self._wrapper._self_retry(
+            lambda: self._resume(size), error, verdict, progress=self._delivered.reread
+        )
+
     def _read_once(self, size: int) -> bytes:
-        if self._stream is None:  # every try of an earlier resume failed
-            return self._resume(size)
+        assert self._stream is not None
         data = self._stream.read(size)
         while data is None:  # a non-blocking stream with nothing ready yet
             data = self._stream.read(size)
-        self._position += len(data)
-        return data if isinstance(data, bytes) else bytes(data)
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        self._delivered.add(data)
+        return data
 
     def _resume(self, size: int) -> bytes:
         broken, self._stream = self._stream, None
@@ -656,43 +697,51 @@ class _ResumingReader(ReadableStream):
             with contextlib.suppress(Exception):
                 broken.close()
         self._stream = self._wrapper.__wrapped__.read(self._path)
-        self._skip(self._stream)
+        self._delivered.check(_head(self._stream, self._delivered.size))
         return self._read_once(size)
 
-    def _skip(self, stream: IO[bytes]) -> None:
-        target = self._position
-        if not target:
-            return
-        if _start_of(stream) is not None:
-            end = stream.seek(0, io.SEEK_END)
-            if end < target:
-                raise _changed(self._path, target, end)
-            stream.seek(target)
-            return
-        remaining = target
-        while remaining:
-            data = stream.read(min(CHUNK_SIZE, remaining))
-            if data is None:
-                continue
-            if not data:
-                raise _changed(self._path, target, target - remaining)
-            remaining -= len(data)
-            self._skipped += len(data)
 
-
-class _ChunkCursor:
-    """The state of one ``Retry.stream_read``: the chunks, the bytes
-    delivered, and how to resume after a failure."""
+class _ResumingChunks:
+    """The iterator ``Retry.stream_read`` hands out: the chunks of the
+    object, resumed after a failure as :class:`_ResumingReader` does.  Once
+    it raised, every later ``next`` raises the same exception rather than
+    end the iteration, which would look like the end of the object."""
 
     def __init__(self, wrapper: AdvancedRetry, path: str, chunks: Iterator[bytes]) -> None:
         self._wrapper = wrapper
         self._path = path
         self._chunks: Iterator[bytes] | None = chunks
-        self._position = 0
-        self._skipped = 0
+        self._delivered = _Delivered(path)
+        self._failure: BaseException | None = None
 
-    def next(self) -> bytes | None:
-        """Return the next chunk, or None at the end of the object."""
+    def __iter__(self) -> _ResumingChunks:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._failure is not None:
+            raise self._failure
+        if self._chunks is None:  # closed by the caller, or at the end
+            raise StopIteration
+        try:
+            chunk = self._next()
+        except BaseException as exc:
+            self._failure = exc
+            with contextlib.suppress(Exception):
+                self.close()
+            raise
+        if chunk is None:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        """Close the storage's iterator, as closing a generator would."""
+        chunks, self._chunks = self._chunks, None
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+    def _next(self) -> bytes | None:
         try:
             return self._next_once()
         except Exception as exc:
@@ -701,20 +750,14 @@ class _ChunkCursor:
                 raise
             error = exc
         return self._wrapper._self_retry(
-            self._resume, error, verdict, progress=lambda: self._skipped
+            self._resume, error, verdict, progress=self._delivered.reread
         )
-
-    def close(self) -> None:
-        chunks, self._chunks = self._chunks, None
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
 
     def _next_once(self) -> bytes | None:
         assert self._chunks is not None
         for chunk in self._chunks:
             if chunk:
-                self._position += len(chunk)
+                self._delivered.add(chunk)
                 return chunk
         return None
 
@@ -722,31 +765,76 @@ class _ChunkCursor:
         with contextlib.suppress(Exception):
             self.close()
         self._chunks = iter(self._wrapper.__wrapped__.stream_read(self._path))
-        remaining = self._position
-        while remaining:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                raise _changed(self._path, self._position, self._position - remaining)
-            if len(chunk) > remaining:
-                tail = chunk[remaining:]
-                self._skipped += remaining
-                self._position += len(tail)
-                return tail
-            remaining -= len(chunk)
-            self._skipped += len(chunk)
+        rest = self._delivered.check(self._chunks)
+        if rest:
+            self._delivered.add(rest)
+            return rest
         return self._next_once()
 
 
-def _resumed_chunks(cursor: _ChunkCursor) -> Iterator[bytes]:
-    try:
-        while (chunk := cursor.next()) is not None:
-            yield chunk
-    finally:
-        cursor.close()
+class _Delivered:
+    """The bytes a read of *path* has handed out: how many, and their hash.
+
+    A read resumes in the object opened again only if that object starts
+    with the same bytes, so that it never splices two versions.  Only the
+    hash is kept, whatever the size; SHA-256 because tenants can choose
+    content (a CRC can be forged to match), and because it is the fastest
+    of :mod:`hashlib` on CPUs with SHA instructions.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._hash = hashlib.sha256()
+        self._reread = 0
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        self.size += len(data)
+        self._hash.update(data)
+
+    def reread(self) -> int:
+        """Bytes read again by the resumes so far."""
+        return self._reread
+
+    def check(self, chunks: Iterator[bytes]) -> bytes:
+        """Read the first :attr:`size` bytes of *chunks*, the object opened
+        again, and return the bytes that came after them in the same chunk.
+
+        Raise :class:`~django_snapshots.SnapshotObjectChangedError` unless
+        they are the bytes delivered.
+        """
+        again = hashlib.sha256()
+        left = self.size
+        rest = memoryview(b"")
+        while left:
+            chunk = next(chunks, None)
+            if chunk is None:
+                raise self._changed(f"the object opened again has only {self.size - left} bytes")
+            view = memoryview(chunk)
+            taken = min(left, len(view))
+            again.update(view[:taken])
+            rest = view[taken:]
+            left -= taken
+            self._reread += taken
+        if again.digest() != self._hash.digest():
+            raise self._changed(f"the first {self.size} bytes of the object opened again differ")
+        return bytes(rest)
+
+    def _changed(self, found: str) -> SnapshotObjectChangedError:
+        return SnapshotObjectChangedError(
+            f"{_show(self._path)} changed while it was being read: the read was interrupted "
+            f"after {self.size} bytes, and {found}; read it again from the start"
+        )
 
 
-def _changed(path: str, delivered: int, size: int) -> SnapshotStorageError:
-    return SnapshotStorageError(
-        f"cannot resume reading {path!r}: {delivered} bytes were delivered, but the object "
-        f"opened again has only {size}; it changed while it was being read"
-    )
+def _head(stream: IO[bytes], size: int) -> Iterator[bytes]:
+    """Yield the first *size* bytes of *stream*, or fewer if it ends first;
+    never read beyond them."""
+    while size:
+        data = stream.read(min(CHUNK_SIZE, size))
+        if data is None:  # a non-blocking stream with nothing ready yet
+            continue
+        if not data:
+            return
+        size -= len(data)
+        yield data
