@@ -89,14 +89,23 @@ def passes_through(
 
     .. code-block:: python
 
+        import io
+
+        from django_snapshots.storage import MemoryBackend, Prefix, passes_through
+
+
         class AuditedBackend(MemoryBackend):
             @passes_through(keys=("path",))
             def size(self, path: str) -> int:
                 with self.read(path) as stream:
                     return len(stream.read())
 
-    ``Prefix(AuditedBackend(), "acme").size("db.dump")`` then measures
-    ``acme/db.dump``.  Its return value passes back unchanged, so a declared
+
+        shared = AuditedBackend()
+        shared.write("acme/db.dump", io.BytesIO(b"dump"))
+        assert Prefix(shared, "acme").size("db.dump") == 4
+
+    ``Prefix(shared, "acme").size("db.dump")`` measures ``acme/db.dump``.  Its return value passes back unchanged, so a declared
     method must not return keys.  Data attributes (``location``, ``remote``)
     pass through undeclared.
 
