@@ -47,6 +47,8 @@ extensions = [
 exclude_patterns = ["_build"]
 root_doc = "index"
 nitpicky = True
+# The type variable of a decorator's signature: a method in, the same method out.
+nitpick_ignore = [("py:class", "django_snapshots.storage.wrappers.base._Method")]
 
 # Shell, ini and text snippets are marked as such; an unmarked ``::`` block
 # must not be mistaken for Python, which the test suite executes.
