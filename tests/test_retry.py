@@ -964,16 +964,18 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 def replaced_mid_read(
     backend: Any, stack: str, op: str, new: bytes, *, after: int = DROPPED_AFTER,
-    old: bytes = OLD, seekable: bool = True, **options: Any,
-) -> tuple[Any, AdvancedScripted]:  # fmt: skip
+    old: bytes = OLD, seekable: bool = True, basic: bool = False, **options: Any,
+) -> tuple[Any, Scripted]:  # fmt: skip
     """*stack* over *backend* holding *old* at "k", whose first *op* of "k"
     fails after *after* bytes, once another client has replaced it with *new*
-    (through Checksum in the stacks that have one, as a real writer would)."""
+    (through Checksum in the stacks that have one, as a real writer would).
+    With *basic*, X is of the basic tier."""
     writer = Checksum(backend) if "Checksum" in stack else backend
     writer.write("k", io.BytesIO(old))
     drop = Fault(ConnectionResetError("dropped"), after=after,
                  then=lambda: writer.write("k", io.BytesIO(new)))  # fmt: skip
-    scripted = AdvancedScripted(backend, seekable_reads=seekable, only="k", **{op: [drop]})
+    cls = Scripted if basic else AdvancedScripted
+    scripted = cls(backend, seekable_reads=seekable, only="k", **{op: [drop]})
     return STACKS[stack](scripted, **options), scripted
 
 
@@ -994,6 +996,20 @@ def test_a_read_never_resumes_in_a_replaced_object(
     with pytest.raises(SnapshotObjectChangedError, match="'k' changed while it was being read"):
         read_whole(storage, op)
     assert scripted.calls[op] == 2  # opened, resumed once, never tried again
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_read_of_a_basic_storage_never_resumes_in_a_replaced_object(
+    change: str, stack: str
+) -> None:
+    storage, scripted = replaced_mid_read(
+        MemoryBackend(), stack, "read", CHANGES[change], basic=True
+    )
+    assert not isinstance(storage, AdvancedSnapshotStorage)
+    with pytest.raises(SnapshotObjectChangedError, match="'k' changed while it was being read"):
+        read_whole(storage, "read")
+    assert scripted.calls["read"] == 2
 
 
 @pytest.mark.parametrize("seekable", [True, False], ids=["seekable", "non-seekable"])
