@@ -105,9 +105,10 @@ def passes_through(
         shared.write("acme/db.dump", io.BytesIO(b"dump"))
         assert Prefix(shared, "acme").size("db.dump") == 4
 
-    ``Prefix(shared, "acme").size("db.dump")`` measures ``acme/db.dump``.  Its return value passes back unchanged, so a declared
-    method must not return keys.  Data attributes (``location``, ``remote``)
-    pass through undeclared.
+    ``Prefix(shared, "acme").size("db.dump")`` measures ``acme/db.dump``.
+    Its return value passes back unchanged, so a declared method must not
+    return keys.  Data attributes (``location``, ``remote``) pass through
+    undeclared.
 
     .. versionadded:: 0.1
     """
