@@ -245,6 +245,37 @@ class StorageConformance:
                 f"the {attempt} read() did not start at offset 0: {head!r} != {data[:16]!r}",
             )
 
+    def test_read_behaves_like_a_buffered_binary_file(self, storage: SnapshotStorage) -> None:
+        # Code that reads fixed-size headers, lines or records relies on
+        # full reads: read(n) returns n bytes until the end of the object.
+        lines = [b"line %d %s\n" % (n, b"x" * (n % 97)) for n in range(60_000)]
+        data = b"".join(lines)  # several chunks, line ends across chunk ends
+        storage.write("lines.txt", io.BytesIO(data))
+        with storage.read("lines.txt") as file:
+            got = bytearray()
+            while len(got) < len(data):
+                piece = file.read(100)
+                expected = min(100, len(data) - len(got))
+                _ensure(
+                    len(piece) == expected,
+                    f"read(100) at offset {len(got)} returned {len(piece)} bytes, not {expected}: "
+                    "every read must be full until the end of the object",
+                )
+                got += piece
+            _ensure(file.read(100) == b"", "read() after the end returned bytes")
+        _ensure(bytes(got) == data, "read(100) in a loop did not return the object")
+        with storage.read("lines.txt") as file:
+            _ensure(file.readline() == lines[0], "readline() did not return the first line")
+            rest = list(file)
+        _ensure(rest == lines[1:], "iterating the file did not yield its lines")
+        with storage.read("lines.txt") as file:
+            buffer = bytearray(1000)
+            n = file.readinto(buffer)
+            _ensure(
+                bytes(buffer[:n]) == data[:1000] and n == 1000,
+                f"readinto() of a 1000-byte buffer filled {n} bytes",
+            )
+
     def test_missing_read_raises_file_not_found(self, storage: SnapshotStorage) -> None:
         storage.write("present", io.BytesIO(b"x"))
         _ensure_raises(FileNotFoundError, "read('absent')", lambda: storage.read("absent").close())
@@ -625,7 +656,7 @@ class StorageConformance:
             storage.write("k", io.BytesIO(b"data"))
             _ensure_stored(storage, "k", b"data")
             return
-        data = _noise(_LARGE)
+        data = _noise(2 * _BROKEN_AFTER)
         writer.write("k", io.BytesIO(data))
         reader = self.stack_over(_BrokenReads(below))
         assert reader is not None
@@ -840,7 +871,8 @@ class _AdvancedBrokenReads(_BrokenReads, tier="advanced"):
         self.__wrapped__.sync(src_prefix, dst_prefix)
 
 
-_BROKEN_AFTER = 100_000
+# Past the first chunk, which some wrappers take when the object is opened.
+_BROKEN_AFTER = 2 * CHUNK_SIZE + 12_345
 
 
 class _BrokenReader(ObservedReader):

@@ -836,11 +836,12 @@ def test_closing_the_stream_closes_the_storage_streams(tier: str) -> None:
     storage.seekable_reads = False
     storage.inner.write("k", io.BytesIO(b"0123456789"))
     stream = retry(storage).read("k")
-    assert stream.read(5) == b"012"
-    broken = stream._stream
-    assert stream.read(5) == b"34567"
+    resuming = stream.raw  # type: ignore[attr-defined]
+    broken = resuming._stream
+    assert stream.read(5) == b"01234"  # full reads, across the resume
     assert broken.closed
-    repaired = stream._stream
+    repaired = resuming._stream
+    assert stream.read(5) == b"56789"
     stream.close()
     assert repaired.closed
     with pytest.raises(ValueError, match="closed"):
@@ -852,8 +853,10 @@ def test_read_supports_readinto_and_read_all(tier: str) -> None:
     storage.inner.write("k", io.BytesIO(noise(50)))
     stream = retry(storage).read("k")
     buffer = bytearray(10)
-    assert stream.readinto(buffer) == 7
-    assert stream.read() == noise(50)[7:]
+    # A full read across the resume, as a file opened "rb" gives.
+    assert stream.readinto(buffer) == 10
+    assert bytes(buffer) == noise(50)[:10]
+    assert stream.read() == noise(50)[10:]
 
 
 @pytest.mark.parametrize(
@@ -1181,9 +1184,11 @@ def test_a_read_that_raised_keeps_raising_and_never_reports_the_end(
         opened = storage.calls["read"]
         # The storage recovered, but the stream stays failed: an empty read
         # would look like the end of the object.
-        for size in (10, 0, -1, None):
+        for size in (10, 1, -1, None):
             with pytest.raises(error):
                 stream.read(size)
+        with pytest.raises(error):
+            stream.readline()
         with pytest.raises(error):
             stream.readinto(bytearray(5))
     assert storage.calls["read"] == opened

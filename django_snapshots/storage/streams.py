@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import io
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 __all__ = [
     "CHUNK_SIZE",
@@ -25,6 +25,7 @@ __all__ = [
     "ObservedReader",
     "ReadableStream",
     "StickyChunks",
+    "buffered",
     "iter_chunks",
 ]
 
@@ -97,6 +98,16 @@ class ChunkReader(io.RawIOBase):
                     close()
             finally:
                 super().close()
+
+
+def buffered(raw: io.RawIOBase) -> IO[bytes]:
+    """Return *raw* as a buffered binary file: full reads until the end,
+    fast ``readline`` and iteration, ``peek`` and ``readinto``, as a file
+    opened with ``open(path, "rb")`` behaves.  Closing it closes *raw*.
+
+    .. versionadded:: 0.1
+    """
+    return cast(IO[bytes], io.BufferedReader(raw, buffer_size=CHUNK_SIZE))
 
 
 class ReadableStream(io.RawIOBase):
@@ -248,3 +259,39 @@ def _read_into(source: IO[bytes], view: memoryview) -> int:
         if data is not None:
             view[: len(data)] = data
             return len(data)
+
+
+def check_binary_content(content: object) -> None:
+    """Raise :class:`TypeError`, before any I/O, when *content* is not a
+    binary file object: data given as ``bytes`` or ``str``, a file opened in
+    text mode (``open(path)``, :class:`io.StringIO`), or an object without
+    ``read``.  The message says what to pass instead.
+
+    The built-in backends call it first thing in ``write``; a backend or
+    wrapper of your own can too.
+
+    .. versionadded:: 0.1
+    """
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"content must be a binary file object, not {type(content).__name__}: "
+            "wrap the data as io.BytesIO(data)"
+        )
+    if isinstance(content, str):
+        raise TypeError(
+            "content must be a binary file object, not str: "
+            "encode the text and wrap it, io.BytesIO(text.encode())"
+        )
+    # A django.core.files.File keeps the file it wraps in ``file``.
+    if isinstance(content, io.TextIOBase) or isinstance(
+        getattr(content, "file", None), io.TextIOBase
+    ):
+        raise TypeError(
+            f"content must be a binary file object, not a text stream ({type(content).__name__}): "
+            "open the file in binary mode, open(path, 'rb'), or pass io.BytesIO(text.encode())"
+        )
+    if not callable(getattr(content, "read", None)):
+        raise TypeError(
+            f"content must be a binary file object with a read() method, not "
+            f"{type(content).__name__}: for instance open(path, 'rb') or io.BytesIO(data)"
+        )

@@ -90,7 +90,13 @@ import structlog
 from django_snapshots.exceptions import SnapshotIntegrityError, SnapshotStoragePathError
 from django_snapshots.storage.keys import MAX_KEY_BYTES, _show, validate_key
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
-from django_snapshots.storage.streams import ChunkReader, ReadableStream, _start_of, iter_chunks
+from django_snapshots.storage.streams import (
+    ChunkReader,
+    ReadableStream,
+    _start_of,
+    buffered,
+    iter_chunks,
+)
 from django_snapshots.storage.wrappers.base import (
     StorageWrapper,
     passes_through,
@@ -191,7 +197,7 @@ class Checksum(StorageWrapper):
                 return stream
             chunks = _started(iter_chunks(stream), stream.close)
         chunks = self._self_verified(path, expected, chunks, stream.close)
-        return cast(IO[bytes], ChunkReader(chunks))
+        return buffered(ChunkReader(chunks))
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path*, then its digest in the sidecar."""

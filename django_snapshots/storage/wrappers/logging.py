@@ -256,6 +256,26 @@ class _LoggedReader(ObservedReader):
     def readall(self) -> bytes:
         return self.read(-1)
 
+    def readline(self, size: int | None = -1) -> bytes:
+        # The source's own readline: the one of the base class would read
+        # one byte at a time.  Iteration goes through here too.
+        if self._failure is not None:
+            raise self._failure
+        if self._eof or size == 0:
+            return b""
+        try:
+            line = self._source.readline(-1 if size is None else size)
+        except BaseException as exc:
+            self._failure = exc
+            self._log_error(exc)
+            raise
+        if line:
+            self._bytes += len(line)
+        else:
+            self._eof = True
+            self._log_ok()
+        return line
+
     def readinto(self, buffer: Any) -> int:
         try:
             return super().readinto(buffer)

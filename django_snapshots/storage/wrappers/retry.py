@@ -88,7 +88,13 @@ from django_snapshots.exceptions import (
 )
 from django_snapshots.storage.keys import _show, validate_key
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
-from django_snapshots.storage.streams import CHUNK_SIZE, ReadableStream, _start_of, iter_chunks
+from django_snapshots.storage.streams import (
+    CHUNK_SIZE,
+    ReadableStream,
+    _start_of,
+    buffered,
+    iter_chunks,
+)
 from django_snapshots.storage.wrappers.base import StorageWrapper
 
 __all__ = ["TRANSIENT_ERRNOS", "AdvancedRetry", "Retry", "is_transient"]
@@ -243,7 +249,7 @@ class Retry(StorageWrapper):
     def read(self, path: str) -> IO[bytes]:
         """Open *path*; the stream resumes where it was after a transient failure."""
         stream = self._self_call(lambda: self.__wrapped__.read(path))
-        return cast(IO[bytes], _ResumingReader(self, path, stream))
+        return buffered(_ResumingReader(self, path, stream))
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path*, sending all of it again on each try."""
