@@ -13,7 +13,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from django_snapshots._cli import CommandFailed, Console, add_subcommands, run
+from django_snapshots._cli import (
+    CommandFailed,
+    Console,
+    add_program_options,
+    add_subcommands,
+    run,
+)
 from django_snapshots.exceptions import SnapshotError
 
 __all__ = ["main"]
@@ -21,7 +27,9 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command from *argv* (default ``sys.argv[1:]``) and return the
-    exit status: 0 on success, 1 when the command failed, 2 for bad usage.
+    exit status: 0 on success, 1 when the command failed, 2 for bad usage,
+    130 when interrupted by Ctrl-C, 141 when the reader of standard output
+    went away, 143 when terminated by SIGTERM.
 
     .. versionadded:: 0.1
     """
@@ -39,9 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # The reader of standard output went away: stop like any Unix tool,
-        # without a message, and keep Python from complaining at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        # without a message (run() pointed standard output at /dev/null, so
+        # that nothing complains at exit).
         return 141
     return 0
 
@@ -54,20 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         prog=program,
         description="Operate a django-snapshots storage.  Without --settings (or "
         "DJANGO_SETTINGS_MODULE) the storage is ./snapshots in the current directory, with "
-        "checksums.",
+        "checksums.  The options below may also come after the command.",
     )
-    parser.add_argument(
-        "--settings", metavar="MODULE",
-        help="Django settings module to read SNAPSHOTS from, e.g. mysite.settings "
-        "(default: DJANGO_SETTINGS_MODULE, else the built-in default storage)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--pythonpath", metavar="DIR",
-        help="directory to add to the import path, e.g. the one holding manage.py",
-    )  # fmt: skip
-    parser.add_argument(
-        "--traceback", action="store_true", help="show the full traceback of an error"
-    )
+    add_program_options(parser)
     add_subcommands(parser)
     return parser
 

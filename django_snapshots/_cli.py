@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import errno
 import io
 import os
+import signal
+import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any, TextIO, cast
 
 from tqdm import tqdm
@@ -28,6 +34,7 @@ from django_snapshots._inspect import (
     PROBE_PREFIX,
     describe_layers,
     find_checksum_layer,
+    is_probe_key,
     probe_storage,
 )
 from django_snapshots.conf import InvalidStorageSettingError, get_storage
@@ -36,7 +43,7 @@ from django_snapshots.storage.keys import validate_key, validate_prefix, validat
 from django_snapshots.storage.protocols import requires_advanced_storage
 from django_snapshots.storage.streams import ObservedReader, iter_chunks
 
-__all__ = ["CommandFailed", "Console", "add_subcommands", "run"]
+__all__ = ["CommandFailed", "Console", "add_program_options", "add_subcommands", "run"]
 
 #: What ``-`` stands for in ``put`` and ``get``.
 STANDARD_STREAM = "-"
@@ -92,6 +99,38 @@ class Console:
         return self.stdin if self.stdin is not None else sys.stdin.buffer
 
 
+def add_program_options(parser: argparse.ArgumentParser, *, on_subcommand: bool = False) -> None:
+    """Declare Django's command options on *parser*: ``--settings``,
+    ``--pythonpath``, ``-v/--verbosity``, ``--traceback``, ``--no-color`` and
+    ``--force-color``.
+
+    :func:`add_subcommands` declares them again on every sub-command
+    (*on_subcommand*: hidden from its help, and without defaults, so that
+    they only set what is given there), which lets them come anywhere on
+    the line, as with any ``manage.py`` command.
+
+    .. versionadded:: 0.1
+    """
+
+    def option(*flags: str, help: str, **kwargs: Any) -> None:
+        if on_subcommand:
+            kwargs.update(default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        else:
+            kwargs["help"] = help
+        parser.add_argument(*flags, **kwargs)
+
+    option("--settings", metavar="MODULE",
+           help="Django settings module to read SNAPSHOTS from, e.g. mysite.settings "
+           "(default: DJANGO_SETTINGS_MODULE, else the built-in default storage)")  # fmt: skip
+    option("--pythonpath", metavar="DIR",
+           help="directory to add to the import path, e.g. the one holding manage.py")  # fmt: skip
+    option("-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=1,
+           help="verbosity level, as for any Django command (accepted, no effect)")  # fmt: skip
+    option("--traceback", action="store_true", help="show the full traceback of an error")
+    option("--no-color", action="store_true", help="accepted for Django's sake, no effect")
+    option("--force-color", action="store_true", help="accepted for Django's sake, no effect")
+
+
 def add_subcommands(parser: argparse.ArgumentParser) -> None:
     """Declare every sub-command on *parser* (``dest="subcommand"``).
 
@@ -103,26 +142,38 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
         sub: argparse.ArgumentParser = subparsers.add_parser(
             name, help=summary, description=f"{summary}. {description}".strip()
         )
+        add_program_options(sub, on_subcommand=True)
         return sub
 
     add("check", "Show the storage stack and test it with a round trip",
         "Prints each layer with its tier (basic or advanced), then writes, reads back, "
         f"verifies, lists and deletes a probe object under {PROBE_PREFIX!r}, with timings. "
         "Exits non-zero if any step fails.")  # fmt: skip
-    ls = add("ls", "List stored keys", "Prints every key starting with PREFIX, one per line.")
+    ls = add("ls", "List stored keys",
+             f"Prints every key starting with PREFIX, one per line.  Keys under {PROBE_PREFIX!r} "
+             "(probe objects that `check` could not delete) are listed only when PREFIX starts "
+             "with it.")  # fmt: skip
     ls.add_argument("prefix", nargs="?", default="", metavar="PREFIX",
                     help="only keys starting with this (default: all keys)")  # fmt: skip
     put = add("put", "Store a file under a key", "Replaces any object already at KEY.")
     put.add_argument("src", metavar="SRC", help="file to store, or - for standard input")
     put.add_argument("key", metavar="KEY", help="key to store it under, e.g. db/latest.dump")
     get = add("get", "Copy a stored object to a file",
-              "DEST is replaced atomically, and only once the whole object was read (and "
-              "verified, when the stack checks digests); a new file is readable by its owner "
-              "only.  With -, bytes go out as they are read, so a failed verification is "
-              "reported (exit status 1) after them.")  # fmt: skip
+              "A new DEST is created readable by its owner only, and only once the whole object "
+              "was read (and verified, when the stack checks digests).  An existing file is "
+              "replaced only with --force, atomically and keeping its mode; a read-only file "
+              "never is.  A symbolic link is followed: what it points to is written (a link to "
+              "nothing is refused).  A character device (/dev/null, a terminal) or a FIFO is "
+              "written through, as are - (standard output) and /dev/stdout: bytes go out as "
+              "they are read, so a failed verification is reported (exit status 1) after "
+              "them.")  # fmt: skip
     get.add_argument("key", metavar="KEY", help="key of the object to copy")
     get.add_argument("dest", metavar="DEST",
-                     help="file or directory to write to, or - for standard output")  # fmt: skip
+                     help="file to write, directory to write KEY's last segment into "
+                     "(an existing one, or a name ending with /), or - for standard "
+                     "output")  # fmt: skip
+    get.add_argument("-f", "--force", action="store_true",
+                     help="replace DEST if it is an existing (writable) file")  # fmt: skip
     rm = add("rm", "Delete a stored object", "Fails if nothing is stored at KEY, unless --force.")
     rm.add_argument("key", metavar="KEY", help="key of the object to delete")
     rm.add_argument("-f", "--force", action="store_true", help="do not fail if KEY is missing")
@@ -135,9 +186,13 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     verify = add("verify", "Check stored objects against their digests",
                  "Reads every object under PREFIX through the stack's Checksum layer, prints "
                  "each one that fails, and each checksum sidecar whose object is missing, and "
-                 "exits non-zero if any does.")  # fmt: skip
+                 "exits non-zero if any does, or if there is nothing to verify (unless "
+                 f"--allow-empty).  Keys under {PROBE_PREFIX!r} are verified only when PREFIX "
+                 "starts with it.")  # fmt: skip
     verify.add_argument("prefix", nargs="?", default="", metavar="PREFIX",
                         help="only keys starting with this (default: all keys)")  # fmt: skip
+    verify.add_argument("--allow-empty", action="store_true",
+                        help="succeed when no object is found under PREFIX")  # fmt: skip
     add("demo", "Take a tour of the library on a temporary local store",
         "Builds a full stack, streams an artifact through it, shows the JSON audit log, "
         "corrupts a byte on disk and catches it, and shows a basic-tier stack refusing an "
@@ -154,11 +209,14 @@ def run(options: argparse.Namespace | Mapping[str, Any], console: Console) -> No
     values = dict(vars(options) if isinstance(options, argparse.Namespace) else options)
     command = _COMMANDS[values["subcommand"]]
     try:
-        command(values, console)
+        with _sigterm_raises(), _standard_output_for_data_only(console) as data_console:
+            command(values, data_console)
     except (CommandFailed, BrokenPipeError):
         # A closed output (``get KEY - | head``) is the reader's choice, not
         # an error of the command: each front end ends quietly.
         raise
+    except _Terminated:
+        raise CommandFailed("terminated by SIGTERM", returncode=128 + signal.SIGTERM) from None
     except InvalidStorageSettingError as exc:
         raise CommandFailed(f"misconfigured: {exc}") from exc
     except (SnapshotError, OSError) as exc:
@@ -185,7 +243,7 @@ def _check(options: dict[str, Any], console: Console) -> None:
 
 def _ls(options: dict[str, Any], console: Console) -> None:
     prefix = validate_prefix(options["prefix"])
-    for key in get_storage().list(prefix):
+    for key in _without_probes(get_storage().list(prefix), prefix):
         console.print(key)
 
 
@@ -205,14 +263,15 @@ def _put(options: dict[str, Any], console: Console) -> None:
 def _get(options: dict[str, Any], console: Console) -> None:
     key = validate_key(options["key"])
     dest = options["dest"]
+    # run() points file descriptor 1 at standard error while a command
+    # runs: /dev/stdout and the like are standard output only through *console*.
+    to_standard_output = dest == STANDARD_STREAM or (
+        _fileno(console.out) is not None and _names_standard_output(dest)
+    )
     target = None
-    if dest != STANDARD_STREAM:
-        target = Path(dest)
-        if target.is_dir():
-            target = target / key.rsplit("/", 1)[-1]
-        if not target.parent.is_dir():
-            raise CommandFailed(f"cannot write {dest!r}: directory {str(target.parent)!r} "
-                                "does not exist")  # fmt: skip
+    if not to_standard_output:
+        basename = key.rsplit("/", 1)[-1]
+        target = _Destination.resolve(dest, basename, force=options.get("force", False))
     storage = get_storage()
     try:
         stream = storage.read(key)
@@ -226,7 +285,7 @@ def _get(options: dict[str, Any], console: Console) -> None:
                 out.write(chunk)
             out.flush()
         else:
-            _write_atomically(target, chunks)
+            target.write(chunks)
 
 
 def _rm(options: dict[str, Any], console: Console) -> None:
@@ -255,6 +314,12 @@ def _verify(options: dict[str, Any], console: Console) -> None:
             "to verify against; add django_snapshots.storage.Checksum to the stack"
         )
     keys, orphans = checksum.keys_to_verify(prefix)
+    keys = list(_without_probes(keys, prefix))
+    if not keys and not options.get("allow_empty", False):
+        where = f"under {prefix!r}" if prefix else "in the storage"
+        raise CommandFailed(
+            f"nothing to verify: no object {where} (--allow-empty makes this a success)"
+        )
     failures = 0
     with console.progress(total=len(keys), desc="verify", unit="obj") as bar:
         for key in keys:
@@ -322,22 +387,251 @@ def _counted(chunks: Iterable[bytes], on_bytes: Callable[[int], object]) -> Iter
         yield chunk
 
 
-def _write_atomically(target: Path, chunks: Iterable[bytes]) -> None:
-    # Same directory as the target, so os.replace is a rename: readers see the
-    # old file or the complete new one, and a failed or corrupt read leaves
-    # the old file untouched.
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            for chunk in chunks:
-                file.write(chunk)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
+def _without_probes(keys: Iterable[str], prefix: str) -> Iterator[str]:
+    # Probe objects are the check's business, not the operator's data:
+    # shown only to whoever asks for them by prefix.
+    if is_probe_key(prefix):
+        return iter(keys)
+    return (key for key in keys if not is_probe_key(key))
+
+
+@dataclass(frozen=True)
+class _Destination:
+    """Where ``get`` writes: *shown* is the path as the user named it, for
+    messages; *path* the file written (a symbolic link resolved); *through*
+    says whether it is written in place (a device or a FIFO) rather than
+    replaced by renaming a complete temporary file onto it; *mode* and
+    *owner* are those of the regular file it replaces, if any."""
+
+    shown: str
+    path: Path
+    through: bool = False
+    mode: int | None = None
+    owner: tuple[int, int] | None = None
+
+    @classmethod
+    def resolve(cls, dest: str, basename: str, *, force: bool) -> _Destination:
+        """Decide how to write *dest* (a directory: *basename* in it), or
+        refuse in one line, before the object is read."""
+        shown = dest
+        if dest.endswith("/") or os.path.isdir(dest):
+            if not os.path.isdir(dest):
+                raise CommandFailed(f"cannot write {dest!r}: no such directory")
+            shown = os.path.join(dest, basename)
+        path = Path(shown)
+
+        def refuse(reason: str) -> CommandFailed:
+            return CommandFailed(f"cannot write {shown!r}: {reason}")
+
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            if os.path.islink(path):
+                raise refuse("it is a symbolic link to nothing") from None
+            if not path.parent.is_dir():
+                raise refuse(f"directory {str(path.parent)!r} does not exist") from None
+            return cls(shown, path)
+        except OSError as exc:
+            raise refuse(exc.strerror or str(exc)) from None
+        mode = status.st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+            return cls(shown, path, through=True)
+        if stat.S_ISDIR(mode):
+            raise refuse("it is a directory")
+        if not stat.S_ISREG(mode):
+            raise refuse("it is neither a regular file, a character device nor a FIFO")
+        if not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+            raise refuse(f"it is read-only (mode {stat.S_IMODE(mode):04o})")
+        if not force:
+            raise refuse("it already exists (--force replaces it)")
+        return cls(
+            shown,
+            Path(os.path.realpath(path)),
+            mode=stat.S_IMODE(mode),
+            owner=(status.st_uid, status.st_gid),
+        )
+
+    def write(self, chunks: Iterable[bytes]) -> None:
+        """Write *chunks*; an error of the destination names :attr:`shown`."""
+        try:
+            if self.through:
+                with open(self.path, "wb", buffering=0) as file:
+                    _write_chunks(file, chunks)
+            else:
+                self._write_atomically(chunks)
+        except _WriteFailed as failed:
+            exc = failed.__cause__
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise CommandFailed(f"cannot write {self.shown!r}: {reason}") from exc
+
+    def _write_atomically(self, chunks: Iterable[bytes]) -> None:
+        # Same directory as the target, so the final step is a rename:
+        # readers see the old file or the complete new one, and a failed or
+        # corrupt read leaves the old file untouched.  The temporary name is
+        # kept within NAME_MAX whatever the target's name.
+        target = self.path
+        with _writing():
+            fd, temporary = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.name[:200]}.", suffix=".part"
+            )
+        try:
+            with os.fdopen(fd, "wb") as file:
+                _write_chunks(file, chunks)
+                with _writing():
+                    file.flush()
+                    self._keep_attributes(file.fileno())
+                    os.fsync(file.fileno())
+            with _writing():
+                self._publish(temporary)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+    def _keep_attributes(self, fd: int) -> None:
+        if self.mode is not None:
+            os.fchmod(fd, self.mode)
+        if self.owner is not None and os.geteuid() == 0:
+            with contextlib.suppress(OSError):
+                os.fchown(fd, *self.owner)
+
+    def _publish(self, temporary: str) -> None:
+        if self.mode is not None:  # --force: replace the file
+            os.replace(temporary, self.path)
+            return
+        # A new file: a link fails if something appeared at the path since
+        # it was looked at, where a rename would silently replace it.
+        try:
+            os.link(temporary, self.path)
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, "it appeared while the object was read") from None
+        except OSError:  # a filesystem without hard links
+            os.replace(temporary, self.path)
+        else:
             os.unlink(temporary)
+
+
+class _WriteFailed(Exception):
+    """An OSError of the destination (its cause), told apart from one of the storage."""
+
+
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise _WriteFailed from exc
+
+
+def _write_chunks(file: IO[bytes], chunks: Iterable[bytes]) -> None:
+    # The chunks come from the storage: only the writes are the destination's.
+    for chunk in chunks:
+        with _writing():
+            file.write(chunk)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: raised in the main thread, like KeyboardInterrupt for
+    Ctrl-C, so that the same cleanup runs (no ``Exception`` handler or retry
+    swallows it)."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    # timeout, systemd and `docker stop` send SIGTERM; by default it kills
+    # the process on the spot, leaving temporary files in the store and
+    # beside a destination.  Only the main thread may install a handler.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        # A second SIGTERM must not cut the cleanup of the first short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _standard_output_for_data_only(console: Console) -> Iterator[Console]:
+    """Yield *console* with its output on a private copy of standard output
+    while standard output itself (``sys.stdout`` and file descriptor 1)
+    points at standard error, when *console* writes to standard output.
+
+    Log lines (structlog prints to standard output unless configured
+    otherwise, and a project may configure it to), warnings and anything
+    else then reach standard error, never the data or keys of the command.
+    """
+    if _fileno(console.out) != 1:
+        yield console
+        return
+    original = sys.stdout
+    original.flush()
+    data_fd = os.dup(1)
+    data = open(  # noqa: SIM115 - closed in the finally below
+        data_fd, "w", encoding=console.out.encoding, errors=console.out.errors, closefd=True
+    )
+    broken = False
+    try:
+        try:
+            os.dup2(2, 1)
+        except OSError:  # no standard error: drop what is not data
+            _point_at_devnull(1)
+        sys.stdout = sys.stderr
+        yield dataclasses.replace(console, out=data)
+        data.flush()
+    except BrokenPipeError:
+        broken = True
         raise
+    finally:
+        with contextlib.suppress(OSError):
+            original.flush()
+        sys.stdout = original
+        if broken:
+            # The reader went away: what is still buffered goes nowhere, and
+            # nothing complains about it at exit.
+            _point_at_devnull(data_fd)
+            _point_at_devnull(1)
+        else:
+            os.dup2(data_fd, 1)
+        with contextlib.suppress(OSError):
+            data.close()
+
+
+def _names_standard_output(dest: str) -> bool:
+    """Tell whether *dest* is a symbolic link to file descriptor 1, like
+    ``/dev/stdout``, following the links one by one."""
+    names = {"/dev/fd/1", "/proc/self/fd/1", f"/proc/{os.getpid()}/fd/1"}
+    path = os.path.abspath(dest)
+    for _ in range(40):  # SYMLOOP_MAX
+        if path in names:
+            return True
+        try:
+            link = os.readlink(path)
+        except OSError:
+            return False
+        path = os.path.normpath(os.path.join(os.path.dirname(path), link))
+    return False
+
+
+def _point_at_devnull(fd: int) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _fileno(stream: object) -> int | None:
+    try:
+        return cast(IO[str], stream).fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _is_terminal(stream: object) -> bool:

@@ -42,7 +42,8 @@ def probe_storage(storage: SnapshotStorage) -> Generator[ProbeStep, None, None]:
     first failure.
 
     The probe object is removed whatever happens, even when the caller stops
-    iterating early.
+    iterating early.  When it cannot be, the failed step's *error* names the
+    key left behind, so that the operator can remove it.
     """
     key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
     payload = os.urandom(_PROBE_SIZE)
@@ -92,9 +93,11 @@ def probe_storage(storage: SnapshotStorage) -> Generator[ProbeStep, None, None]:
                 detail = step()
             except Exception as exc:
                 seconds = perf_counter() - start
-                _remove_quietly(storage, key)
+                error = f"{type(exc).__name__}: {exc}"
                 deleted = True
-                yield ProbeStep(name, seconds, f"{type(exc).__name__}: {exc}")
+                if not _remove_quietly(storage, key):
+                    error += f"; the probe object {key!r} was left behind and must be removed"
+                yield ProbeStep(name, seconds, error)
                 return
             deleted = name == "delete"
             yield ProbeStep(name, perf_counter() - start, detail=detail)
@@ -240,7 +243,16 @@ def _holds_object(checksum: Any, key: str, prefix: str) -> bool:
     return True
 
 
-def _remove_quietly(storage: SnapshotStorage, key: str) -> None:
-    # The failure of the probe itself is what gets reported.
+def is_probe_key(key: str) -> bool:
+    """Tell whether *key* is (under) :data:`PROBE_PREFIX`, where probe objects
+    live: commands leave such keys out unless asked for that prefix."""
+    return key.startswith(PROBE_PREFIX)
+
+
+def _remove_quietly(storage: SnapshotStorage, key: str) -> bool:
+    """Delete *key* and tell whether it is gone; the failure of the probe
+    itself is what gets reported, not why the cleanup failed."""
     with contextlib.suppress(Exception):
         storage.delete(key)
+        return not storage.exists(key)
+    return False

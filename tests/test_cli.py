@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core import checks
 from django.core.files.storage import FileSystemStorage
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -118,10 +119,13 @@ def test_get_into_a_directory_uses_the_key_basename(storage: Any, tmp_path: Path
     assert (tmp_path / "nightly.dump").read_bytes() == b"dump"
 
 
-def test_get_replaces_an_existing_file(storage: Any, tmp_path: Path) -> None:
+def test_get_replaces_an_existing_file_only_with_force(storage: Any, tmp_path: Path) -> None:
     storage.write("a.bin", io.BytesIO(b"new"))
     (tmp_path / "a.bin").write_bytes(b"old contents")
-    snapshots("get", "a.bin", str(tmp_path / "a.bin"))
+    message = fails("get", "a.bin", str(tmp_path / "a.bin"))
+    assert message.endswith("it already exists (--force replaces it)")
+    assert (tmp_path / "a.bin").read_bytes() == b"old contents"
+    snapshots("get", "--force", "a.bin", str(tmp_path / "a.bin"))
     assert (tmp_path / "a.bin").read_bytes() == b"new"
 
 
@@ -133,7 +137,7 @@ def test_get_of_corrupt_data_leaves_the_destination_untouched(
     dest = tmp_path / "out"
     dest.mkdir()
     (dest / "a.bin").write_bytes(b"previous good copy")
-    message = fails("get", "a.bin", str(dest / "a.bin"))
+    message = fails("get", "--force", "a.bin", str(dest / "a.bin"))
     assert message.startswith("SnapshotIntegrityError:")
     assert (dest / "a.bin").read_bytes() == b"previous good copy"
     assert os.listdir(dest) == ["a.bin"]  # no temporary file left behind
@@ -284,7 +288,9 @@ def test_verify_reports_only_the_orphan_sidecars_under_the_prefix(storage: Any, 
     (root / "media" / "b.tar").unlink()
     assert fails("verify", "db/") == "1 of 1 object failed verification"
     # The sidecar db/a.dump.sha256 starts with this prefix; its object does not.
-    assert snapshots("verify", "db/a.dump.s") == "verified 0 objects: all intact\n"
+    assert snapshots("verify", "--allow-empty", "db/a.dump.s") == (
+        "verified 0 objects: all intact\n"
+    )
 
 
 def test_verify_does_not_take_a_stray_sidecar_of_a_sidecar_for_an_object(
@@ -517,3 +523,112 @@ def test_manage_py_reports_a_misconfiguration_in_one_line(tmp_path: Path) -> Non
     checked = _manage(project, "check")
     assert checked.returncode == 1
     assert "(snapshots.E004)" in checked.stderr
+
+
+def test_verify_of_an_empty_prefix_fails_unless_allowed(storage: Any) -> None:
+    storage.write("db/a.dump", io.BytesIO(b"a"))
+    assert fails("verify", "bd/") == (
+        "nothing to verify: no object under 'bd/' (--allow-empty makes this a success)"
+    )
+    assert snapshots("verify", "bd/", "--allow-empty") == "verified 0 objects: all intact\n"
+
+
+class _UndeletableMemory(MemoryBackend):
+    """A store where nothing can be deleted, like a bucket with a retention lock."""
+
+    def delete(self, path: str) -> None:
+        raise PermissionError(f"deleting {path!r} is not allowed")
+
+
+def test_a_probe_object_left_behind_is_named_and_kept_out_of_ls_and_verify() -> None:
+    stack = Checksum(_UndeletableMemory())
+    stack.write("db/a.dump", io.BytesIO(b"a"))
+    out = io.StringIO()
+    with override_settings(SNAPSHOTS={"STORAGE": stack}):
+        with pytest.raises(CommandError) as raised:
+            call_command("snapshots", "check", stdout=out, stderr=io.StringIO())
+        [left] = [key for key in stack.list("") if key.startswith(".snapshots-probe/")]
+        listed = snapshots("ls")
+        verified = snapshots("verify")
+        probes = snapshots("ls", ".snapshots-probe/")
+        errors = checks.run_checks(include_deployment_checks=True, tags=["snapshots"])
+    assert str(raised.value) == "the storage failed the round trip at delete"
+    failed = [line for line in out.getvalue().splitlines() if "FAILED" in line]
+    assert failed[0].endswith(
+        f"PermissionError: deleting {left!r} is not allowed; "
+        f"the probe object {left!r} was left behind and must be removed"
+    )
+    assert listed == "db/a.dump\n"
+    assert verified == "verified 1 object: all intact\n"
+    assert probes == f"{left}\n"
+    [e101] = [error for error in errors if error.id == "snapshots.E101"]
+    assert "was left behind and must be removed" in e101.msg
+    assert ".snapshots-probe/" in e101.msg
+
+
+def _local_project(tmp_path: Path) -> tuple[Path, Path]:
+    store = tmp_path / "store"
+    setting = (
+        '{"STORAGE": {"BACKEND": "django_snapshots.storage.LocalFileSystemBackend", '
+        f'"OPTIONS": {{"location": {str(store)!r}}}}}}}'
+    )
+    return _project(tmp_path / "project", setting), store
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ls", "--settings", "site_settings"],
+        ["ls", "-v", "2"],
+        ["ls", "db/", "--verbosity", "0", "--traceback", "--no-color"],
+        ["ls", "--force-color", "--pythonpath", "."],
+    ],
+)
+def test_manage_py_takes_django_options_after_the_subcommand(
+    tmp_path: Path, args: list[str]
+) -> None:
+    project, store = _local_project(tmp_path)
+    (store / "db").mkdir(parents=True)
+    (store / "db" / "a.dump").write_bytes(b"a")
+    result = _manage(project, "snapshots", *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "db/a.dump\n"
+
+
+def test_manage_py_ends_quietly_when_the_reader_stops_early(tmp_path: Path, artifact: Path) -> None:
+    project, store = _local_project(tmp_path)
+    store.mkdir()
+    (store / "big.dump").write_bytes(artifact.read_bytes() * 20)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env["DJANGO_SETTINGS_MODULE"] = "site_settings"
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "snapshots", "get", "big.dump", "-"],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stderr is not None
+    assert len(process.stdout.read(10)) == 10
+    process.stdout.close()  # like `| head -c 10`
+    assert process.wait(timeout=120) == 141
+    assert process.stderr.read() == b""
+    process.stderr.close()
+
+
+def test_manage_py_keeps_log_lines_off_standard_output(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    setting = (
+        '{"STORAGE": {"BACKEND": "django_snapshots.storage.LocalFileSystemBackend", '
+        f'"OPTIONS": {{"location": {str(store)!r}}}, '
+        '"WRAPPERS": ["django_snapshots.storage.Logging", "django_snapshots.storage.Retry", '
+        '"django_snapshots.storage.Checksum"]}}'
+    )
+    project = _project(tmp_path / "project", setting)
+    (tmp_path / "a.bin").write_bytes(b"fourteen bytes")
+    assert _manage(project, "snapshots", "put", str(tmp_path / "a.bin"), "a.bin").returncode == 0
+    got = _manage(project, "snapshots", "get", "a.bin", "-")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == "fourteen bytes"
+    assert "snapshots.storage.read" in got.stderr
+    listed = _manage(project, "snapshots", "ls")
+    assert listed.stdout == "a.bin\n"
+    assert "snapshots.storage.list" in listed.stderr

@@ -7,11 +7,17 @@ import fcntl
 import hashlib
 import os
 import pty
+import signal
+import stat
 import struct
 import subprocess
 import sys
 import termios
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -313,3 +319,353 @@ def test_get_to_a_reader_that_stops_early_ends_quietly(tmp_path: Path, artifact:
     assert process.wait(timeout=120) == 141
     assert process.stderr.read() == b""
     process.stderr.close()
+
+
+def script(*args: str, cwd: Path, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    """Run the ``django-snapshots`` console script."""
+    program = Path(sys.executable).parent / "django-snapshots"
+    return subprocess.run(
+        [str(program), *args], cwd=cwd, env=environment(), capture_output=True, timeout=120,
+        **kwargs,
+    )  # fmt: skip
+
+
+def _write_code_settings(directory: Path, name: str, code: str) -> None:
+    (directory / f"{name}.py").write_text(
+        "SECRET_KEY = 'test'\nINSTALLED_APPS = ['django_snapshots']\n" + code
+    )
+
+
+README_STACK = """
+from django_snapshots.storage import Checksum, LocalFileSystemBackend, Logging, Retry
+SNAPSHOTS = {"STORAGE": Logging(Retry(Checksum(LocalFileSystemBackend("store"))))}
+"""
+
+
+def test_standard_output_carries_only_data_with_the_readme_stack(tmp_path: Path) -> None:
+    _write_code_settings(tmp_path, "readme", README_STACK)
+    data = b"fourteen bytes"
+    put = cli("--settings", "readme", "put", "-", "db/a.dump", cwd=tmp_path, input=data)
+    assert put.stdout == b"stored 14 bytes at db/a.dump\n"
+    got = cli("--settings", "readme", "get", "db/a.dump", "-", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr.decode()
+    assert got.stdout == data
+    assert b"snapshots.storage.read" in got.stderr  # the audit log went to stderr
+    copied = cli("--settings", "readme", "put", "-", "db/b.dump", cwd=tmp_path, input=got.stdout)
+    assert copied.returncode == 0, copied.stderr.decode()
+    assert (tmp_path / "store" / "db" / "b.dump").read_bytes() == data
+    listed = script("ls", "--settings", "readme", cwd=tmp_path)
+    assert listed.stdout == b"db/a.dump\ndb/b.dump\n"
+    assert b"snapshots.storage.list" in listed.stderr
+
+
+def test_standard_output_carries_only_data_when_a_sidecar_is_missing(tmp_path: Path) -> None:
+    _write_code_settings(tmp_path, "lenient", """
+from django_snapshots.storage import Checksum, LocalFileSystemBackend
+SNAPSHOTS = {"STORAGE": Checksum(LocalFileSystemBackend("store"), strict=False)}
+""")  # fmt: skip
+    cli("--settings", "lenient", "put", "-", "a.bin", cwd=tmp_path, input=b"payload")
+    (tmp_path / "store" / "a.bin.sha256").unlink()
+    got = cli("--settings", "lenient", "get", "a.bin", "-", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr.decode()
+    assert got.stdout == b"payload"
+    assert b"snapshots.checksum.unverified" in got.stderr
+
+
+FLAKY_ONCE = """
+from django_snapshots.storage import Checksum, LocalFileSystemBackend, Retry
+
+
+class FlakyOnce(LocalFileSystemBackend):
+    failed = False
+
+    def read(self, path):
+        if not FlakyOnce.failed:
+            FlakyOnce.failed = True
+            raise ConnectionError("dropped once")
+        return super().read(path)
+
+
+SNAPSHOTS = {"STORAGE": Retry(Checksum(FlakyOnce("store")), wait_initial=0, wait_max=0,
+                              wait_jitter=0)}
+"""
+
+
+def test_standard_output_carries_only_data_when_a_read_is_retried(tmp_path: Path) -> None:
+    _write_code_settings(tmp_path, "flaky", FLAKY_ONCE)
+    cli("--settings", "flaky", "put", "-", "a.bin", cwd=tmp_path, input=b"payload")
+    got = cli("--settings", "flaky", "get", "a.bin", "-", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr.decode()
+    assert got.stdout == b"payload"
+    assert b"stamina.retry_scheduled" in got.stderr
+
+
+def test_standard_output_carries_only_data_when_structlog_prints_there(tmp_path: Path) -> None:
+    # A project that configured structlog to print to the file object that
+    # is standard output when the settings are read.
+    _write_code_settings(tmp_path, "printing", README_STACK + """
+import sys
+import structlog
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+                    cache_logger_on_first_use=True)
+""")  # fmt: skip
+    cli("--settings", "printing", "put", "-", "a.bin", cwd=tmp_path, input=b"payload")
+    got = cli("--settings", "printing", "get", "a.bin", "-", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr.decode()
+    assert got.stdout == b"payload"
+    assert b"snapshots.storage.read" in got.stderr
+    listed = cli("ls", "--settings", "printing", cwd=tmp_path)
+    assert listed.stdout == b"a.bin\n"
+    assert b"snapshots.storage.list" in listed.stderr
+
+
+@pytest.fixture
+def stored(tmp_path: Path) -> bytes:
+    """Store an object at db/a.dump in the default storage; return its bytes."""
+    data = os.urandom(300_000)
+    ok("put", "-", "db/a.dump", cwd=tmp_path, input=data)
+    return data
+
+
+def test_get_writes_through_dev_null_without_replacing_it(tmp_path: Path, stored: bytes) -> None:
+    before = os.stat("/dev/null")
+    assert ok("get", "db/a.dump", "/dev/null", cwd=tmp_path) == ""
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+
+
+@pytest.mark.parametrize("dest", ["/dev/stdout", "/dev/fd/1", "link-to-stdout"])
+def test_get_to_dev_stdout_writes_standard_output(tmp_path: Path, stored: bytes, dest: str) -> None:
+    (tmp_path / "link-to-stdout").symlink_to("/dev/stdout")
+    result = cli("get", "db/a.dump", dest, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == stored
+    assert (tmp_path / "link-to-stdout").is_symlink()
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_get_writes_through_a_fifo_to_its_reader(tmp_path: Path, stored: bytes) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    result = cli("get", "db/a.dump", str(fifo), cwd=tmp_path)
+    reader.join(timeout=60)
+    assert not reader.is_alive()
+    assert result.returncode == 0, result.stderr.decode()
+    assert received == [stored]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_get_refuses_a_read_only_file_even_with_force(tmp_path: Path, stored: bytes) -> None:
+    dest = tmp_path / "kept.dump"
+    dest.write_bytes(b"previous")
+    dest.chmod(0o444)
+    for extra in ([], ["--force"]):
+        message = one_line_error(cli("get", "db/a.dump", "kept.dump", *extra, cwd=tmp_path))
+        assert message == "cannot write 'kept.dump': it is read-only (mode 0444)"
+        assert dest.read_bytes() == b"previous"
+        assert stat.S_IMODE(dest.stat().st_mode) == 0o444
+
+
+def test_get_replaces_an_existing_file_only_with_force(tmp_path: Path, stored: bytes) -> None:
+    dest = tmp_path / "kept.dump"
+    dest.write_bytes(b"previous")
+    dest.chmod(0o640)
+    message = one_line_error(cli("get", "db/a.dump", "kept.dump", cwd=tmp_path))
+    assert message == "cannot write 'kept.dump': it already exists (--force replaces it)"
+    assert dest.read_bytes() == b"previous"
+    ok("get", "--force", "db/a.dump", "kept.dump", cwd=tmp_path)
+    assert dest.read_bytes() == stored
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["kept.dump", "snapshots"]
+
+
+def test_get_creates_a_new_file_readable_by_its_owner_only(tmp_path: Path, stored: bytes) -> None:
+    ok("get", "db/a.dump", "new.dump", cwd=tmp_path)
+    assert (tmp_path / "new.dump").read_bytes() == stored
+    assert stat.S_IMODE((tmp_path / "new.dump").stat().st_mode) == 0o600
+
+
+def test_get_follows_a_symbolic_link_and_keeps_it(tmp_path: Path, stored: bytes) -> None:
+    (tmp_path / "real.dump").write_bytes(b"previous")
+    (tmp_path / "link.dump").symlink_to("real.dump")
+    message = one_line_error(cli("get", "db/a.dump", "link.dump", cwd=tmp_path))
+    assert message == "cannot write 'link.dump': it already exists (--force replaces it)"
+    ok("get", "-f", "db/a.dump", "link.dump", cwd=tmp_path)
+    assert (tmp_path / "link.dump").is_symlink()
+    assert (tmp_path / "real.dump").read_bytes() == stored
+
+
+def test_get_refuses_a_symbolic_link_to_nothing(tmp_path: Path, stored: bytes) -> None:
+    (tmp_path / "dangling").symlink_to("nowhere")
+    message = one_line_error(cli("get", "db/a.dump", "dangling", cwd=tmp_path))
+    assert message == "cannot write 'dangling': it is a symbolic link to nothing"
+    assert not (tmp_path / "nowhere").exists()
+    assert (tmp_path / "dangling").is_symlink()
+
+
+def test_get_into_a_directory_writes_the_key_basename(tmp_path: Path, stored: bytes) -> None:
+    (tmp_path / "out").mkdir()
+    ok("get", "db/a.dump", "out", cwd=tmp_path)
+    ok("get", "db/a.dump", "out/", "--force", cwd=tmp_path)
+    assert os.listdir(tmp_path / "out") == ["a.dump"]
+    assert (tmp_path / "out" / "a.dump").read_bytes() == stored
+    message = one_line_error(cli("get", "db/a.dump", "out/", cwd=tmp_path))
+    assert message == "cannot write 'out/a.dump': it already exists (--force replaces it)"
+
+
+def test_get_into_a_missing_directory_never_creates_a_file_of_its_name(
+    tmp_path: Path, stored: bytes
+) -> None:
+    message = one_line_error(cli("get", "db/a.dump", "missing/", cwd=tmp_path))
+    assert message == "cannot write 'missing/': no such directory"
+    assert not (tmp_path / "missing").exists()
+
+
+def test_get_onto_a_directory_named_like_the_key_refuses(tmp_path: Path, stored: bytes) -> None:
+    (tmp_path / "out" / "a.dump").mkdir(parents=True)
+    message = one_line_error(cli("get", "db/a.dump", "out", cwd=tmp_path))
+    assert message == "cannot write 'out/a.dump': it is a directory"
+
+
+def test_get_names_the_destination_not_its_temporary_file(tmp_path: Path, stored: bytes) -> None:
+    longest = "n" * 255  # NAME_MAX: the temporary file's name must still fit
+    ok("get", "db/a.dump", longest, cwd=tmp_path)
+    assert (tmp_path / longest).read_bytes() == stored
+    result = cli("get", "db/a.dump", "/dev/full", cwd=tmp_path)
+    assert one_line_error(result) == "cannot write '/dev/full': No space left on device"
+    too_long = "n" * 256
+    message = one_line_error(cli("get", "db/a.dump", too_long, cwd=tmp_path))
+    assert message == f"cannot write {too_long!r}: File name too long"
+    assert ".part" not in message
+
+
+def test_verify_of_nothing_fails_unless_allowed(tmp_path: Path) -> None:
+    message = one_line_error(cli("verify", cwd=tmp_path))
+    assert message == (
+        "nothing to verify: no object in the storage (--allow-empty makes this a success)"
+    )
+    ok("put", "-", "db/a.dump", cwd=tmp_path, input=b"a")
+    message = one_line_error(cli("verify", "bd/", cwd=tmp_path))
+    assert message == (
+        "nothing to verify: no object under 'bd/' (--allow-empty makes this a success)"
+    )
+    allowed = ok("verify", "--allow-empty", "bd/", cwd=tmp_path)
+    assert allowed == "verified 0 objects: all intact\n"
+    assert ok("verify", "db/", cwd=tmp_path) == "verified 1 object: all intact\n"
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _hidden_files(directory: Path) -> list[str]:
+    return [p.name for p in directory.rglob(".*")] if directory.exists() else []
+
+
+def test_sigterm_during_put_removes_the_temporary_file(tmp_path: Path) -> None:
+    store = tmp_path / "snapshots"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django_snapshots", "put", "-", "db/big.dump"],
+        cwd=tmp_path, env=environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdin is not None
+    # Half an object, then the pipe stays open: the command waits mid-stream.
+    process.stdin.write(os.urandom(4 * 1024 * 1024))
+    process.stdin.flush()
+    _wait_for(lambda: bool(_hidden_files(store)), "the temporary file in the store")
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143
+    assert stderr.decode() == f"{PROGRAM}: error: terminated by SIGTERM\n"
+    assert stdout == b""
+    assert _hidden_files(store) == []
+    assert ok("ls", cwd=tmp_path) == ""
+
+
+SLOW_READS = """
+import time
+from django_snapshots.storage import LocalFileSystemBackend
+
+
+class _Slow:
+    def __init__(self, stream):
+        self._stream = stream
+
+    def read(self, size=-1):
+        time.sleep(0.05)
+        return self._stream.read(min(size, 4096) if size and size > 0 else 4096)
+
+    def readable(self):
+        return True
+
+    def close(self):
+        self._stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class SlowReads(LocalFileSystemBackend):
+    def read(self, path):
+        return _Slow(super().read(path))
+
+
+SNAPSHOTS = {"STORAGE": SlowReads("store")}
+"""
+
+
+def test_sigterm_during_get_removes_the_partial_file(tmp_path: Path) -> None:
+    _write_code_settings(tmp_path, "slow", SLOW_READS)
+    put = cli("--settings", "slow", "put", "-", "big.dump", cwd=tmp_path, input=os.urandom(10**6))
+    assert put.returncode == 0, put.stderr.decode()
+    (tmp_path / "out").mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django_snapshots", "--settings", "slow", "get", "big.dump",
+         "out/"],
+        cwd=tmp_path, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _wait_for(lambda: bool(os.listdir(tmp_path / "out")), "the partial file")
+    assert os.listdir(tmp_path / "out")[0].endswith(".part")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143
+    assert stderr.decode() == f"{PROGRAM}: error: terminated by SIGTERM\n"
+    assert os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ls", "--settings", "opts"],
+        ["ls", "-v", "2", "--settings", "opts"],
+        ["--settings", "opts", "ls", "--verbosity", "0", "--no-color", "--traceback"],
+        ["ls", "--pythonpath", ".", "--force-color", "--settings=opts"],
+    ],
+)
+def test_program_options_may_follow_the_command(tmp_path: Path, args: list[str]) -> None:
+    _write_code_settings(tmp_path, "opts", """
+from django_snapshots.storage import LocalFileSystemBackend
+SNAPSHOTS = {"STORAGE": LocalFileSystemBackend("optstore")}
+""")  # fmt: skip
+    (tmp_path / "optstore").mkdir()
+    (tmp_path / "optstore" / "only.key").write_bytes(b"x")
+    result = script(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"only.key\n"
+
+
+def test_traceback_after_the_command_shows_the_traceback(tmp_path: Path) -> None:
+    result = cli("get", "missing.dump", "out", "--traceback", cwd=tmp_path)
+    assert result.returncode != 0
+    assert b"Traceback" in result.stderr

@@ -24,6 +24,9 @@ class Command(BaseCommand):
     stealth_options = ("stdin",)
 
     def add_arguments(self, parser: CommandParser) -> None:
+        # Django declares its own options (--settings, -v, ...) on this
+        # parser; add_subcommands declares them on each sub-command too, so
+        # that they may come after it.
         add_subcommands(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -39,4 +42,8 @@ class Command(BaseCommand):
         except CommandFailed as exc:
             raise CommandError(str(exc), returncode=exc.returncode) from exc
         except BrokenPipeError:
+            if options.get("stdout") is None:
+                # Standard output's reader went away: end quietly with the
+                # status of a Unix tool, as `django-snapshots` does.
+                raise SystemExit(141) from None
             raise CommandError("the output was closed before the end", returncode=141) from None
