@@ -270,7 +270,8 @@ class StorageConformance:
         _ensure(rest == lines[1:], "iterating the file did not yield its lines")
         with storage.read("lines.txt") as file:
             buffer = bytearray(1000)
-            n = file.readinto(buffer)
+            readinto: Callable[[bytearray], int] = getattr(file, "readinto")  # noqa: B009
+            n = readinto(buffer)
             _ensure(
                 bytes(buffer[:n]) == data[:1000] and n == 1000,
                 f"readinto() of a 1000-byte buffer filled {n} bytes",

@@ -724,3 +724,142 @@ def test_many_threads_share_one_stack_without_crosstalk(layers: Any, tmp_path: P
             if entry["op"] in ("write", "read", "stream_read") and match:
                 n, i = int(match[1]), int(match[2])
                 assert entry["bytes"] == len(f"{n}:{i}".encode() * (n + 1))
+
+
+# Python's own protocols never reach the storage below.
+
+
+class DictLike(MemoryBackend):
+    """A third-party backend with Python conveniences that take keys."""
+
+    def __contains__(self, key: str) -> bool:
+        return self.exists(key)
+
+    def __getitem__(self, key: str) -> bytes:
+        with self.read(key) as stream:
+            return stream.read()
+
+    def __delitem__(self, key: str) -> None:
+        self.delete(key)
+
+    def __len__(self) -> int:
+        return len(self.list(""))
+
+    def __enter__(self) -> DictLike:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_operators_of_the_storage_below_are_refused_through_every_stack(
+    layers: Any, storage: Any
+) -> None:
+    shared = DictLike()
+    shared.write("globex/db.dump", io.BytesIO(b"globex's"))
+    stack = build(layers, shared)
+    for operation in (
+        lambda: "globex/db.dump" in stack,
+        lambda: stack["globex/db.dump"],
+        lambda: stack.__delitem__("globex/db.dump"),
+        lambda: len(stack),
+        lambda: stack.__enter__(),
+        lambda: stack + 1,
+    ):
+        with pytest.raises(TypeError, match="offers the storage protocol only"):
+            operation()
+    with pytest.raises(TypeError), stack:
+        pass  # pragma: no cover - never entered
+    assert shared.list("") == ["globex/db.dump"]
+    assert bool(stack)
+
+
+def test_stacks_over_one_storage_are_distinct_objects() -> None:
+    shared = MemoryBackend()
+    acme, globex = Prefix(shared, "acme"), Prefix(shared, "globex")
+    assert acme != globex
+    assert acme == acme
+    assert hash(acme) != hash(globex) or acme is not globex
+    assert {acme: "acme", globex: "globex"}[globex] == "globex"
+
+
+@pytest.mark.parametrize("layers", STACKS)
+def test_setting_an_attribute_never_reaches_the_shared_storage(layers: Any, storage: Any) -> None:
+    stack = build(layers, storage)
+    with pytest.raises(AttributeError, match="set it on the storage itself"):
+        stack.location = "/elsewhere"
+    assert storage.location != "/elsewhere"
+    with pytest.raises(AttributeError):
+        del stack.location
+
+
+def test_only_plain_data_attributes_pass_through(tmp_path: Path) -> None:
+    from django.core.files.storage import FileSystemStorage
+
+    from django_snapshots.storage import DjangoStorageBackend
+
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path))
+    stack = Prefix(backend, "acme")
+    # The Django storage accepts any name: through a wrapper it would be an
+    # unscoped door to every tenant.
+    with pytest.raises(AttributeError, match="only plain values"):
+        stack.storage  # noqa: B018 - the lookup itself must fail
+    assert Prefix(LocalFileSystemBackend(tmp_path), "acme").location == str(tmp_path)
+
+
+# A subclass that changes a basic method never has it bypassed.
+
+
+class ReadOnlyPrefix(Prefix):
+    def write(self, path: str, content: IO[bytes]) -> None:
+        raise PermissionError(f"read-only: {path}")
+
+    def delete(self, path: str) -> None:
+        raise PermissionError(f"read-only: {path}")
+
+
+def test_a_subclass_overriding_basic_methods_is_not_bypassed_by_inherited_advanced_ones() -> None:
+    shared = MemoryBackend()
+    shared.write("acme/db.dump", io.BytesIO(b"original"))
+    read_only = ReadOnlyPrefix(shared, "acme")
+    # stream_write, atomic_move and sync inherited from AdvancedPrefix would
+    # write and delete behind the overrides: the subclass is basic-tier.
+    assert not isinstance(read_only, AdvancedSnapshotStorage)
+    assert not hasattr(read_only, "stream_write")
+    with pytest.raises(PermissionError):
+        read_only.write("db.dump", io.BytesIO(b"OVERWRITTEN"))
+    assert shared.read("acme/db.dump").read() == b"original"
+    # The check users run on their wrappers says the tier was lost.
+    with pytest.raises(AssertionError, match="is not advanced itself"):
+        assert_intercepts_every_method(read_only)
+
+
+def test_an_explicit_twin_must_override_the_advanced_methods_its_basic_overrides_affect() -> None:
+    from django_snapshots.storage.wrappers.prefix import AdvancedPrefix
+
+    class Mine(ReadOnlyPrefix):
+        pass
+
+    class AdvancedMine(Mine, AdvancedPrefix, tier="advanced"):
+        pass
+
+    assert missing_intercepts(AdvancedMine) == ["stream_write", "atomic_move", "sync"]
+    with pytest.raises(TypeError, match="stream_write for write"):
+        Mine(MemoryBackend(), "acme")
+
+    class Yours(ReadOnlyPrefix):
+        pass
+
+    class Complete(Yours, AdvancedPrefix, tier="advanced"):
+        def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
+            raise PermissionError(path)
+
+        def atomic_move(self, src: str, dst: str) -> None:
+            raise PermissionError(dst)
+
+        def sync(self, src_prefix: str, dst_prefix: str) -> None:
+            raise PermissionError(dst_prefix)
+
+    assert missing_intercepts(Complete) == []
+    assert isinstance(Yours(MemoryBackend(), "acme"), AdvancedSnapshotStorage)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeGuard, TypeVar
 
 import wrapt
@@ -145,6 +146,38 @@ else:
         def __class__(self):
             return type(self)
 
+    # wrapt forwards Python's operators to the wrapped object through the
+    # type's slots, where __getattr__ never sees them: ``key in stack``,
+    # ``stack[key]``, ``del stack[key]`` or ``with stack as s`` would reach
+    # the storage below with no key mapping (another tenant's objects).  A
+    # wrapper supports none of them.
+    _REFUSED_OPERATORS = (
+        "__abs__", "__add__", "__aenter__", "__aexit__", "__and__", "__bytes__", "__ceil__",
+        "__complex__", "__contains__", "__delitem__", "__divmod__", "__enter__", "__exit__",
+        "__float__", "__floor__", "__floordiv__", "__getitem__", "__iadd__", "__iand__",
+        "__ifloordiv__", "__ilshift__", "__imatmul__", "__imod__", "__imul__", "__index__",
+        "__int__", "__invert__", "__ior__", "__ipow__", "__irshift__", "__isub__",
+        "__itruediv__", "__ixor__", "__len__", "__lshift__", "__matmul__", "__mod__",
+        "__mul__", "__neg__", "__or__", "__pos__", "__pow__", "__radd__", "__rand__",
+        "__rdivmod__", "__reversed__", "__rfloordiv__", "__rlshift__", "__rmatmul__",
+        "__rmod__", "__rmul__", "__ror__", "__round__", "__rpow__", "__rrshift__",
+        "__rshift__", "__rsub__", "__rtruediv__", "__rxor__", "__setitem__", "__sub__",
+        "__truediv__", "__trunc__", "__xor__",
+    )  # fmt: skip
+    def _refuse(name: str) -> Any:
+        def refused(self: Any, *args: Any) -> Any:
+            raise TypeError(
+                f"{type(self).__name__} does not support {name}: a storage wrapper offers the "
+                "storage protocol only, so that every key goes through its key mapping"
+            )
+
+        refused.__name__ = name
+        return refused
+
+    for _name in _REFUSED_OPERATORS:
+        setattr(_Proxy, _name, _refuse(_name))
+    del _name
+
 
 class StorageWrapper(_Proxy):
     """Base class of every storage wrapper (a :mod:`wrapt` object proxy).
@@ -201,7 +234,10 @@ class StorageWrapper(_Proxy):
             cls._is_advanced_tier = False
             inherited = parent.__dict__.get("_advanced_tier") if isinstance(parent, type) else None
             # A plain subclass of a wrapper keeps its parent's advanced tier:
-            # derive the twin so that Sub(advanced) is advanced too.
+            # derive the twin so that Sub(advanced) is advanced too, unless
+            # the subclass changed a basic method that an inherited advanced
+            # method would bypass: it is then of the basic tier until it
+            # declares a twin that overrides those advanced methods too.
             cls._advanced_tier = None
             if inherited is not None:
                 namespace = {
@@ -209,9 +245,11 @@ class StorageWrapper(_Proxy):
                     "__qualname__": f"Advanced{cls.__qualname__}",
                     "_derived_tier": True,
                 }
-                type(cls)(  # type: ignore[misc]
+                twin = type(cls)(  # type: ignore[misc]
                     f"Advanced{cls.__name__}", (cls, inherited), namespace, tier="advanced"
                 )
+                if missing_intercepts(twin):
+                    cls._advanced_tier = None
         else:
             raise TypeError(f"{cls.__name__}: tier must be 'basic' or 'advanced', not {tier!r}")
 
@@ -240,7 +278,10 @@ class StorageWrapper(_Proxy):
         if missing:
             raise TypeError(
                 f"{target.__name__} does not intercept {', '.join(missing)}: a wrapper must "
-                "define every protocol method of its tier, or calls would bypass it"
+                "define every protocol method of its tier, or calls would bypass it (an "
+                "advanced method must also be overridden where the basic methods it does the "
+                "work of are: stream_read for read, stream_write for write, recursive_list for "
+                "list, atomic_move and sync for read, write and delete)"
             )
         return super().__new__(target)
 
@@ -263,7 +304,17 @@ class StorageWrapper(_Proxy):
                 )
             value = getattr(self.__wrapped__, name)
             if not callable(value):
-                return value
+                if _is_plain(value):
+                    return value
+                # An object (a Django Storage, a client) offers methods that
+                # take keys of its own, out of reach of this wrapper's mapping.
+                raise AttributeError(
+                    f"{self._basic_tier.__name__} does not pass {name!r} of "
+                    f"{type(self.__wrapped__).__name__} through: it is a "
+                    f"{type(value).__name__}, whose methods would reach the storage without "
+                    "this wrapper's key mapping; only plain values (text, numbers, paths) "
+                    f"pass through; take it from the storage itself ({name!r} of .__wrapped__)"
+                )
             # A method of the storage below may take keys: called as it is, it
             # would skip this wrapper's key mapping (another tenant's object,
             # a sidecar's name).  Only declared methods pass, keys mapped.
@@ -297,6 +348,39 @@ class StorageWrapper(_Proxy):
 
     def __format__(self, format_spec: str) -> str:
         return format(self.__repr__(), format_spec)
+
+    # A wrapper is itself: two stacks over one storage (two tenants) are
+    # different objects, never equal and never one key of a cache.
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    def __hash__(self) -> int:
+        return object.__hash__(self)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __lt__(self, other: object) -> bool:
+        return NotImplemented
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # wrapt would set any other attribute on the wrapped storage, which
+        # other stacks (other tenants) share.
+        if name.startswith("_self_") or (name == "__wrapped__" and not _has_wrapped(self)):
+            super().__setattr__(name, value)
+            return
+        raise AttributeError(
+            f"cannot set {name!r} on {self._basic_tier.__name__}: a wrapper holds its "
+            "options only, and the storage below may be shared; set it on the storage itself"
+        )
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete {name!r} from {self._basic_tier.__name__}")
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(f"cannot pickle {self!r}: build the stack in each process instead")
@@ -369,10 +453,33 @@ def missing_intercepts(wrapper: object) -> list[str]:
     names = BASIC_METHODS + (ADVANCED_METHODS if cls._is_advanced_tier else ())
     missing = []
     for name in names:
-        owner = next((k for k in cls.__mro__ if name in vars(k)), None)
+        owner = _owner(cls, name)
         if owner is None or not issubclass(owner, StorageWrapper) or owner is StorageWrapper:
             missing.append(name)
+            continue
+        # An advanced method inherited from a class that a subclass's
+        # override of a basic method is hidden from would bypass it (a
+        # read-only subclass whose stream_write still writes).
+        basic_owners = (_owner(cls, basic) for basic in _COUNTERPARTS.get(name, ()))
+        if any(not issubclass(owner, b) for b in basic_owners if b is not None):
+            missing.append(name)
     return missing
+
+
+# The basic methods each advanced method does the work of: an override of
+# one of these must be matched by an override of the advanced method.
+_COUNTERPARTS = {
+    "stream_read": ("read",),
+    "stream_write": ("write",),
+    "recursive_list": ("list",),
+    "atomic_move": ("read", "write", "delete"),
+    "sync": ("read", "write", "list", "delete"),
+}
+
+
+def _owner(cls: type, name: str) -> type | None:
+    """The class in *cls*'s MRO whose body defines *name*."""
+    return next((k for k in cls.__mro__ if name in vars(k)), None)
 
 
 def _mapped(wrapper: StorageWrapper, method: Callable[..., Any], declared: _PassThrough) -> Any:
@@ -395,10 +502,30 @@ def _mapped(wrapper: StorageWrapper, method: Callable[..., Any], declared: _Pass
     return call
 
 
+_PLAIN = (str, bytes, int, float, complex, bool, type(None), PurePath)
+
+
+def _is_plain(value: object) -> bool:
+    """Tell whether *value* is data that cannot act on a storage."""
+    if isinstance(value, (tuple, frozenset)):
+        return all(_is_plain(item) for item in value)
+    return isinstance(value, _PLAIN)
+
+
+def _has_wrapped(proxy: object) -> bool:
+    try:
+        object.__getattribute__(proxy, "__wrapped__")
+    except (AttributeError, ValueError):
+        return False
+    return True
+
+
 def _passes(storage: object, name: str) -> bool:
     """Tell whether a wrapper passes the attribute *name* of *storage* through."""
     try:
         value = getattr(storage, name)
     except AttributeError:
         return False
-    return not callable(value) or isinstance(getattr(value, _PASSES_THROUGH, None), _PassThrough)
+    if not callable(value):
+        return _is_plain(value)
+    return isinstance(getattr(value, _PASSES_THROUGH, None), _PassThrough)
