@@ -4,10 +4,12 @@ A *key* names one stored object: a non-empty string of at most 1024 UTF-8
 bytes made of ``/``-separated segments.  Every segment is non-empty and is
 neither ``.`` nor ``..``; no backslash and no control character appears
 anywhere: not the C0 and C1 controls (below U+0020, U+007F to U+009F), not
-the line and paragraph separators (U+2028, U+2029), and not the
-bidirectional marks, embeddings, overrides and isolates (U+061C, U+200E,
-U+200F, U+202A to U+202E, U+2066 to U+2069), which reorder what a terminal
-shows (:data:`FORBIDDEN_CHARACTERS` holds them all).  So a key can never climb
+the line and paragraph separators (U+2028, U+2029), not the Unicode format
+characters (zero-width spaces, the soft hyphen, the byte order mark, the
+bidirectional marks, embeddings, overrides and isolates, which reorder what
+a terminal shows; only the zero-width joiner and non-joiner that scripts and
+emoji need are allowed) and not the Hangul fillers, which print as blanks
+(:data:`FORBIDDEN_CHARACTERS` holds them all).  So a key can never climb
 out of a directory, be mistaken for an absolute path, smuggle a second line
 into a listing, or print as something it is not::
 
@@ -46,13 +48,22 @@ __all__ = [
 
 MAX_KEY_BYTES = 1024
 
-# Code point ranges no key may contain: the C0 controls, DEL and the C1
-# controls, the bidirectional marks (U+061C, U+200E, U+200F), the Unicode line
-# and paragraph separators, and the bidirectional embeddings, overrides and
-# isolates: each controls a terminal or reorders text rather than printing.
+# Code point ranges no key may contain, because they print as nothing or
+# act on the terminal rather than print: the C0 controls, DEL and the C1
+# controls; the Unicode format characters (general category Cf: soft hyphen,
+# zero-width spaces, the bidirectional marks, embeddings, overrides and
+# isolates, word joiners, the byte order mark, tag characters...), except
+# the zero-width non-joiner and joiner (U+200C, U+200D) that Persian, Indic
+# scripts and emoji sequences need; the line and paragraph separators; and
+# the Hangul fillers, which print as blanks.
 _FORBIDDEN_RANGES = (
-    (0x00, 0x1F), (0x7F, 0x9F), (0x061C, 0x061C), (0x200E, 0x200F),
-    (0x2028, 0x2029), (0x202A, 0x202E), (0x2066, 0x2069),
+    (0x00, 0x1F), (0x7F, 0x9F), (0xAD, 0xAD), (0x0600, 0x0605), (0x061C, 0x061C),
+    (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2),
+    (0x115F, 0x1160), (0x180E, 0x180E), (0x200B, 0x200B), (0x200E, 0x200F),
+    (0x2028, 0x2029), (0x202A, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F),
+    (0x3164, 0x3164), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0001, 0xE0001), (0xE0020, 0xE007F),
 )  # fmt: skip
 
 #: Every character a key may not contain: the backslash, and each character
@@ -60,7 +71,7 @@ _FORBIDDEN_RANGES = (
 FORBIDDEN_CHARACTERS = frozenset(
     "\\" + "".join(chr(c) for low, high in _FORBIDDEN_RANGES for c in range(low, high + 1))
 )
-_FORBIDDEN_CLASS = "".join(rf"\u{low:04x}-\u{high:04x}" for low, high in _FORBIDDEN_RANGES) + r"\\"
+_FORBIDDEN_CLASS = "".join(rf"\U{low:08x}-\U{high:08x}" for low, high in _FORBIDDEN_RANGES) + r"\\"
 _FORBIDDEN = re.compile(f"[{_FORBIDDEN_CLASS}]")
 # The whole set of rules but the length in one expression: segments of
 # allowed characters that are not "." or "..", joined by single slashes.  Keys
@@ -165,7 +176,7 @@ def _check_key(key: object, *, what: str, shown: object) -> None:
         raise fail(f"is {size} UTF-8 bytes long, more than {MAX_KEY_BYTES}")
     bad = _FORBIDDEN.search(key)
     if bad:
-        raise fail(f"character {bad.group()!r} is not allowed")
+        raise fail(f"character U+{ord(bad.group()):04X} {bad.group()!r} is not allowed")
     if key.startswith("/"):
         raise fail("must not start with '/'")
     if key.endswith("/"):
