@@ -83,3 +83,23 @@ def test_concurrent_writers_to_distinct_keys_all_land() -> None:
     for thread in threads:
         thread.join()
     assert len(storage.list("")) == 300
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"data", r"not bytes: wrap the data as io\.BytesIO\(data\)"),
+        (bytearray(b"data"), r"not bytearray: wrap the data as io\.BytesIO"),
+        ("data", r"not str: encode the text and wrap it"),
+        (io.StringIO("data"), r"not a text stream \(StringIO\): open the file in binary mode"),
+        (None, r"with a read\(\) method, not NoneType"),
+    ],
+)
+def test_write_refuses_content_that_is_not_a_binary_file_object(
+    content: object, expected: str
+) -> None:
+    storage = MemoryBackend()
+    storage.write("k", io.BytesIO(b"old"))
+    with pytest.raises(TypeError, match=expected):
+        storage.write("k", content)  # type: ignore[arg-type]
+    assert storage.read("k").read() == b"old"

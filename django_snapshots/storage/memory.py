@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
-from django_snapshots.storage.streams import CHUNK_SIZE, iter_chunks
+from django_snapshots.storage.streams import CHUNK_SIZE, check_binary_content, iter_chunks
 
 __all__ = ["MemoryBackend"]
 
@@ -46,6 +46,7 @@ class MemoryBackend:
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path*; the old object stays until the new one is complete."""
+        check_binary_content(content)
         self.stream_write(path, iter_chunks(content))
 
     def list(self, prefix: str) -> list[str]:
