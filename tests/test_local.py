@@ -36,6 +36,8 @@ class TestLocalFileSystemBackendConformance(StorageConformance):
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
+    """The location, already there (the backend creates it on its first write)."""
+    (tmp_path / "root").mkdir()
     return tmp_path / "root"
 
 
@@ -70,23 +72,61 @@ def _temporary_files(directory: Path) -> list[str]:
 # Construction
 
 
-def test_location_is_created_and_shown_as_an_absolute_path(tmp_path: Path) -> None:
+def test_location_is_shown_as_an_absolute_path(tmp_path: Path) -> None:
     storage = LocalFileSystemBackend(tmp_path / "a" / "b")
-    assert (tmp_path / "a" / "b").is_dir()
     assert storage.location == str(tmp_path / "a" / "b")
     assert repr(storage) == f"LocalFileSystemBackend({str(tmp_path / 'a' / 'b')!r})"
     assert isinstance(storage, AdvancedSnapshotStorage)
 
 
-def test_relative_location_is_made_absolute(
+def test_construction_creates_nothing(tmp_path: Path) -> None:
+    storage = LocalFileSystemBackend(tmp_path / "a" / "b")
+    assert storage.max_segment_bytes > 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_location_reads_as_an_empty_store_and_stays_missing(tmp_path: Path) -> None:
+    storage = LocalFileSystemBackend(tmp_path / "a" / "b")
+    assert storage.list("") == []
+    assert storage.recursive_list("d/") == []
+    assert storage.exists("k") is False
+    with pytest.raises(FileNotFoundError):
+        storage.read("k")
+    with pytest.raises(FileNotFoundError):
+        storage.stream_read("k")
+    with pytest.raises(FileNotFoundError):
+        storage.atomic_move("k", "m")
+    storage.delete("k")
+    storage.sync("src/", "dst/")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_first_write_creates_the_location_and_its_parents_privately(tmp_path: Path) -> None:
+    storage = LocalFileSystemBackend(tmp_path / "a" / "b")
+    storage.write("d/k", io.BytesIO(b"x"))
+    assert (tmp_path / "a" / "b" / "d" / "k").read_bytes() == b"x"
+    assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o700
+
+
+def test_the_segment_limit_is_known_before_the_location_exists(tmp_path: Path) -> None:
+    storage = LocalFileSystemBackend(tmp_path / "a" / "b")
+    assert storage.max_segment_bytes == os.pathconf(tmp_path, "PC_NAME_MAX")
+    with pytest.raises(SnapshotStoragePathError, match="UTF-8 bytes long"):
+        storage.write("x" * (storage.max_segment_bytes + 1), io.BytesIO(b"x"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_relative_location_is_resolved_once_at_construction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     storage = LocalFileSystemBackend("backups")
     assert storage.location == str(tmp_path / "backups")
+    assert not (tmp_path / "backups").exists()
     monkeypatch.chdir("/")
     storage.write("k", io.BytesIO(b"x"))
     assert (tmp_path / "backups" / "k").read_bytes() == b"x"
+    assert not Path("/backups").exists()
 
 
 def test_location_must_be_a_non_empty_text_path(tmp_path: Path) -> None:
@@ -96,10 +136,24 @@ def test_location_must_be_a_non_empty_text_path(tmp_path: Path) -> None:
         LocalFileSystemBackend("")
 
 
-def test_location_that_is_a_file_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "file").write_bytes(b"")
-    with pytest.raises(SnapshotStorageError, match=r"cannot use .* as a storage location"):
-        LocalFileSystemBackend(tmp_path / "file")
+def test_location_that_is_a_file_fails_every_operation_and_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"data")
+    storage = LocalFileSystemBackend(tmp_path / "file")
+    with pytest.raises(SnapshotStorageError, match=r"cannot open the location .*: Not a directory"):
+        storage.write("k", io.BytesIO(b"x"))
+    for operation in (storage.list, storage.exists, storage.read, storage.delete):
+        argument = "" if operation == storage.list else "k"
+        with pytest.raises(SnapshotStorageError, match="cannot open the location"):
+            operation(argument)
+    assert (tmp_path / "file").read_bytes() == b"data"
+
+
+def test_a_location_below_a_file_fails_on_write(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"data")
+    storage = LocalFileSystemBackend(tmp_path / "file" / "snapshots")
+    with pytest.raises(SnapshotStorageError, match="cannot open the location"):
+        storage.write("k", io.BytesIO(b"x"))
+    assert (tmp_path / "file").read_bytes() == b"data"
 
 
 def test_location_may_itself_be_a_symlink(tmp_path: Path) -> None:
@@ -120,6 +174,24 @@ def test_a_removed_location_lists_nothing_and_is_recreated_by_a_write(
         storage.read("k")
     storage.write("d/k", io.BytesIO(b"x"))
     assert (root / "d" / "k").read_bytes() == b"x"
+
+
+def test_write_refuses_data_and_text_files_before_any_io(
+    tmp_path: Path, root: Path, storage: LocalFileSystemBackend
+) -> None:
+    storage.write("d/k", io.BytesIO(b"old"))
+    (tmp_path / "text").write_text("text")
+    with open(tmp_path / "text") as text_file:
+        for content, expected in [
+            (b"new", r"not bytes: wrap the data as io\.BytesIO\(data\)"),
+            (text_file, r"not a text stream \(TextIOWrapper\): open the file in binary mode"),
+            (io.StringIO("new"), r"not a text stream \(StringIO\)"),
+        ]:
+            with pytest.raises(TypeError, match=expected):
+                storage.write("d/k", content)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=expected):
+                storage.write("new/k", content)  # type: ignore[arg-type]
+    assert _tree(root) == {"d": None, "d/k": b"old"}
 
 
 # Layout and permissions

@@ -2,7 +2,7 @@
 
     >>> import io
     >>> from django_snapshots.storage import LocalFileSystemBackend
-    >>> storage = LocalFileSystemBackend("snapshots")  # created when missing
+    >>> storage = LocalFileSystemBackend("snapshots")  # created by the first write
     >>> storage.write("db/latest.dump", io.BytesIO(b"dump"))
     >>> storage.list("db/")
     ['db/latest.dump']
@@ -10,8 +10,15 @@
     ...     file.read()
     b'dump'
 
-The key ``db/latest.dump`` is the file ``<location>/db/latest.dump``.  What
-the backend guarantees:
+The key ``db/latest.dump`` is the file ``<location>/db/latest.dump``.  A
+relative location is resolved against the current directory once, when the
+backend is built.  Building it touches nothing: the location (and any
+missing parent) is created by the first write or move, and until then it
+reads as an empty store (``list`` returns nothing, ``exists`` is false,
+``read`` raises :class:`FileNotFoundError`, ``delete`` does nothing).  A
+location that exists but is not a directory, or cannot be opened, makes
+every operation raise :class:`~django_snapshots.exceptions.SnapshotStorageError`.
+What the backend guarantees:
 
 - **Atomic replacement.**  A write streams into a temporary file in the
   target directory, flushes and fsyncs it, then renames it over the key with
@@ -77,7 +84,7 @@ from django_snapshots.storage.keys import (
     validate_prefix,
     validate_sync_prefixes,
 )
-from django_snapshots.storage.streams import CHUNK_SIZE, iter_chunks
+from django_snapshots.storage.streams import CHUNK_SIZE, check_binary_content, iter_chunks
 from django_snapshots.storage.wrappers.base import validate_key_through
 from django_snapshots.storage.wrappers.retry import is_transient
 
@@ -111,9 +118,10 @@ _ATTEMPTS = 5
 class LocalFileSystemBackend:
     """Store objects as files under *location* (advanced tier, thread-safe).
 
-    *location* (a ``str`` or path-like) is created when missing; ``.location``
-    is its absolute path.  See the module documentation for what is atomic,
-    durable and guaranteed about symbolic links.
+    *location* (a ``str`` or path-like) is created by the first write when
+    missing; ``.location`` is its absolute path, resolved at construction.
+    Construction does no I/O.  See the module documentation for what is
+    atomic, durable and guaranteed about symbolic links.
 
     .. versionadded:: 0.1
     """
@@ -131,14 +139,11 @@ class LocalFileSystemBackend:
             )
         if not path:
             raise ValueError("location must not be empty")
+        # Resolved once, now: a later chdir must not move the objects.
         self._location = os.path.abspath(path)
-        try:
-            os.makedirs(self._location, mode=_DIR_MODE, exist_ok=True)
-        except OSError as exc:
-            raise SnapshotStorageError(
-                f"cannot use {self._location!r} as a storage location: {exc.strerror or exc}"
-            ) from exc
-        self._name_max = _name_max(self._location)
+        # Known once the location exists; nothing is touched before the first
+        # operation, so building a stack (for a system check) does no I/O.
+        self._name_max: int | None = None
 
     @property
     def location(self) -> str:
@@ -152,10 +157,49 @@ class LocalFileSystemBackend:
 
         .. versionadded:: 0.1
         """
-        return self._name_max
+        if self._name_max is not None:
+            return self._name_max
+        limit, final = _name_max(self._location)
+        if final:
+            self._name_max = limit
+        return limit
 
     def __repr__(self) -> str:
         return f"LocalFileSystemBackend({self._location!r})"
+
+    def _unreachable(self) -> str | None:
+        """Say why the location cannot hold objects now, or ``None`` when it
+        can (or can be created by the first write).
+
+        Only looks (``stat`` and ``access``), never creates: the system
+        checks call it.
+        """
+        try:
+            mode = os.stat(self._location).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as exc:
+            return f"cannot look at it: {exc.strerror or exc}"
+        else:
+            if not stat.S_ISDIR(mode):
+                return "it exists but is not a directory"
+            if not os.access(self._location, os.W_OK | os.X_OK):
+                return "it is not writable by this process"
+            return None
+        parent = os.path.dirname(self._location)
+        try:
+            mode = os.stat(parent).st_mode
+        except FileNotFoundError:
+            return f"it does not exist, and neither does its parent {parent!r}"
+        except OSError as exc:
+            return f"it does not exist, and its parent {parent!r} cannot be looked at: " + (
+                exc.strerror or str(exc)
+            )
+        if not stat.S_ISDIR(mode):
+            return f"it does not exist, and its parent {parent!r} is not a directory"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"it does not exist, and its parent {parent!r} is not writable"
+        return None
 
     def read(self, path: str) -> IO[bytes]:
         """Open the object at *path* for reading, at offset 0."""
@@ -184,6 +228,7 @@ class LocalFileSystemBackend:
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store every byte of *content* at *path*, atomically replacing it."""
+        check_binary_content(content)
         self.stream_write(path, iter_chunks(content))
 
     def list(self, prefix: str) -> list[str]:
@@ -194,7 +239,7 @@ class LocalFileSystemBackend:
         validate_prefix(prefix)
         base, _, start = prefix.rpartition("/")
         segments = base.split("/") if base else []
-        if any(len(segment.encode()) > self._name_max for segment in segments):
+        if any(len(segment.encode()) > self.max_segment_bytes for segment in segments):
             return []  # no directory can have such a name
         keys: list[str] = []
         with self._directories(prefix, segments, create=False) as fds:
@@ -373,14 +418,14 @@ class LocalFileSystemBackend:
             return os.open(self._location, _ROOT_FLAGS)
         except FileNotFoundError:
             if not create:
-                return None  # the location was removed: it holds nothing
+                return None  # not created yet, or removed: it holds nothing
         except OSError as exc:
             raise self._failure("open the location for", key, exc) from exc
         try:
             os.makedirs(self._location, mode=_DIR_MODE, exist_ok=True)
             return os.open(self._location, _ROOT_FLAGS)
         except OSError as exc:
-            raise self._failure("recreate the location for", key, exc) from exc
+            raise self._failure("create the location for", key, exc) from exc
 
     def _open_directory(
         self, key: str, parent: int, segments: builtins.list[str], *, create: bool
@@ -662,12 +707,24 @@ def _missing(key: str) -> FileNotFoundError:
     return FileNotFoundError(f"no object at {key!r}")
 
 
-def _name_max(location: str) -> int:
-    try:
-        limit = os.pathconf(location, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return _DEFAULT_NAME_MAX
-    return limit if limit > 0 else _DEFAULT_NAME_MAX
+def _name_max(location: str) -> tuple[int, bool]:
+    """Return the name limit of *location*'s file system, and whether it is
+    final: a location that does not exist yet is answered for the nearest
+    directory that does (the same file system in all likelihood, but a
+    mount may change that before the first write)."""
+    path = location
+    while True:
+        try:
+            limit = os.pathconf(path, "PC_NAME_MAX")
+        except (FileNotFoundError, NotADirectoryError):
+            parent = os.path.dirname(path)
+            if parent == path:
+                return _DEFAULT_NAME_MAX, False
+            path = parent
+            continue
+        except (OSError, ValueError):
+            return _DEFAULT_NAME_MAX, False
+        return (limit if limit > 0 else _DEFAULT_NAME_MAX), path == location
 
 
 def _create_temp(directory: int) -> tuple[str, int]:
