@@ -25,14 +25,21 @@ from django.core.files.storage import (
     default_storage,
     storages,
 )
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.test import override_settings
 
-from django_snapshots.exceptions import SnapshotStorageError, SnapshotStoragePathError
+from django_snapshots.exceptions import (
+    SnapshotError,
+    SnapshotStorageError,
+    SnapshotStoragePathError,
+)
 from django_snapshots.storage import (
     AdvancedSnapshotStorage,
     DjangoStorageBackend,
     SnapshotStorage,
 )
+from django_snapshots.storage.django_storage import InvalidDjangoStorageError
 from django_snapshots.storage.streams import CHUNK_SIZE
 from django_snapshots.testing import StorageConformance
 from tests.conftest import S3Bucket
@@ -632,6 +639,44 @@ def test_an_unknown_alias_fails_at_first_use_naming_it() -> None:
         backend.list("")
     assert isinstance(InvalidStorageError(), ImproperlyConfigured)
     assert repr(backend) == "DjangoStorageBackend('backups')"
+
+
+def test_an_unknown_alias_is_a_snapshot_error_of_one_line() -> None:
+    backend = DjangoStorageBackend("bakups")
+    with pytest.raises(SnapshotError) as raised:
+        backend.read("k")
+    assert isinstance(raised.value, InvalidDjangoStorageError)
+    assert isinstance(raised.value, InvalidStorageError)
+    assert str(raised.value) == (
+        "no storage alias 'bakups' in settings.STORAGES (defined: 'default', 'staticfiles')"
+    )
+
+
+def test_snapshots_commands_report_an_unknown_alias_in_one_line() -> None:
+    setting = {
+        "BACKEND": "django_snapshots.storage.DjangoStorageBackend",
+        "OPTIONS": {"storage": "bakups"},
+    }
+    with override_settings(SNAPSHOTS={"STORAGE": setting}), pytest.raises(CommandError) as raised:
+        call_command("snapshots", "ls", stdout=io.StringIO(), stderr=io.StringIO())
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "no storage alias 'bakups' in settings.STORAGES" in message
+
+
+def test_write_refuses_data_and_text_files_before_any_io() -> None:
+    storage = InMemoryStorage()
+    backend = DjangoStorageBackend(storage)
+    backend.write("k", io.BytesIO(b"old"))
+    for content, expected in [
+        (b"new", r"not bytes: wrap the data as io\.BytesIO\(data\)"),
+        (io.StringIO("new"), r"not a text stream \(StringIO\): open the file in binary mode"),
+        (File(io.StringIO("new")), r"not a text stream \(File\)"),
+    ]:
+        with pytest.raises(TypeError, match=expected):
+            backend.write("k", content)  # type: ignore[arg-type]
+    with backend.read("k") as file:
+        assert file.read() == b"old"
 
 
 def test_an_alias_whose_backend_cannot_be_imported_is_named() -> None:

@@ -64,11 +64,17 @@ from django.core.files.storage.memory import InMemoryFileNode  # type: ignore[at
 
 from django_snapshots.exceptions import SnapshotError, SnapshotStorageError
 from django_snapshots.storage.keys import _parents, validate_key, validate_prefix
-from django_snapshots.storage.streams import CHUNK_SIZE, ReadableStream, _read_into, iter_chunks
+from django_snapshots.storage.streams import (
+    CHUNK_SIZE,
+    ReadableStream,
+    _read_into,
+    check_binary_content,
+    iter_chunks,
+)
 from django_snapshots.storage.wrappers.base import validate_key_through
 from django_snapshots.storage.wrappers.retry import is_transient
 
-__all__ = ["DjangoStorageBackend"]
+__all__ = ["DjangoStorageBackend", "InvalidDjangoStorageError"]
 
 # How storages report that a name holds no object: missing, a directory, or
 # below a file (InMemoryStorage turns the last into FileExistsError).
@@ -95,6 +101,19 @@ _THROTTLING_CODES = frozenset(
         "RequestLimitExceeded",
     }
 )
+
+
+class InvalidDjangoStorageError(SnapshotError, InvalidStorageError):
+    """The Django storage of a :class:`DjangoStorageBackend` cannot be used:
+    its alias is not in ``settings.STORAGES``, the entry cannot be built, or
+    the storage does not return the bytes it stores.
+
+    Both a :class:`~django_snapshots.exceptions.SnapshotError` and Django's
+    :class:`~django.core.files.storage.InvalidStorageError` (an
+    ``ImproperlyConfigured``); the message is one line naming the alias.
+
+    .. versionadded:: 0.1
+    """
 
 
 class DjangoStorageBackend:
@@ -127,8 +146,9 @@ class DjangoStorageBackend:
     def storage(self) -> Storage:
         """The Django storage objects go to (an alias is resolved now).
 
-        Raises :class:`~django.core.files.storage.InvalidStorageError` (an
-        :class:`~django.core.exceptions.ImproperlyConfigured`) naming the alias
+        Raises :class:`InvalidDjangoStorageError` (an
+        :class:`~django.core.exceptions.ImproperlyConfigured` and a
+        :class:`~django_snapshots.exceptions.SnapshotError`) naming the alias
         when ``settings.STORAGES`` does not define it or cannot build it.
 
         .. versionadded:: 0.1
@@ -150,6 +170,12 @@ class DjangoStorageBackend:
         if isinstance(storage, FileSystemStorage):
             return _name_max(os.fspath(storage.location))
         return None
+
+    def _alias_problem(self) -> str | None:
+        """Say why the alias is not defined in ``settings.STORAGES``, or
+        ``None`` (also for a backend given a storage).  Reads the setting
+        only, builds no storage: the system checks call it."""
+        return None if self._alias is None else _undefined(self._alias)
 
     def __repr__(self) -> str:
         if self._alias is not None:
@@ -194,6 +220,7 @@ class DjangoStorageBackend:
         documentation for what a failed write leaves.
         """
         key = validate_key_through(self, path)
+        check_binary_content(content)
         source = _ForwardReader(content, name=key)
         storage = self.storage
         in_one_step = _replaces_in_one_step(storage)
@@ -498,25 +525,36 @@ class _SharedFiles:
 
 
 def _resolve(alias: str) -> Storage:
-    try:
-        defined = storages.backends
-    except ImproperlyConfigured as exc:
-        raise InvalidStorageError(f"cannot look up storage alias {alias!r}: {exc}") from exc
-    if alias not in defined:
-        known = ", ".join(repr(name) for name in defined) or "none"
-        raise InvalidStorageError(
-            f"no storage alias {alias!r} in settings.STORAGES (defined: {known})"
-        )
+    problem = _undefined(alias)
+    if problem is not None:
+        raise InvalidDjangoStorageError(problem)
     try:
         storage = storages[alias]
     except ImproperlyConfigured as exc:
-        raise InvalidStorageError(f"settings.STORAGES[{alias!r}]: {exc}") from exc
+        raise InvalidDjangoStorageError(f"settings.STORAGES[{alias!r}]: {_one_line(exc)}") from exc
     if not isinstance(storage, Storage):
-        raise InvalidStorageError(
+        raise InvalidDjangoStorageError(
             f"settings.STORAGES[{alias!r}] built a {type(storage).__name__}, not a django Storage"
         )
     _check_supported(storage, where=f"settings.STORAGES[{alias!r}]")
     return storage
+
+
+def _undefined(alias: str) -> str | None:
+    """Say why settings.STORAGES has no entry *alias*, reading the setting
+    only (no storage is built), or ``None`` when it has."""
+    try:
+        defined = storages.backends
+    except ImproperlyConfigured as exc:
+        return f"cannot look up storage alias {alias!r}: {_one_line(exc)}"
+    if alias in defined:
+        return None
+    known = ", ".join(repr(name) for name in defined) or "none"
+    return f"no storage alias {alias!r} in settings.STORAGES (defined: {known})"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _check_supported(storage: Storage, *, where: str) -> None:
@@ -524,7 +562,7 @@ def _check_supported(storage: Storage, *, where: str) -> None:
         # It compresses some objects on the way in (chosen by content type)
         # and decompresses on the way out by Content-Encoding, which a
         # ".gz" key also gets: bytes would not come back as they went in.
-        raise InvalidStorageError(
+        raise InvalidDjangoStorageError(
             f"{where}: an S3Storage with gzip enabled (AWS_IS_GZIPPED) does not "
             "return the bytes it stored; compress artifacts before storing them instead"
         )
