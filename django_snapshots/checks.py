@@ -17,13 +17,23 @@ storage (so without any network access):
 ``snapshots.E009``  a wrapper is not a storage wrapper
 ``snapshots.E010``  a wrapper rejected its ``OPTIONS``
 ``snapshots.E011``  an invalid key or prefix in ``OPTIONS`` (``Prefix``)
+``snapshots.E012``  a ``DjangoStorageBackend`` names an alias that
+                    ``settings.STORAGES`` does not define
 ``snapshots.W001``  the stack has no ``Checksum`` layer
+``snapshots.W002``  the storage cannot be reached now: a local location that
+                    is not a directory, not writable, or whose parent is
+                    missing (an unmounted disk), or a backend that failed to
+                    reach its storage while being built
 ``snapshots.E101``  (``check --deploy`` only) a write, read, verify, list and
                     delete round trip on the storage failed
 ==================  ===========================================================
 
-Only the deploy check performs I/O: it writes a small probe object under
-``.snapshots-probe/``, reads it back and deletes it.
+Only the deploy check performs I/O on the storage: it writes a small probe
+object under ``.snapshots-probe/``, reads it back and deletes it.  The
+others only look: ``snapshots.W002`` stats a local location and its parent,
+and creates nothing.  A storage that cannot be reached is a warning, not an
+error, so that an unmounted backup disk never stops ``migrate`` or any other
+management command.
 """
 
 from __future__ import annotations
@@ -35,8 +45,10 @@ from typing import Any
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from django_snapshots._inspect import find_checksum_layer, probe_storage, short_repr
-from django_snapshots.conf import InvalidStorageSettingError, get_storage
+from django_snapshots._inspect import find_checksum_layer, layers, probe_storage, short_repr
+from django_snapshots.conf import UNREACHABLE_HINT, InvalidStorageSettingError, get_storage
+from django_snapshots.storage.django_storage import DjangoStorageBackend
+from django_snapshots.storage.local import LocalFileSystemBackend
 
 __all__ = ["check_storage_round_trip", "check_storage_setting"]
 
@@ -57,9 +69,13 @@ def check_storage_setting(
     try:
         storage = get_storage()
     except InvalidStorageSettingError as exc:
-        return [Error(exc.message, hint=exc.hint, id=exc.id)]
+        level = Warning if exc.id.startswith("snapshots.W") else Error
+        return [level(exc.message, hint=exc.hint, id=exc.id)]
+    messages: list[CheckMessage] = []
+    for layer in layers(storage):
+        messages.extend(_layer_problems(layer))
     if find_checksum_layer(storage) is None:
-        return [
+        messages.append(
             Warning(
                 f"the storage {short_repr(storage)} has no Checksum layer: corrupt backups "
                 "would be read back without an error, and `snapshots verify` cannot run",
@@ -67,8 +83,8 @@ def check_storage_setting(
                 "snapshots.W001 if integrity is checked elsewhere.",
                 id="snapshots.W001",
             )
-        ]
-    return []
+        )
+    return messages
 
 
 @register(_TAG, deploy=True)
@@ -99,6 +115,33 @@ def check_storage_round_trip(
             id="snapshots.E101",
         )
     ]
+
+
+def _layer_problems(layer: object) -> list[CheckMessage]:
+    """What is wrong with one layer of the stack, found by looking (``stat``,
+    the settings), never by using the storage."""
+    if isinstance(layer, LocalFileSystemBackend):
+        reason = layer._unreachable()
+        if reason is not None:
+            return [
+                Warning(
+                    f"the storage location {layer.location!r} cannot be used now: {reason}",
+                    hint=UNREACHABLE_HINT,
+                    id="snapshots.W002",
+                )
+            ]
+    elif isinstance(layer, DjangoStorageBackend):
+        problem = layer._alias_problem()
+        if problem is not None:
+            return [
+                Error(
+                    f"{layer!r}: {problem}",
+                    hint="Give DjangoStorageBackend the alias of a storage defined in "
+                    "settings.STORAGES (check the spelling), or add it there.",
+                    id="snapshots.E012",
+                )
+            ]
+    return []
 
 
 def _selected(app_configs: Sequence[AppConfig] | None) -> bool:

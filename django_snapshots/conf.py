@@ -27,9 +27,11 @@ to fix it, and which the system checks report as ``snapshots.E0xx``.
 
 from __future__ import annotations
 
+import inspect
+import os
 import threading
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, TypeGuard
 
 from django.conf import settings
@@ -37,7 +39,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from django_snapshots.exceptions import SnapshotError, SnapshotStoragePathError
+from django_snapshots.exceptions import (
+    SnapshotError,
+    SnapshotStorageError,
+    SnapshotStoragePathError,
+)
 from django_snapshots.storage.protocols import SnapshotStorage
 
 __all__ = ["DEFAULT_DIRECTORY", "InvalidStorageSettingError", "get_storage"]
@@ -215,30 +221,38 @@ def _build_storage(value: object) -> SnapshotStorage:
     return storage
 
 
-def _wrapper_entry(entry: object, index: int) -> tuple[str, Mapping[str, Any]]:
+def _wrapper_entry(entry: object, index: int) -> tuple[str | type, Mapping[str, Any]]:
     where = f'{_SETTING}["WRAPPERS"][{index}]'
-    if isinstance(entry, str) and entry:
+    if _is_wrapper_name(entry):
         return entry, {}
     if isinstance(entry, Mapping):
         unknown = sorted(map(repr, set(entry) - _WRAPPER_KEYS))
         path = entry.get("WRAPPER")
-        if not unknown and isinstance(path, str) and path:
+        if not unknown and _is_wrapper_name(path):
             return path, _options(entry, f'{where}["OPTIONS"]', id="snapshots.E007")
         problem = (
             f"has unknown key(s) {', '.join(unknown)}"
             if unknown
-            else f'needs "WRAPPER", the dotted path of a wrapper class, not {_describe(path)}'
+            else 'needs "WRAPPER", the dotted path of a wrapper class or the class, '
+            f"not {_describe(path)}"
         )
     elif isinstance(entry, str):
         problem = "is an empty string, not the dotted path of a wrapper class"
     else:
-        problem = f"must be a dotted path or a dict, not a {type(entry).__name__!r} object"
+        problem = (
+            "must be a dotted path, a wrapper class or a dict, "
+            f"not a {type(entry).__name__!r} object"
+        )
     raise InvalidStorageSettingError(
         f"{where} {problem}",
-        hint=f'Write a wrapper as a dotted path ("{_EXAMPLE_WRAPPER}") or as '
-        f'{{"WRAPPER": "{_EXAMPLE_WRAPPER}", "OPTIONS": {{...}}}}.',
+        hint=f'Write a wrapper as a dotted path ("{_EXAMPLE_WRAPPER}"), as the class itself, '
+        f'or as {{"WRAPPER": "{_EXAMPLE_WRAPPER}", "OPTIONS": {{...}}}}.',
         id="snapshots.E007",
     )
+
+
+def _is_wrapper_name(value: object) -> TypeGuard[str | type]:
+    return isinstance(value, type) or (isinstance(value, str) and bool(value))
 
 
 def _options(entry: Mapping[str, Any], where: str, *, id: str) -> Mapping[str, Any]:
@@ -264,7 +278,7 @@ def _options(entry: Mapping[str, Any], where: str, *, id: str) -> Mapping[str, A
 
 
 def _construct(
-    path: str,
+    path: str | type,
     options: Mapping[str, Any],
     *,
     where: str,
@@ -273,21 +287,33 @@ def _construct(
     ids: tuple[str, str, str],
 ) -> SnapshotStorage:
     import_id, type_id, call_id = ids
-    try:
-        factory = import_string(path)
-    except ImportError as exc:
-        raise InvalidStorageSettingError(
-            f"{where}: cannot import {path!r} ({exc})",
-            hint=f"Give the full dotted path of a {kind} class and check that its package is "
-            "installed.",
-            id=import_id,
-        ) from exc
+    if isinstance(path, type):
+        factory: object = path
+        path = f"{path.__module__}.{path.__qualname__}"
+    else:
+        try:
+            factory = import_string(path)
+        except ImportError as exc:
+            raise InvalidStorageSettingError(
+                f"{where}: cannot import {path!r} ({exc})",
+                hint=f"Give the full dotted path of a {kind} class and check that its package "
+                "is installed.",
+                id=import_id,
+            ) from exc
     if not callable(factory):
         raise InvalidStorageSettingError(
             f"{where}: {path!r} names a {type(factory).__name__!r} object, not a {kind} class",
             hint=f"Give the dotted path of a {kind} class.",
             id=type_id,
         )
+    if kind == "backend" and _is_wrapper_class(factory):
+        raise InvalidStorageSettingError(
+            f"{where}: {path!r} is a wrapper class, not a backend; a wrapper goes in "
+            '"WRAPPERS", over the backend that stores the objects',
+            hint=f'For example "BACKEND": "{_EXAMPLE_BACKEND}", "WRAPPERS": ["{path}"].',
+            id=type_id,
+        )
+    options = _resolve_location(factory, options)
     try:
         storage = factory(*args, **options)
     except SnapshotStoragePathError as exc:
@@ -298,13 +324,8 @@ def _construct(
             id="snapshots.E011",
         ) from exc
     except Exception as exc:
-        # Whatever the class raised: a TypeError for an unknown option, a
-        # ValueError for a bad value, or its own error.  The message names the
-        # option, never echoes OPTIONS (they may hold credentials).
-        raise InvalidStorageSettingError(
-            f"{where}: {path!r} could not be built from its OPTIONS: {type(exc).__name__}: {exc}",
-            hint=f"Fix OPTIONS to match the {kind}'s keyword arguments.",
-            id=call_id,
+        raise _construction_error(
+            exc, factory, path, options, where=where, args=args, kind=kind, ids=(type_id, call_id)
         ) from exc
     if not _is_storage(storage):
         raise InvalidStorageSettingError(
@@ -315,6 +336,129 @@ def _construct(
             id=type_id,
         )
     return storage
+
+
+def _construction_error(
+    exc: Exception,
+    factory: Any,
+    path: str,
+    options: Mapping[str, Any],
+    *,
+    where: str,
+    args: tuple[SnapshotStorage, ...],
+    kind: str,
+    ids: tuple[str, str],
+) -> InvalidStorageSettingError:
+    """Say why *factory* could not be built: options it does not take, a
+    wrapper stacked where it refuses to be, a storage that cannot be reached
+    now, or values it rejected.  The message never echoes OPTIONS (they may
+    hold credentials); the class's own error names the option at fault."""
+    type_id, call_id = ids
+    error = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (SnapshotStorageError, OSError)):
+        # Not the configuration: the place it names is not there now (an
+        # unmounted disk, a network down).  A warning, so that a missing mount
+        # does not stop every management command.
+        return InvalidStorageSettingError(
+            f"{where}: {path!r} cannot reach its storage now: {error}",
+            hint=UNREACHABLE_HINT,
+            id="snapshots.W002",
+        )
+    takes = _takes(factory, args, options)
+    if takes is False:
+        if kind == "wrapper" and _is_storage_class(factory) and not _is_wrapper_class(factory):
+            return InvalidStorageSettingError(
+                f"{where}: {path!r} is a backend class, not a wrapper ({error})",
+                hint='Give the backend as "BACKEND"; "WRAPPERS" lists only wrappers.',
+                id=type_id,
+            )
+        return InvalidStorageSettingError(
+            f"{where}: {path!r} could not be built from its OPTIONS: {error}",
+            hint=f"Fix OPTIONS to match the {kind}'s keyword arguments.",
+            id=call_id,
+        )
+    if args and takes and _builds_alone(factory, options):
+        # The options fit, and the wrapper takes them over an empty store of
+        # its own: it refused the stack below it.
+        return InvalidStorageSettingError(
+            f"{where}: {path!r} refused the stack below it: {error}",
+            hint="Fix the order or the list of WRAPPERS (each is listed once, outermost "
+            "first); the message above says which layers conflict.",
+            id=call_id,
+        )
+    return InvalidStorageSettingError(
+        f"{where}: {path!r} rejected a value in its OPTIONS: {error}",
+        hint=f"Fix the value of the option the message names; see the {kind}'s documentation.",
+        id=call_id,
+    )
+
+
+UNREACHABLE_HINT = (
+    "If the storage lives on a mount (NFS, SMB, an external disk), check that it is mounted; "
+    "check that the user running Django may read and write there, and that the network is "
+    "up.  Commands that use the storage fail until it is reachable; silence snapshots.W002 "
+    "only if that is expected on this machine."
+)
+
+
+def _takes(factory: Any, args: tuple[Any, ...], options: Mapping[str, Any]) -> bool | None:
+    """Tell whether *factory* accepts these arguments, by its signature
+    alone; ``None`` when the signature cannot be read."""
+    try:
+        if isinstance(factory, type):
+            # Wrapper classes are proxy types whose own signature cannot be
+            # read; their __init__ says what they take.  (getattr: mypy
+            # refuses __init__ read from a class.)
+            init = getattr(factory, "__init__")  # noqa: B009
+            inspect.signature(init, follow_wrapped=False).bind(None, *args, **options)
+        else:
+            inspect.signature(factory).bind(*args, **options)
+    except TypeError:
+        return False
+    except ValueError:
+        return None
+    return True
+
+
+def _builds_alone(factory: Any, options: Mapping[str, Any]) -> bool:
+    from django_snapshots.storage.memory import MemoryBackend
+
+    try:
+        factory(MemoryBackend(), **options)
+    except Exception:
+        return False
+    return True
+
+
+def _resolve_location(factory: object, options: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Anchor a relative ``location`` of a LocalFileSystemBackend at
+    ``BASE_DIR``, so that it does not follow the current directory."""
+    from django_snapshots.storage.local import LocalFileSystemBackend
+
+    location = options.get("location")
+    base = getattr(settings, "BASE_DIR", None)
+    if (
+        base is None
+        or not (isinstance(factory, type) and issubclass(factory, LocalFileSystemBackend))
+        or not isinstance(location, (str, PurePath))
+        or not str(location)
+        or os.path.isabs(location)
+    ):
+        return options
+    return {**options, "location": Path(base) / location}
+
+
+def _is_wrapper_class(value: object) -> bool:
+    from django_snapshots.storage.wrappers.base import StorageWrapper
+
+    return isinstance(value, type) and issubclass(value, StorageWrapper)
+
+
+def _is_storage_class(value: object) -> bool:
+    return isinstance(value, type) and all(
+        callable(getattr(value, name, None))
+        for name in ("read", "write", "list", "delete", "exists")
+    )
 
 
 def _describe(value: object) -> str:

@@ -204,3 +204,164 @@ def test_the_deploy_check_round_trips_through_rclone_on_a_real_s3_server(
         assert check_storage_round_trip() == []
     listing = server.client().list_objects_v2(Bucket=s3_bucket.name)
     assert listing["KeyCount"] == 0
+
+
+# A storage that cannot be reached is a warning that creates nothing.
+
+
+def _local(location: Any, *wrappers: str) -> dict[str, Any]:
+    return {
+        "STORAGE": {
+            "BACKEND": "django_snapshots.storage.LocalFileSystemBackend",
+            "OPTIONS": {"location": str(location)},
+            "WRAPPERS": ["django_snapshots.storage.Checksum", *wrappers],
+        }
+    }
+
+
+def test_manage_py_check_creates_nothing_for_an_unmounted_location(tmp_path: Any) -> None:
+    # The mount point's parent is there, the disk is not: no directory may
+    # appear where the disk would be mounted.
+    location = tmp_path / "mnt" / "nas" / "snapshots"
+    with override_settings(SNAPSHOTS=_local(location)):
+        call_command("check", stdout=io.StringIO(), stderr=io.StringIO())
+        messages = check_storage_setting()
+    assert list(tmp_path.iterdir()) == []
+    assert [(m.level, m.id) for m in messages] == [(WARNING, "snapshots.W002")]
+    assert str(location) in messages[0].msg
+    assert "neither does its parent" in messages[0].msg
+    assert "mounted" in str(messages[0].hint)
+    assert "OPTIONS" not in str(messages[0].hint)
+
+
+def test_a_location_below_a_file_is_a_warning_not_an_error(tmp_path: Any) -> None:
+    (tmp_path / "file").write_bytes(b"data")
+    with override_settings(SNAPSHOTS=_local(tmp_path / "file" / "snapshots")):
+        messages = check_storage_setting()
+        output = io.StringIO()
+        call_command("check", stdout=output, stderr=output)
+    assert [(m.level, m.id) for m in messages] == [(WARNING, "snapshots.W002")]
+    assert "is not a directory" in messages[0].msg
+    assert "snapshots.W002" in output.getvalue()
+    assert (tmp_path / "file").read_bytes() == b"data"
+
+
+def test_a_location_that_is_a_file_is_a_warning(tmp_path: Any) -> None:
+    (tmp_path / "file").write_bytes(b"data")
+    with override_settings(SNAPSHOTS=_local(tmp_path / "file")):
+        messages = check_storage_setting()
+    assert [(m.level, m.id) for m in messages] == [(WARNING, "snapshots.W002")]
+    assert "it exists but is not a directory" in messages[0].msg
+
+
+def test_a_location_to_be_created_in_an_existing_directory_passes(tmp_path: Any) -> None:
+    with override_settings(SNAPSHOTS=_local(tmp_path / "snapshots")):
+        assert check_storage_setting() == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.django_db
+def test_an_unreachable_location_does_not_block_migrate(tmp_path: Any) -> None:
+    (tmp_path / "file").write_bytes(b"data")
+    with override_settings(SNAPSHOTS=_local(tmp_path / "file" / "snapshots")):
+        call_command("migrate", verbosity=0, skip_checks=False, stdout=io.StringIO())
+
+
+def test_a_backend_that_cannot_reach_its_storage_when_built_is_a_warning() -> None:
+    setting = {"STORAGE": {"BACKEND": "tests.test_checks.UnreachableBackend"}}
+    with override_settings(SNAPSHOTS=setting):
+        messages = check_storage_setting()
+    assert [(m.level, m.id) for m in messages] == [(WARNING, "snapshots.W002")]
+    assert "cannot reach its storage now" in messages[0].msg
+    assert "Connection refused" in messages[0].msg
+
+
+class UnreachableBackend(MemoryBackend):
+    """A backend that connects when built, to a server that is down."""
+
+    def __init__(self) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+
+# DjangoStorageBackend aliases are checked against settings.STORAGES.
+
+
+def _django(alias: str) -> dict[str, Any]:
+    return {
+        "STORAGE": {
+            "BACKEND": "django_snapshots.storage.DjangoStorageBackend",
+            "OPTIONS": {"storage": alias},
+            "WRAPPERS": ["django_snapshots.storage.Checksum"],
+        }
+    }
+
+
+def test_a_mistyped_storages_alias_is_an_error_naming_it() -> None:
+    with override_settings(SNAPSHOTS=_django("bakups")):
+        messages = check_storage_setting()
+        with pytest.raises(SystemCheckError) as raised:
+            call_command("check", stdout=io.StringIO(), stderr=io.StringIO())
+    assert [(m.level, m.id) for m in messages] == [(ERROR, "snapshots.E012")]
+    assert "no storage alias 'bakups' in settings.STORAGES" in messages[0].msg
+    assert "'default'" in messages[0].msg
+    assert "STORAGES" in str(messages[0].hint)
+    assert "(snapshots.E012)" in str(raised.value)
+
+
+def test_a_defined_storages_alias_passes_without_building_the_storage() -> None:
+    storages = {"backups": {"BACKEND": "tests.test_checks.NeverBuiltStorage"}}
+    with override_settings(SNAPSHOTS=_django("backups"), STORAGES=storages):
+        assert check_storage_setting() == []
+
+
+class NeverBuiltStorage:
+    def __init__(self) -> None:
+        raise AssertionError("a system check built the storage")
+
+
+# Misconfigurations say what is wrong, not "fix OPTIONS".
+
+
+def test_a_wrapper_given_as_backend_is_named_as_a_wrapper() -> None:
+    setting = {"STORAGE": {"BACKEND": "django_snapshots.storage.Checksum"}}
+    with override_settings(SNAPSHOTS=setting):
+        messages = check_storage_setting()
+    assert [(m.level, m.id) for m in messages] == [(ERROR, "snapshots.E005")]
+    assert "is a wrapper class, not a backend" in messages[0].msg
+    assert '"WRAPPERS": ["django_snapshots.storage.Checksum"]' in str(messages[0].hint)
+    assert "OPTIONS" not in str(messages[0].hint)
+
+
+def test_a_backend_given_as_wrapper_is_named_as_a_backend() -> None:
+    setting = {"STORAGE": {"BACKEND": MEMORY, "WRAPPERS": [MEMORY]}}
+    with override_settings(SNAPSHOTS=setting):
+        messages = check_storage_setting()
+    assert [(m.level, m.id) for m in messages] == [(ERROR, "snapshots.E009")]
+    assert "is a backend class, not a wrapper" in messages[0].msg
+
+
+def test_two_checksum_layers_are_an_error_about_the_stack() -> None:
+    checksum = "django_snapshots.storage.Checksum"
+    wrappers = [checksum, "django_snapshots.storage.Logging", checksum]
+    setting = {"STORAGE": {"BACKEND": MEMORY, "WRAPPERS": wrappers}}
+    with override_settings(SNAPSHOTS=setting):
+        messages = check_storage_setting()
+    assert [(m.level, m.id) for m in messages] == [(ERROR, "snapshots.E010")]
+    assert messages[0].msg.startswith(
+        'SNAPSHOTS["STORAGE"]["WRAPPERS"][0]: \'django_snapshots.storage.Checksum\' refused '
+        "the stack below it: TypeError: Checksum() over "
+    )
+    assert "already has a Checksum layer" in messages[0].msg
+    assert "WRAPPERS" in str(messages[0].hint)
+    assert "keyword arguments" not in str(messages[0].hint)
+
+
+def test_a_bad_option_value_of_a_wrapper_is_not_blamed_on_the_stack() -> None:
+    retry = {"WRAPPER": "django_snapshots.storage.Retry", "OPTIONS": {"attempts": 0}}
+    wrappers = [retry, "django_snapshots.storage.Checksum"]
+    setting = {"STORAGE": {"BACKEND": MEMORY, "WRAPPERS": wrappers}}
+    with override_settings(SNAPSHOTS=setting):
+        messages = check_storage_setting()
+    assert [(m.level, m.id) for m in messages] == [(ERROR, "snapshots.E010")]
+    assert "rejected a value in its OPTIONS" in messages[0].msg
+    assert "attempts" in messages[0].msg

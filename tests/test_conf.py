@@ -367,3 +367,85 @@ def test_importing_the_package_needs_no_django_settings(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "get_storage"
+
+
+# A relative location follows BASE_DIR, never the current directory.
+
+
+def test_a_relative_location_is_resolved_against_base_dir(
+    tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir("/")
+    settings.BASE_DIR = tmp_path / "project"
+    settings.SNAPSHOTS = {"STORAGE": {"BACKEND": LOCAL, "OPTIONS": {"location": "relative-snaps"}}}
+    storage = get_storage()
+    assert isinstance(storage, LocalFileSystemBackend)
+    assert storage.location == str(tmp_path / "project" / "relative-snaps")
+    assert not Path("/relative-snaps").exists()
+
+
+def test_a_relative_location_follows_a_change_of_base_dir(tmp_path: Path, settings: Any) -> None:
+    settings.SNAPSHOTS = {"STORAGE": {"BACKEND": LOCAL, "OPTIONS": {"location": "a/b"}}}
+    settings.BASE_DIR = str(tmp_path / "one")
+    assert get_storage().location == str(tmp_path / "one" / "a" / "b")  # type: ignore[attr-defined]
+    settings.BASE_DIR = str(tmp_path / "two")
+    assert get_storage().location == str(tmp_path / "two" / "a" / "b")  # type: ignore[attr-defined]
+
+
+def test_an_absolute_location_ignores_base_dir(tmp_path: Path, settings: Any) -> None:
+    settings.BASE_DIR = tmp_path / "project"
+    settings.SNAPSHOTS = {"STORAGE": {"BACKEND": LOCAL, "OPTIONS": {"location": str(tmp_path)}}}
+    assert get_storage().location == str(tmp_path)  # type: ignore[attr-defined]
+
+
+def test_without_base_dir_a_relative_location_is_resolved_once_in_the_current_directory(
+    tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if hasattr(settings, "BASE_DIR"):
+        del settings.BASE_DIR
+    settings.SNAPSHOTS = {"STORAGE": {"BACKEND": LOCAL, "OPTIONS": {"location": "snaps"}}}
+    storage = get_storage()
+    monkeypatch.chdir("/")
+    assert storage.location == str(tmp_path / "snaps")  # type: ignore[attr-defined]
+
+
+def test_building_the_default_stack_creates_nothing(tmp_path: Path, settings: Any) -> None:
+    settings.BASE_DIR = tmp_path
+    get_storage()
+    assert list(tmp_path.iterdir()) == []
+
+
+# Wrapper classes may be given as classes.
+
+
+def test_wrappers_may_be_given_as_classes() -> None:
+    setting = {
+        "BACKEND": MEMORY,
+        "WRAPPERS": [Logging, {"WRAPPER": Prefix, "OPTIONS": {"prefix": "t"}}, Checksum],
+    }
+    with override_settings(SNAPSHOTS={"STORAGE": setting}):
+        storage = get_storage()
+    assert repr(storage) == "Logging(Prefix(Checksum(MemoryBackend(), algorithm='sha256'), 't'))"
+
+
+def test_a_wrapper_class_that_is_refused_is_named_by_its_dotted_path() -> None:
+    setting = {"BACKEND": MEMORY, "WRAPPERS": [Prefix]}
+    with (
+        override_settings(SNAPSHOTS={"STORAGE": setting}),
+        pytest.raises(InvalidStorageSettingError) as raised,
+    ):
+        get_storage()
+    assert raised.value.id == "snapshots.E010"
+    assert f"{WRAPPERS}[0]: 'django_snapshots.storage.wrappers.prefix.Prefix'" in str(raised.value)
+
+
+def test_a_wrapper_instance_is_not_a_wrapper_entry() -> None:
+    setting = {"BACKEND": MEMORY, "WRAPPERS": [Logging(MemoryBackend())]}
+    with (
+        override_settings(SNAPSHOTS={"STORAGE": setting}),
+        pytest.raises(
+            InvalidStorageSettingError, match="must be a dotted path, a wrapper class or a dict"
+        ),
+    ):
+        get_storage()
