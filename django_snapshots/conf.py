@@ -22,7 +22,11 @@ Without the setting, the stack is ``Checksum(LocalFileSystemBackend(<BASE_DIR
 or the current directory>/snapshots))``.  :func:`get_storage` builds the stack
 once and rebuilds it when the setting changes; a misconfiguration raises
 :class:`InvalidStorageSettingError`, which names the entry at fault and how
-to fix it, and which the system checks report as ``snapshots.E0xx``.
+to fix it, and which the system checks report as ``snapshots.E0xx`` (or as
+the warning ``snapshots.W002`` when the backend could not reach its storage
+while being built).  A wrapper in ``WRAPPERS`` may be given as its class, and
+a relative ``location`` of a ``LocalFileSystemBackend`` is resolved against
+``BASE_DIR``.
 """
 
 from __future__ import annotations

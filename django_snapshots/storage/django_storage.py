@@ -74,7 +74,7 @@ from django_snapshots.storage.streams import (
 from django_snapshots.storage.wrappers.base import validate_key_through
 from django_snapshots.storage.wrappers.retry import is_transient
 
-__all__ = ["DjangoStorageBackend", "InvalidDjangoStorageError"]
+__all__ = ["DjangoStorageBackend"]
 
 # How storages report that a name holds no object: missing, a directory, or
 # below a file (InMemoryStorage turns the last into FileExistsError).
@@ -146,9 +146,10 @@ class DjangoStorageBackend:
     def storage(self) -> Storage:
         """The Django storage objects go to (an alias is resolved now).
 
-        Raises :class:`InvalidDjangoStorageError` (an
-        :class:`~django.core.exceptions.ImproperlyConfigured` and a
-        :class:`~django_snapshots.exceptions.SnapshotError`) naming the alias
+        Raises ``InvalidDjangoStorageError``, both a
+        :class:`~django.core.files.storage.InvalidStorageError` (an
+        :class:`~django.core.exceptions.ImproperlyConfigured`) and a
+        :class:`~django_snapshots.exceptions.SnapshotError`, naming the alias
         when ``settings.STORAGES`` does not define it or cannot build it.
 
         .. versionadded:: 0.1
