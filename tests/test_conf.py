@@ -208,7 +208,6 @@ def test_wrappers_may_be_a_tuple_and_options_may_be_omitted() -> None:
 
 
 def test_a_stack_built_from_data_works_end_to_end() -> None:
-
     setting = {
         "BACKEND": MEMORY,
         "WRAPPERS": [{"WRAPPER": "django_snapshots.storage.Prefix", "OPTIONS": {"prefix": "t"}}],
