@@ -863,3 +863,14 @@ def test_an_explicit_twin_must_override_the_advanced_methods_its_basic_overrides
 
     assert missing_intercepts(Complete) == []
     assert isinstance(Yours(MemoryBackend(), "acme"), AdvancedSnapshotStorage)
+
+
+@pytest.mark.parametrize("layers", STACKS)
+@pytest.mark.parametrize("content", [b"raw bytes", "text", io.StringIO("text"), 42])
+def test_content_that_is_not_a_binary_file_is_refused_by_every_stack_before_any_io(
+    layers: Any, storage: Any, content: Any
+) -> None:
+    stack = build(layers, storage)
+    with capture_logs(), pytest.raises(TypeError, match="binary file object"):
+        stack.write("k", content)
+    assert storage.list("") == []

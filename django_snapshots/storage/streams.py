@@ -26,6 +26,7 @@ __all__ = [
     "ReadableStream",
     "StickyChunks",
     "buffered",
+    "check_binary_content",
     "iter_chunks",
 ]
 

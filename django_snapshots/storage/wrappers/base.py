@@ -164,6 +164,7 @@ else:
         "__rshift__", "__rsub__", "__rtruediv__", "__rxor__", "__setitem__", "__sub__",
         "__truediv__", "__trunc__", "__xor__",
     )  # fmt: skip
+
     def _refuse(name: str) -> Any:
         def refused(self: Any, *args: Any) -> Any:
             raise TypeError(

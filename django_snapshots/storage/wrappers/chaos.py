@@ -39,7 +39,7 @@ from typing import IO, TYPE_CHECKING, Any, cast, overload
 
 from django_snapshots.exceptions import SnapshotStorageError
 from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
-from django_snapshots.storage.streams import ObservedReader, StickyChunks
+from django_snapshots.storage.streams import ObservedReader, StickyChunks, check_binary_content
 from django_snapshots.storage.wrappers.base import StorageWrapper
 
 if TYPE_CHECKING:
@@ -160,6 +160,7 @@ class Chaos(StorageWrapper):
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path*, possibly failing before or while it is consumed."""
         validate_key(path)
+        check_binary_content(content)
         fault = self._draw(f"write {path!r}", streaming=True)
         if fault is None:
             self.__wrapped__.write(path, content)

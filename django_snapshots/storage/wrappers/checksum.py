@@ -95,6 +95,7 @@ from django_snapshots.storage.streams import (
     ReadableStream,
     _start_of,
     buffered,
+    check_binary_content,
     iter_chunks,
 )
 from django_snapshots.storage.wrappers.base import (
@@ -202,6 +203,7 @@ class Checksum(StorageWrapper):
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path*, then its digest in the sidecar."""
         sidecar = self._self_sidecar(path)
+        check_binary_content(content)
         with self._self_locked(path), _Digest(self._self_algorithm) as digest:
             self.__wrapped__.write(path, cast(IO[bytes], _HashingReader(content, digest)))
             hexdigest = digest.hexdigest()

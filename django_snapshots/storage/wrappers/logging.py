@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
 import structlog
 
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
-from django_snapshots.storage.streams import ObservedReader, ReadableStream
+from django_snapshots.storage.streams import ObservedReader, ReadableStream, check_binary_content
 from django_snapshots.storage.wrappers.base import StorageWrapper
 
 __all__ = ["AdvancedLogging", "Logging"]
@@ -101,6 +101,7 @@ class Logging(StorageWrapper):
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path* and log the bytes taken from it."""
+        check_binary_content(content)
         counted = _CountedContent(content)
         start = perf_counter()
         try:

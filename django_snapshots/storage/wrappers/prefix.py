@@ -31,6 +31,7 @@ from django_snapshots.storage.keys import (
     validate_sync_prefixes,
 )
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
+from django_snapshots.storage.streams import check_binary_content
 from django_snapshots.storage.wrappers.base import StorageWrapper
 
 __all__ = ["AdvancedPrefix", "Prefix"]
@@ -85,7 +86,9 @@ class Prefix(StorageWrapper):
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at the tenant's *path*."""
-        self.__wrapped__.write(self._self_storage_key(path), content)
+        key = self._self_storage_key(path)
+        check_binary_content(content)
+        self.__wrapped__.write(key, content)
 
     def list(self, prefix: str) -> list[str]:
         """Return the tenant's keys starting with *prefix*, without the tenant prefix."""

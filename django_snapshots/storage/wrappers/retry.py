@@ -93,6 +93,7 @@ from django_snapshots.storage.streams import (
     ReadableStream,
     _start_of,
     buffered,
+    check_binary_content,
     iter_chunks,
 )
 from django_snapshots.storage.wrappers.base import StorageWrapper
@@ -254,6 +255,7 @@ class Retry(StorageWrapper):
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path*, sending all of it again on each try."""
         validate_key(path)
+        check_binary_content(content)
         if self._self_attempts == 1:
             self.__wrapped__.write(path, content)
             return
