@@ -10,6 +10,7 @@ object.
 from __future__ import annotations
 
 __all__ = [
+    "SnapshotEncryptionError",
     "SnapshotError",
     "SnapshotIntegrityError",
     "SnapshotObjectChangedError",
@@ -38,6 +39,19 @@ class SnapshotStorageCapabilityError(SnapshotError):
 
 class SnapshotIntegrityError(SnapshotError):
     """Stored data does not match its recorded digest, or has none.
+
+    .. versionadded:: 0.1
+    """
+
+
+class SnapshotEncryptionError(SnapshotIntegrityError):
+    """Encryption or decryption failed: the stack holds no key for the
+    operation, no identity matches the recipients an object was encrypted
+    for, or the stored object is not an age file it can decrypt.
+
+    Raised by :class:`~django_snapshots.storage.wrappers.encrypt.Encrypt`,
+    naming the key.  An :class:`SnapshotIntegrityError`, so it is never
+    retried: trying again cannot bring the right key.
 
     .. versionadded:: 0.1
     """
