@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import errno
 import io
+import multiprocessing
 import os
 import socket
+import stat
 import sys
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -352,8 +355,8 @@ def test_deleting_a_directory_name_keeps_the_objects_below_it(
 # Failed writes: what each storage is documented to leave
 
 
-def test_a_failed_write_removes_its_partial_object(kind: str, tmp_path: Path) -> None:
-    storage = FileSystemStorage(location=tmp_path) if kind == "filesystem" else InMemoryStorage()
+def test_a_failed_write_to_memory_keeps_the_previous_object() -> None:
+    storage = InMemoryStorage()
     backend = DjangoStorageBackend(storage)
     backend.write("k", io.BytesIO(b"previous"))
     error = OSError("the source disk failed")
@@ -363,11 +366,35 @@ def test_a_failed_write_removes_its_partial_object(kind: str, tmp_path: Path) ->
         )
     # The content's own error comes through unchanged, not as a storage error.
     assert caught.value is error
-    # Delete-then-save: the previous object is gone and no partial one is left.
-    assert not backend.exists("k")
-    assert backend.list("") == []
-    if kind == "filesystem":
-        assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert read_all(backend, "k") == b"previous"
+    with pytest.raises(RuntimeError, match="boom"):
+        backend.write("new/deep/k", FailingStream(b"data", fail_at=2, error=RuntimeError("boom")))
+    assert backend.list("") == ["k"]
+    assert storage.listdir("") == ([], ["k"])
+
+
+@pytest.mark.parametrize("allow_overwrite", [False, True])
+def test_a_failed_write_to_a_filesystem_storage_keeps_the_previous_object(
+    tmp_path: Path, allow_overwrite: bool
+) -> None:
+    backend = DjangoStorageBackend(
+        FileSystemStorage(location=tmp_path, allow_overwrite=allow_overwrite)
+    )
+    backend.write("db/k", io.BytesIO(b"previous"))
+    for fail_at in (0, CHUNK_SIZE + 1):
+        error = OSError("the source disk failed")
+        source = FailingStream(payload(3 * CHUNK_SIZE), fail_at=fail_at, error=error)
+        with pytest.raises(OSError, match="source disk failed") as caught:
+            backend.write("db/k", source)
+        assert caught.value is error
+        assert read_all(backend, "db/k") == b"previous"
+        # The temporary file is gone with the failed write.
+        assert [p.name for p in (tmp_path / "db").iterdir()] == ["k"]
+    # A failed first write of a key leaves nothing, not even its directories.
+    with pytest.raises(RuntimeError, match="boom"):
+        backend.write("new/deep/k", FailingStream(b"data", fail_at=2, error=RuntimeError("boom")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]
+    assert backend.list("") == ["db/k"]
 
 
 def test_a_failed_write_to_s3_keeps_the_previous_object(s3_bucket: S3Bucket) -> None:
@@ -414,7 +441,7 @@ def test_a_storage_that_stops_reading_early_fails_the_write() -> None:
 # Rename on conflict is an error, never a silent rename
 
 
-class VersionedNames(FileSystemStorage):
+class VersionedNames(InMemoryStorage):
     """A storage that never reuses a name: every save gets a fresh suffix."""
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
@@ -428,13 +455,12 @@ class WriteOnce(InMemoryStorage):
         pass
 
 
-def test_a_storage_that_renames_fails_the_write_and_the_stray_is_removed(
-    tmp_path: Path,
-) -> None:
-    backend = DjangoStorageBackend(VersionedNames(location=tmp_path))
+def test_a_storage_that_renames_fails_the_write_and_the_stray_is_removed() -> None:
+    storage = VersionedNames()
+    backend = DjangoStorageBackend(storage)
     with pytest.raises(SnapshotStorageError, match=r"saved the object as 'k\.v1'.*removed it"):
         backend.write("k", io.BytesIO(b"data"))
-    assert list(tmp_path.iterdir()) == []
+    assert storage.listdir("") == ([], [])
 
 
 def test_a_storage_that_cannot_delete_fails_the_overwrite_and_says_so() -> None:
@@ -449,9 +475,10 @@ def test_writing_over_a_directory_fails_and_keeps_what_is_below(kind: str, tmp_p
     storage = FileSystemStorage(location=tmp_path) if kind == "filesystem" else InMemoryStorage()
     backend = DjangoStorageBackend(storage)
     backend.write("a/b", io.BytesIO(b"below"))
-    expected = "files are stored below 'a/'" if kind == "filesystem" else "renames on conflict"
-    with pytest.raises(SnapshotStorageError, match=expected):
-        backend.write("a", io.BytesIO(b"over the directory"))
+    source = StrictStream(b"over the directory", limit=0)
+    with pytest.raises(SnapshotStorageError, match="files are stored below 'a/'"):
+        backend.write("a", source)
+    assert source.requests == []
     assert backend.list("") == ["a/b"]
     assert read_all(backend, "a/b") == b"below"
 
@@ -1076,3 +1103,352 @@ def test_a_reader_that_failed_keeps_failing(seekable: bool) -> None:
         ):
             with pytest.raises(SnapshotStorageError, match="an earlier read"):
                 again()
+
+
+# --------------------------------------------------------------------------
+# FileSystemStorage: a write renames a complete file over the key
+
+
+class Paced(io.RawIOBase):
+    """A dump of *size* bytes of *byte*, produced a piece at a time."""
+
+    def __init__(self, byte: int, size: int, *, piece: int = 128 * 1024, pause: float = 0.002):
+        super().__init__()
+        self._byte = byte
+        self._left = size
+        self._piece = piece
+        self._pause = pause
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._left:
+            return 0
+        time.sleep(self._pause)
+        n = min(len(buffer), self._left, self._piece)
+        buffer[:n] = bytes([self._byte]) * n
+        self._left -= n
+        return n
+
+
+def version(byte: int) -> bytes:
+    """The complete object a writer of *byte* stores (lengths differ too)."""
+    return bytes([byte]) * (CHUNK_SIZE + 4096 * byte)
+
+
+def describe(data: bytes) -> str:
+    pieces = "".join(chr(data[i]) for i in range(0, len(data), 128 * 1024))
+    return f"{len(data)} bytes: {pieces}"
+
+
+class PausedBeforeSaving(FileSystemStorage):
+    """Both writers reach the naming step of Storage.save before either opens
+    the file, and the second opens it while the first is writing it: the
+    interleaving two cron processes writing one key hit by chance."""
+
+    def __init__(self, barrier: threading.Barrier, **options: Any) -> None:
+        super().__init__(**options)
+        self.barrier = barrier
+
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        self.barrier.wait(5)
+        if threading.current_thread().name == "second":
+            time.sleep(0.3)
+        return str(super().get_available_name(name, max_length))
+
+
+@pytest.mark.parametrize("allow_overwrite", [False, True])
+def test_two_writers_interleaved_before_saving_both_store_whole_objects(
+    tmp_path: Path, allow_overwrite: bool
+) -> None:
+    storage = PausedBeforeSaving(
+        threading.Barrier(2), location=tmp_path, allow_overwrite=allow_overwrite
+    )
+    backend = DjangoStorageBackend(storage)
+    errors: list[BaseException] = []
+
+    def write(byte: int, size: int, pause: float) -> None:
+        try:
+            backend.write("db.dump", Paced(byte, size, pause=pause))
+        except BaseException as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=write, args=(ord("A"), 4 * CHUNK_SIZE, 0.05), name="first")
+    second = threading.Thread(target=write, args=(ord("B"), CHUNK_SIZE, 0), name="second")
+    first.start()
+    second.start()
+    first.join()
+    second.join()
+    assert errors == []
+    stored = read_all(backend, "db.dump")
+    assert stored in (b"A" * 4 * CHUNK_SIZE, b"B" * CHUNK_SIZE), describe(stored)
+    assert [p.name for p in tmp_path.iterdir()] == ["db.dump"]
+
+
+def check_versions_while(backend: DjangoStorageBackend, writing: Any) -> tuple[int, list[str]]:
+    """Read the key until *writing()* is false; return how many reads were
+    made and what each bad one saw (missing, or not one whole version)."""
+    known = {version(byte) for byte in range(ord("0"), ord("z"))}
+    reads, bad = 0, []
+    while writing():
+        try:
+            data = read_all(backend, "db.dump")
+        except FileNotFoundError:
+            bad.append("missing")
+            continue
+        reads += 1
+        if data not in known:
+            bad.append(describe(data))
+    return reads, bad
+
+
+@pytest.mark.parametrize("allow_overwrite", [False, True])
+def test_concurrent_writer_threads_only_ever_show_whole_objects(
+    tmp_path: Path, allow_overwrite: bool
+) -> None:
+    backend = DjangoStorageBackend(
+        FileSystemStorage(location=tmp_path, allow_overwrite=allow_overwrite)
+    )
+    backend.write("db.dump", io.BytesIO(version(ord("0"))))
+    errors: list[BaseException] = []
+
+    def writer(byte: int) -> None:
+        try:
+            for _ in range(4):
+                backend.write("db.dump", Paced(byte, len(version(byte))))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(byte,)) for byte in b"ABCD"]
+    for thread in threads:
+        thread.start()
+    reads, bad = check_versions_while(backend, lambda: any(thread.is_alive() for thread in threads))
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert reads > 0
+    assert bad == []
+    assert read_all(backend, "db.dump") in {version(byte) for byte in b"ABCD"}
+    assert [p.name for p in tmp_path.iterdir()] == ["db.dump"]
+
+
+def write_in_a_process(location: str, allow_overwrite: bool, byte: int, start: Any) -> None:
+    """Write one version of db.dump a few times, from a process of its own."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    django.setup()
+    backend = DjangoStorageBackend(
+        FileSystemStorage(location=location, allow_overwrite=allow_overwrite)
+    )
+    start.wait(60)
+    for _ in range(4):
+        backend.write("db.dump", Paced(byte, len(version(byte))))
+
+
+@pytest.mark.parametrize("allow_overwrite", [False, True])
+def test_concurrent_writer_processes_only_ever_show_whole_objects(
+    tmp_path: Path, allow_overwrite: bool
+) -> None:
+    backend = DjangoStorageBackend(
+        FileSystemStorage(location=tmp_path, allow_overwrite=allow_overwrite)
+    )
+    backend.write("db.dump", io.BytesIO(version(ord("0"))))
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(4)
+    processes = [
+        context.Process(
+            target=write_in_a_process, args=(str(tmp_path), allow_overwrite, byte, start)
+        )
+        for byte in b"ABC"
+    ]
+    for process in processes:
+        process.start()
+    try:
+        start.wait(60)
+        reads, bad = check_versions_while(
+            backend, lambda: any(process.is_alive() for process in processes)
+        )
+    finally:
+        for process in processes:
+            process.join(60)
+    assert [process.exitcode for process in processes] == [0, 0, 0]
+    assert reads > 0
+    assert bad == []
+    assert read_all(backend, "db.dump") in {version(byte) for byte in b"ABC"}
+    assert [p.name for p in tmp_path.iterdir()] == ["db.dump"]
+
+
+class Pausing(io.RawIOBase):
+    """A source that stops after *data* until *resume* is set."""
+
+    def __init__(self, data: bytes, resume: threading.Event) -> None:
+        super().__init__()
+        self._data = data
+        self._resume = resume
+        self.paused = threading.Event()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._data:
+            n = min(len(buffer), len(self._data))
+            buffer[:n], self._data = self._data[:n], self._data[n:]
+            return n
+        self.paused.set()
+        self._resume.wait(10)
+        return 0
+
+
+def test_a_write_in_progress_is_neither_listed_nor_readable(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path))
+    backend.write("db/old", io.BytesIO(b"old"))
+    resume = threading.Event()
+    source = Pausing(b"half of it", resume)
+    writer = threading.Thread(target=backend.write, args=("db/new", source))
+    writer.start()
+    try:
+        assert source.paused.wait(10)
+        on_disk = sorted(p.name for p in (tmp_path / "db").iterdir())
+        assert len(on_disk) == 2  # the old object and the file being written
+        assert backend.list("") == ["db/old"]
+        assert backend.list("db/n") == []
+        assert not backend.exists("db/new")
+        with pytest.raises(FileNotFoundError):
+            backend.read("db/new")
+        # The directory holds a file in progress: it is not a deleted prefix.
+        with pytest.raises(SnapshotStorageError, match="files are stored below 'db/'"):
+            backend.write("db", io.BytesIO(b"x"))
+    finally:
+        resume.set()
+        writer.join()
+    assert read_all(backend, "db/new") == b"half of it"
+    assert sorted(p.name for p in (tmp_path / "db").iterdir()) == ["new", "old"]
+
+
+def test_a_write_creates_files_and_directories_as_the_storage_would(tmp_path: Path) -> None:
+    strict = FileSystemStorage(
+        location=tmp_path / "strict", file_permissions_mode=0o640, directory_permissions_mode=0o750
+    )
+    DjangoStorageBackend(strict).write("a/b/k", io.BytesIO(b"x"))
+    assert stat.S_IMODE((tmp_path / "strict" / "a" / "b" / "k").stat().st_mode) == 0o640
+    for directory in ("a", "a/b"):
+        assert stat.S_IMODE((tmp_path / "strict" / directory).stat().st_mode) == 0o750
+    umask = os.umask(0o022)
+    try:
+        DjangoStorageBackend(FileSystemStorage(location=tmp_path / "plain")).write(
+            "k", io.BytesIO(b"x")
+        )
+    finally:
+        os.umask(umask)
+    # As Django creates a file it saves: 0o666 less the umask.
+    assert stat.S_IMODE((tmp_path / "plain" / "k").stat().st_mode) == 0o644
+
+
+class CountsSaves(FileSystemStorage):
+    """A storage with a save of its own (it could transform the content)."""
+
+    saves = 0
+
+    def _save(self, name: str, content: Any) -> str:
+        self.saves += 1
+        return str(super()._save(name, content))
+
+
+def test_a_filesystem_storage_with_its_own_save_keeps_it(tmp_path: Path) -> None:
+    storage = CountsSaves(location=tmp_path)
+    backend = DjangoStorageBackend(storage)
+    backend.write("k", io.BytesIO(b"one"))
+    backend.write("k", io.BytesIO(b"two"))
+    assert storage.saves == 2
+    assert read_all(backend, "k") == b"two"
+
+
+# --------------------------------------------------------------------------
+# InMemoryStorage: a deleted prefix never blocks the key of its name
+
+
+def test_a_deleted_prefix_never_blocks_the_key_of_its_name_in_memory() -> None:
+    storage = InMemoryStorage()
+    backend = DjangoStorageBackend(storage)
+    backend.write("s/a/b", io.BytesIO(b"below"))
+    backend.write("t/x", io.BytesIO(b"kept"))
+    backend.delete("s/a/b")
+    assert storage.listdir("") == (["t"], [])  # no directory node left behind
+    backend.write("s/a", io.BytesIO(b"at the prefix"))
+    assert backend.list("") == ["s/a", "t/x"]
+    assert read_all(backend, "s/a") == b"at the prefix"
+
+
+def test_a_write_in_memory_removes_empty_directory_nodes_at_its_key() -> None:
+    storage = InMemoryStorage()
+    storage.save("k/empty/x", ContentFile(b"x"))
+    storage.delete("k/empty/x")  # Django's own delete keeps the directory nodes
+    backend = DjangoStorageBackend(storage)
+    backend.write("k", io.BytesIO(b"data"))
+    assert backend.list("") == ["k"]
+    assert read_all(backend, "k") == b"data"
+
+
+def test_the_key_sequence_found_by_the_conformance_kit_round_trips_in_memory() -> None:
+    backend = DjangoStorageBackend(InMemoryStorage())
+    backend.write("s/\u201b/\u201b", io.BytesIO(b"first"))
+    backend.delete("s/\u201b/\u201b")
+    backend.write("s/\u201b", io.BytesIO(b"second"))
+    backend.write("s/\u201b\u201b", io.BytesIO(b"third"))
+    assert backend.list("") == ["s/\u201b", "s/\u201b\u201b"]
+    assert read_all(backend, "s/\u201b") == b"second"
+    assert read_all(backend, "s/\u201b\u201b") == b"third"
+
+
+def test_distinct_keys_never_share_an_object_in_memory_over_many_examples() -> None:
+    kit = StorageConformance()
+    kit.key_examples = 300
+    kit.test_distinct_keys_never_share_an_object(DjangoStorageBackend(InMemoryStorage()))
+
+
+@pytest.mark.parametrize("kind", ["filesystem", "memory"])
+def test_concurrent_writes_of_prefixes_and_keys_below_them_never_lose_an_object(
+    backend: DjangoStorageBackend,
+) -> None:
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def churn(n: int) -> None:
+        try:
+            for i in range(30):
+                # A key below a prefix, deleted, then the prefix as a key,
+                # while the other threads do the same in the same directory.
+                backend.write(f"d/{n}-{i}/x", io.BytesIO(b"below"))
+                backend.delete(f"d/{n}-{i}/x")
+                backend.write(f"d/{n}-{i}", io.BytesIO(b"prefix"))
+                backend.delete(f"d/{n}-{i}")
+            backend.write(f"d/{n}-last/x", io.BytesIO(b"last"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def lister() -> None:
+        try:
+            while not done.is_set():
+                backend.list("d/")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(n,)) for n in range(6)]
+    listing = threading.Thread(target=lister)
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        listing.start()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        done.set()
+        listing.join()
+        sys.setswitchinterval(switching)
+    assert errors == []
+    assert backend.list("") == [f"d/{n}-last/x" for n in range(6)]

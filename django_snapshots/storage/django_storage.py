@@ -18,20 +18,34 @@ operation, so it follows ``override_settings`` in tests, and nothing is read
 from the settings at construction (a backend can be built in a settings
 module).
 
-The Storage API has no atomic replace: on most storages a write deletes the
-old object, then saves the new one.  A failed write removes what it left, so
-the key is then absent; a process killed in between leaves the key absent or
-holding a partial object.  django-storages' ``S3Storage`` with
-``file_overwrite=True`` (its default) replaces objects in one step, and there
-a failed write leaves the old object untouched.  A storage that still saves
-under another name (it renames on conflict) makes the write fail with
+What a write guarantees depends on the storage:
+
+- ``FileSystemStorage`` (and subclasses that keep its ``save``): the content
+  goes to a temporary file in the key's directory, created as the storage
+  creates files (``file_permissions_mode``, ``directory_permissions_mode``),
+  fsynced, then renamed over the key.  Readers and concurrent writers, in
+  threads or processes, see the old object or one whole new one; a failed
+  write leaves the old object.  Temporary names hold a character no key
+  may contain, so they are never listed.
+- ``S3Storage`` with ``file_overwrite=True`` (its default) replaces objects
+  in one step; a failed write leaves the old object.
+- ``InMemoryStorage``: the content is gathered first, then the old object is
+  replaced under a lock per storage; a failed write leaves the old object.
+- Any other storage has no atomic replace: a write deletes the old object,
+  then saves the new one.  A failed write removes what it left, so the key
+  is then absent; a process killed in between leaves the key absent or
+  holding a partial object.
+
+A storage that still saves under another name (it renames on conflict)
+makes the write fail with
 :class:`~django_snapshots.exceptions.SnapshotStorageError`; the stray object
 is removed.
 
-On a ``FileSystemStorage``, ``delete`` removes the directories it leaves
-empty, and a write removes an empty directory that stands at its key (a
-directory that still holds files makes it fail), so a deleted prefix never
-blocks a key of the same name; each key segment must fit in one file name
+On a ``FileSystemStorage`` and an ``InMemoryStorage``, ``delete`` removes
+the directories it leaves empty, and a write removes an empty directory that
+stands at its key (a directory that still holds files makes it fail), so a
+deleted prefix never blocks a key of the same name.  On a
+``FileSystemStorage`` each key segment must fit in one file name
 (:attr:`~DjangoStorageBackend.max_segment_bytes`).
 
 A file object from ``read`` is independent of any other: readers of a
@@ -49,18 +63,22 @@ import os
 import stat
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from secrets import token_hex
 from typing import IO, Any, TypeGuard, cast
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.core.files.storage import (
     FileSystemStorage,
+    InMemoryStorage,
     InvalidStorageError,
     Storage,
     storages,
 )
 from django.core.files.storage.memory import InMemoryFileNode  # type: ignore[attr-defined]
+from django.utils._os import safe_makedirs
 
 from django_snapshots.exceptions import SnapshotError, SnapshotStorageError
 from django_snapshots.storage.keys import _parents, validate_key, validate_prefix
@@ -89,6 +107,25 @@ _DEFAULT_NAME_MAX = 255
 # race with a delete pruning the directory it created; it is tried again, at
 # most this many times in all.
 _ATTEMPTS = 5
+
+# Keys may not contain U+007F, which every local file system accepts in a
+# name, so no key can name a temporary file and listings never show one (the
+# same mark as LocalFileSystemBackend's).
+_TEMP_MARK = "\x7f"
+_TEMP_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+# One lock per InMemoryStorage, held by this backend's writes and deletes:
+# they add and remove directory nodes, and InMemoryStorage deletes a
+# directory node with everything below it.
+_TREE_LOCKS: weakref.WeakKeyDictionary[Storage, threading.RLock] = weakref.WeakKeyDictionary()
+_TREE_LOCKS_GUARD = threading.Lock()
 
 # Error codes S3-compatible services use for "slow down and try again".
 _THROTTLING_CODES = frozenset(
@@ -224,31 +261,14 @@ class DjangoStorageBackend:
         check_binary_content(content)
         source = _ForwardReader(content, name=key)
         storage = self.storage
-        in_one_step = _replaces_in_one_step(storage)
         with _storage_failures(f"write {key!r} on {self!r}", source=source):
-            if not in_one_step:
-                # Storage.save never overwrites by default: it picks another
-                # name when the key is taken, so the old object goes first.
-                self._delete_object(storage, key)
-            self._clear_directory(storage, key)
-            try:
-                saved = self._save(storage, key, source)
-            except BaseException:
-                if not in_one_step:
-                    # Whatever is at the key now is a partial object of ours.
-                    with suppress(Exception):
-                        self._delete_object(storage, key)
-                        _prune(storage, key)
-                raise
-            if saved != key:
-                raise self._renamed(storage, key, saved)
-            if not source.at_eof:
-                with suppress(Exception):
-                    self._delete_object(storage, key)
-                raise SnapshotStorageError(
-                    f"write {key!r} on {self!r}: the storage stopped reading the content "
-                    f"after {source.tell()} bytes, before its end; the object was removed"
-                )
+            if _replaces_by_rename(storage):
+                self._clear_directory(storage, key)
+                self._write_by_rename(storage, key, source)
+            elif isinstance(storage, InMemoryStorage):
+                self._write_in_memory(storage, key, source)
+            else:
+                self._write_through_save(storage, key, source)
 
     def list(self, prefix: str) -> list[str]:
         """Return every stored key starting with *prefix*, sorted.
@@ -268,7 +288,7 @@ class DjangoStorageBackend:
         """Remove the object at *path*; a missing key (or a directory) is left alone."""
         key = validate_key_through(self, path)
         storage = self.storage
-        with _storage_failures(f"delete {key!r} on {self!r}"):
+        with _storage_failures(f"delete {key!r} on {self!r}"), _tree_lock(storage):
             self._delete_object(storage, key)
             _prune(storage, key)
 
@@ -305,9 +325,117 @@ class DjangoStorageBackend:
             transient=True,
         )
 
+    def _write_through_save(self, storage: Storage, key: str, source: _ForwardReader) -> None:
+        in_one_step = _replaces_in_one_step(storage)
+        if not in_one_step:
+            # Storage.save never overwrites by default: it picks another
+            # name when the key is taken, so the old object goes first.
+            self._delete_object(storage, key)
+        try:
+            saved = self._save(storage, key, source)
+        except BaseException:
+            if not in_one_step:
+                # Whatever is at the key now is a partial object of ours.
+                with suppress(Exception):
+                    self._delete_object(storage, key)
+                    _prune(storage, key)
+            raise
+        if saved != key:
+            raise self._renamed(storage, key, saved)
+        if not source.at_eof:
+            with suppress(Exception):
+                self._delete_object(storage, key)
+            raise SnapshotStorageError(
+                f"write {key!r} on {self!r}: the storage stopped reading the content "
+                f"after {source.tell()} bytes, before its end; the object was removed"
+            )
+
+    def _write_in_memory(self, storage: InMemoryStorage, key: str, source: _ForwardReader) -> None:
+        """Gather *source*, then replace the object at *key* holding the
+        storage's tree lock: the whole object ends up in memory anyway, a
+        slow source never holds the lock, and a failing one leaves the old
+        object."""
+        with _tree_lock(storage):
+            self._clear_directory(storage, key)  # fail before reading the content
+        gathered = io.BytesIO()
+        for chunk in source.chunks():
+            gathered.write(chunk)
+        gathered.seek(0)
+        with _tree_lock(storage):
+            self._clear_directory(storage, key)
+            self._write_through_save(storage, key, _ForwardReader(gathered, name=key))
+
+    def _write_by_rename(
+        self, storage: FileSystemStorage, key: str, source: _ForwardReader
+    ) -> None:
+        """Write *source* to a temporary file next to *key* and rename it
+        over the key: readers and other writers see the old object or a
+        whole new one, and a failed write leaves the old object."""
+        final = storage.path(key)
+        directory = os.path.dirname(final)
+        temp, fd = self._create_temp(storage, key, directory)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                for chunk in source.chunks():
+                    file.write(chunk)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, final)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(temp)
+            with suppress(OSError):
+                _prune(storage, key)
+            raise
+        _fsync_directory(directory)
+
+    def _create_temp(self, storage: FileSystemStorage, key: str, directory: str) -> tuple[str, int]:
+        """Create the directories of *key* and a temporary file among them,
+        as Django would create the object (modes, group)."""
+        for _ in range(_ATTEMPTS):
+            try:
+                _make_directories(storage, directory)
+                while True:
+                    temp = os.path.join(directory, f".snapshots-write-{token_hex(8)}{_TEMP_MARK}")
+                    try:
+                        fd = os.open(temp, _TEMP_FLAGS, 0o666)
+                    except FileExistsError:
+                        continue
+                    break
+            except FileNotFoundError:
+                # A concurrent delete pruned a directory just created; once
+                # the temporary file is in it, no prune can remove it.
+                continue
+            try:
+                if storage.file_permissions_mode is not None:
+                    os.fchmod(fd, storage.file_permissions_mode)
+                ensure_group = getattr(storage, "_ensure_location_group_id", None)
+                if callable(ensure_group):
+                    ensure_group(temp)
+            except BaseException:
+                os.close(fd)
+                with suppress(OSError):
+                    os.unlink(temp)
+                raise
+            return temp, fd
+        raise SnapshotStorageError(
+            f"write {key!r} on {self!r}: its directory kept being removed by concurrent deletes",
+            transient=True,
+        )
+
     def _clear_directory(self, storage: Storage, key: str) -> None:
         """Remove the empty directories standing at *key* on a
-        FileSystemStorage; raise if files are stored below it."""
+        FileSystemStorage or an InMemoryStorage; raise if files are stored
+        below it."""
+        if isinstance(storage, InMemoryStorage):
+            holds_files = _memory_holds_files(storage, key)
+            if holds_files:
+                raise self._files_below(key)
+            if holds_files is not None:
+                # Its delete of a directory is recursive: only done once
+                # nothing but directories was found, under the tree lock.
+                storage.delete(key)
+            return
         if not isinstance(storage, FileSystemStorage):
             return
         path = storage.path(key)
@@ -319,10 +447,13 @@ class DjangoStorageBackend:
             with suppress(OSError):
                 os.rmdir(below)
         if _is_directory(path):
-            raise SnapshotStorageError(
-                f"write {key!r} on {self!r}: files are stored below {key + '/'!r}, and a "
-                "file system cannot hold an object there too"
-            )
+            raise self._files_below(key)
+
+    def _files_below(self, key: str) -> SnapshotStorageError:
+        return SnapshotStorageError(
+            f"write {key!r} on {self!r}: files are stored below {key + '/'!r}, and the "
+            "storage cannot hold an object there too"
+        )
 
     def _renamed(self, storage: Storage, key: str, saved: str) -> SnapshotStorageError:
         try:
@@ -587,6 +718,52 @@ def _replaces_in_one_step(storage: Storage) -> bool:
     return _is_s3(storage) and bool(storage.file_overwrite)
 
 
+def _replaces_by_rename(storage: Storage) -> TypeGuard[FileSystemStorage]:
+    # A subclass that changes how content is saved (say, encrypts it) keeps
+    # its own save; every other FileSystemStorage gets a rename over the key.
+    cls = type(storage)
+    return (
+        isinstance(storage, FileSystemStorage)
+        and getattr(cls, "_save", None) is getattr(FileSystemStorage, "_save", None)
+        and cls.save is Storage.save
+    )
+
+
+def _tree_lock(storage: Storage) -> AbstractContextManager[object]:
+    if not isinstance(storage, InMemoryStorage):
+        return nullcontext()
+    with _TREE_LOCKS_GUARD:
+        lock = _TREE_LOCKS.get(storage)
+        if lock is None:
+            lock = _TREE_LOCKS[storage] = threading.RLock()
+        return lock
+
+
+def _make_directories(storage: FileSystemStorage, directory: str) -> None:
+    """Create *directory* and its parents as FileSystemStorage.save does."""
+    mode = storage.directory_permissions_mode
+    if mode is not None:
+        # os.makedirs does not apply its mode to intermediate directories.
+        safe_makedirs(directory, mode, exist_ok=True)
+    else:
+        os.makedirs(directory, exist_ok=True)
+
+
+def _fsync_directory(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # not openable as a file (Windows): the data itself is synced
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some file systems cannot sync a directory; the data itself is synced.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
 def _streaming_source(storage: Any, file: Any, key: str) -> Any:
     if isinstance(file, InMemoryFileNode):
         # InMemoryStorage hands out the node itself, whose position every
@@ -647,7 +824,18 @@ def _name_max_of(path: str) -> int:
 
 def _prune(storage: Storage, key: str) -> None:
     """Remove the directories of *key* that are now empty on a
-    FileSystemStorage, deepest first (never its location)."""
+    FileSystemStorage or an InMemoryStorage, deepest first (never its
+    location)."""
+    if isinstance(storage, InMemoryStorage):
+        for parent in reversed(list(_parents(key))):
+            try:
+                directories, files = storage.listdir(parent)
+            except _NO_OBJECT:
+                return
+            if directories or files:
+                return  # the ones above are not empty either
+            storage.delete(parent)
+        return
     if not isinstance(storage, FileSystemStorage):
         return
     for parent in reversed(list(_parents(key))):
@@ -655,6 +843,24 @@ def _prune(storage: Storage, key: str) -> None:
             os.rmdir(storage.path(parent))
         except OSError:
             return  # not empty (or gone, or a link): the ones above are not empty either
+
+
+def _memory_holds_files(storage: InMemoryStorage, directory: str) -> bool | None:
+    """Tell whether any file is stored below *directory* of an
+    InMemoryStorage, or ``None`` when no directory stands there."""
+    pending = [directory]
+    while pending:
+        current = pending.pop()
+        try:
+            directories, files = storage.listdir(current)
+        except _NO_OBJECT:
+            if current == directory:
+                return None
+            continue
+        if files:
+            return True
+        pending.extend(f"{current}/{name}" for name in directories)
+    return False
 
 
 def _is_directory(path: str) -> bool:
@@ -693,7 +899,8 @@ def _walk(storage: Storage, prefix: str) -> Iterator[str]:
     while pending:
         directory = pending.pop()
         try:
-            directories, files = storage.listdir(directory)
+            with _tree_lock(storage):
+                directories, files = storage.listdir(directory)
         except _NO_OBJECT:
             continue  # gone meanwhile, or a file: nothing below it
         except OSError as exc:
