@@ -49,7 +49,7 @@ class SnapshotEncryptionError(SnapshotIntegrityError):
     operation, no identity matches the recipients an object was encrypted
     for, or the stored object is not an age file it can decrypt.
 
-    Raised by :class:`~django_snapshots.storage.wrappers.encrypt.Encrypt`,
+    Raised by :class:`~django_snapshots.storage.Encrypt`,
     naming the key.  An :class:`SnapshotIntegrityError`, so it is never
     retried: trying again cannot bring the right key.
 

@@ -29,7 +29,7 @@ downloaded object without Python.  What the wrapper guarantees:
   foreign object raises :class:`~django_snapshots.SnapshotIntegrityError`
   naming the key before the stream reports its end, never a short read.  An
   object no identity of the stack can open, or that is not an age file,
-  raises :class:`~django_snapshots.SnapshotEncryptionError` (an integrity
+  raises :class:`~django_snapshots.exceptions.SnapshotEncryptionError` (an integrity
   error too, so :class:`~django_snapshots.storage.Retry` never retries it).
 - **Errors of the storage and of the caller stay theirs.**  A failure of
   the caller's content or of the storage below is raised as the original
@@ -39,14 +39,14 @@ downloaded object without Python.  What the wrapper guarantees:
   the stack holds, never an identity; no message or log entry quotes one.
 - **Write-only and read-only stacks.**  A stack with recipients only
   writes, lists, deletes, moves and syncs, and refuses to read with a
-  :class:`~django_snapshots.SnapshotEncryptionError` before any I/O; a stack
+  :class:`~django_snapshots.exceptions.SnapshotEncryptionError` before any I/O; a stack
   with identities only reads and refuses to write.  ``atomic_move`` and
   ``sync`` move the ciphertext as it is.
 
 Keys and sizes are not secret: an object keeps its key, and its size is the
 plaintext's plus about 200 bytes of header and 16 bytes per 64 KiB.  There is
 no passphrase mode; a file written by ``age -p`` is refused with a
-:class:`~django_snapshots.SnapshotEncryptionError`.
+:class:`~django_snapshots.exceptions.SnapshotEncryptionError`.
 """
 
 from __future__ import annotations
