@@ -3,6 +3,7 @@ about what the storage underneath can do."""
 
 from django_snapshots.conf import get_storage
 from django_snapshots.exceptions import (
+    SnapshotEncryptionError,
     SnapshotError,
     SnapshotIntegrityError,
     SnapshotObjectChangedError,
@@ -18,6 +19,7 @@ from django_snapshots.storage import (
 
 __all__ = [
     "AdvancedSnapshotStorage",
+    "SnapshotEncryptionError",
     "SnapshotError",
     "SnapshotIntegrityError",
     "SnapshotObjectChangedError",

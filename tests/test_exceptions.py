@@ -9,6 +9,7 @@ import pytest
 
 import django_snapshots
 from django_snapshots import (
+    SnapshotEncryptionError,
     SnapshotError,
     SnapshotIntegrityError,
     SnapshotStorageCapabilityError,
@@ -17,6 +18,7 @@ from django_snapshots import (
 )
 
 _ALL = [
+    SnapshotEncryptionError,
     SnapshotIntegrityError,
     SnapshotStorageCapabilityError,
     SnapshotStorageError,

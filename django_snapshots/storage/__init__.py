@@ -11,6 +11,7 @@ from django_snapshots.storage.protocols import (
 from django_snapshots.storage.rclone import RcloneBackend
 from django_snapshots.storage.wrappers import (
     Checksum,
+    Encrypt,
     Logging,
     Prefix,
     Retry,
@@ -22,6 +23,7 @@ __all__ = [
     "AdvancedSnapshotStorage",
     "Checksum",
     "DjangoStorageBackend",
+    "Encrypt",
     "LocalFileSystemBackend",
     "Logging",
     "MemoryBackend",

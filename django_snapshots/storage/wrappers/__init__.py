@@ -2,8 +2,9 @@
 
 from django_snapshots.storage.wrappers.base import StorageWrapper, passes_through
 from django_snapshots.storage.wrappers.checksum import Checksum
+from django_snapshots.storage.wrappers.encrypt import Encrypt
 from django_snapshots.storage.wrappers.logging import Logging
 from django_snapshots.storage.wrappers.prefix import Prefix
 from django_snapshots.storage.wrappers.retry import Retry
 
-__all__ = ["Checksum", "Logging", "Prefix", "Retry", "StorageWrapper", "passes_through"]
+__all__ = ["Checksum", "Encrypt", "Logging", "Prefix", "Retry", "StorageWrapper", "passes_through"]

@@ -3,7 +3,7 @@
     >>> import io
     >>> import pyrage
     >>> from django_snapshots.storage import MemoryBackend
-    >>> from django_snapshots.storage.wrappers.encrypt import Encrypt
+    >>> from django_snapshots.storage import Encrypt
     >>> key = pyrage.x25519.Identity.generate()
     >>> inner = MemoryBackend()
     >>> storage = Encrypt(inner, recipients=[str(key.to_public())], identities=[str(key)])
