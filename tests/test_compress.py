@@ -15,7 +15,7 @@ import tempfile
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import zstandard
@@ -530,6 +530,32 @@ def test_a_stream_that_raised_an_integrity_error_stays_failed(
         with pytest.raises(SnapshotIntegrityError) as again:
             read_on()
         assert again.value is first
+
+
+class _Opened(BasicMemory):
+    """A basic storage that keeps every stream its read() hands out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: list[IO[bytes]] = []
+
+    def read(self, path: str) -> IO[bytes]:
+        stream = super().read(path)
+        self.opened.append(stream)
+        return stream
+
+
+def test_a_read_that_failed_or_ended_releases_the_object_below() -> None:
+    inner = _Opened()
+    storage = Compress(inner)
+    storage.write("good", io.BytesIO(b"data" * 1000))
+    inner.write("bad", io.BytesIO(b"not compressed at all"))
+    good = storage.read("good")
+    assert good.read() == b"data" * 1000
+    bad = storage.read("bad")
+    with pytest.raises(SnapshotIntegrityError):
+        bad.read()
+    assert [stream.closed for stream in inner.opened] == [True, True]
 
 
 # A zstd bomb: a small object that expands enormously.

@@ -50,6 +50,7 @@ overlap with the storage's I/O.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -323,6 +324,10 @@ class _Decompressed(Iterator[bytes]):
             data = self._next_output()
         except BaseException as exc:
             self._failure = exc
+            # Release the object below now (a file, a connection): this
+            # iterator will never read from it again.
+            with contextlib.suppress(Exception):
+                self.close()
             raise
         if data is None:
             self._done = True
