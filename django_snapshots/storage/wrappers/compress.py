@@ -18,10 +18,9 @@ stored as ``db/latest.json``.  What the wrapper guarantees:
 
 - **Bounded memory.**  ``write`` and ``stream_write`` compress as the data
   streams, and ``read`` and ``stream_read`` decompress at most one
-  :data:`~django_snapshots.storage.streams.CHUNK_SIZE` of output per step,
-  however far a small input expands: a frame of a few kilobytes that
-  decompresses to terabytes (a "zstd bomb") is delivered chunk by chunk,
-  never allocated at once.
+  ``CHUNK_SIZE`` (1 MiB) of output per step, however far a small input
+  expands: a frame of a few kilobytes that decompresses to terabytes (a
+  "zstd bomb") is delivered chunk by chunk, never allocated at once.
 - **No silent damage.**  An object that is not zstd data, a corrupt frame
   (its content checksum does not match) and a truncated one raise
   :class:`~django_snapshots.SnapshotIntegrityError` naming the key, before
