@@ -11,6 +11,7 @@ from django_snapshots.storage.protocols import (
 from django_snapshots.storage.rclone import RcloneBackend
 from django_snapshots.storage.wrappers import (
     Checksum,
+    Compress,
     Encrypt,
     Logging,
     Prefix,
@@ -22,6 +23,7 @@ from django_snapshots.storage.wrappers import (
 __all__ = [
     "AdvancedSnapshotStorage",
     "Checksum",
+    "Compress",
     "DjangoStorageBackend",
     "Encrypt",
     "LocalFileSystemBackend",

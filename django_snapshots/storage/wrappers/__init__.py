@@ -2,9 +2,19 @@
 
 from django_snapshots.storage.wrappers.base import StorageWrapper, passes_through
 from django_snapshots.storage.wrappers.checksum import Checksum
+from django_snapshots.storage.wrappers.compress import Compress
 from django_snapshots.storage.wrappers.encrypt import Encrypt
 from django_snapshots.storage.wrappers.logging import Logging
 from django_snapshots.storage.wrappers.prefix import Prefix
 from django_snapshots.storage.wrappers.retry import Retry
 
-__all__ = ["Checksum", "Encrypt", "Logging", "Prefix", "Retry", "StorageWrapper", "passes_through"]
+__all__ = [
+    "Checksum",
+    "Compress",
+    "Encrypt",
+    "Logging",
+    "Prefix",
+    "Retry",
+    "StorageWrapper",
+    "passes_through",
+]

@@ -2,7 +2,7 @@
 
     >>> import io
     >>> from django_snapshots.storage import MemoryBackend
-    >>> from django_snapshots.storage.wrappers.compress import Compress
+    >>> from django_snapshots.storage import Compress
     >>> inner = MemoryBackend()
     >>> storage = Compress(inner)
     >>> storage.write("db/latest.json", io.BytesIO(b"[]" * 10_000))
