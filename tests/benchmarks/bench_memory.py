@@ -58,7 +58,23 @@ def backends(root: Path) -> dict[str, Callable[[], SnapshotStorage]]:
         Retry(Checksum(Prefix(LocalFileSystemBackend(root / "stack"), "tenant"))),
         logger=null_json_logger(),
     )
+    variants["Compress(Encrypt(Checksum(Local)))"] = lambda: _confidential(root / "confidential")
     return variants
+
+
+def _confidential(location: Path) -> SnapshotStorage:
+    import pyrage
+
+    from django_snapshots.storage import Compress, Encrypt
+
+    identity = pyrage.x25519.Identity.generate()
+    return Compress(
+        Encrypt(
+            Checksum(LocalFileSystemBackend(location)),
+            recipients=[str(identity.to_public())],
+            identities=[identity],
+        )
+    )
 
 
 def round_trip(storage: SnapshotStorage, size: int) -> None:
