@@ -27,6 +27,13 @@ the warning ``snapshots.W002`` when the backend could not reach its storage
 while being built).  A wrapper in ``WRAPPERS`` may be given as its class, and
 a relative ``location`` of a ``LocalFileSystemBackend`` is resolved against
 ``BASE_DIR``.
+
+``Encrypt`` takes two options of its own in settings data, beside its
+``recipients`` and ``identities`` (lists of keys, as strings):
+``recipients_file`` and ``identities_file``, the path of a recipients file
+(``age -R``) or of an identity file (``age -i``), or a list of paths.  A
+relative path is resolved against ``BASE_DIR``, and the files are read when
+the stack is built.
 """
 
 from __future__ import annotations
@@ -34,9 +41,10 @@ from __future__ import annotations
 import inspect
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -62,6 +70,10 @@ _STORAGE_KEYS = frozenset({"BACKEND", "OPTIONS", "WRAPPERS"})
 _WRAPPER_KEYS = frozenset({"WRAPPER", "OPTIONS"})
 _EXAMPLE_BACKEND = "django_snapshots.storage.LocalFileSystemBackend"
 _EXAMPLE_WRAPPER = "django_snapshots.storage.Checksum"
+# Options of Encrypt in settings data only: the files whose keys join the
+# option named beside them.
+_KEY_FILE_OPTIONS = {"recipients_file": "recipients", "identities_file": "identities"}
+_EXAMPLE_KEY_FILES = {"recipients_file": "backup.pub", "identities_file": "backup-key.txt"}
 
 
 class InvalidStorageSettingError(SnapshotError, ImproperlyConfigured):
@@ -104,8 +116,30 @@ def get_storage() -> SnapshotStorage:
         return storage
     with _cache.lock:
         if _cache.storage is None:
-            _cache.storage = _build_from_settings()
+            identity_files: list[KeyFile] = []
+            _cache.storage = _build_from_settings(identity_files)
+            _cache.identity_files = tuple(identity_files)
         return _cache.storage
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """A key file an ``Encrypt`` layer of the setting was built with: *where*
+    names the setting entry, *path* the file it read."""
+
+    where: str
+    path: Path
+
+
+def identity_files() -> tuple[KeyFile, ...]:
+    """Return the identity files that the stack of ``SNAPSHOTS["STORAGE"]``,
+    given as data, read its secret keys from (building the stack if needed).
+
+    Raises :class:`InvalidStorageSettingError` as :func:`get_storage` does.
+    """
+    with _cache.lock:
+        get_storage()
+        return _cache.identity_files
 
 
 class _Cache:
@@ -114,6 +148,7 @@ class _Cache:
         # (recursion) instead of deadlocking.
         self.lock = threading.RLock()
         self.storage: SnapshotStorage | None = None
+        self.identity_files: tuple[KeyFile, ...] = ()
 
 
 _cache = _Cache()
@@ -124,6 +159,7 @@ def _reset_on_setting_change(*, setting: str, **kwargs: Any) -> None:
     if setting in ("SNAPSHOTS", "BASE_DIR"):
         with _cache.lock:
             _cache.storage = None
+            _cache.identity_files = ()
 
 
 # Connected here rather than in the app's ready(): a cached stack must follow
@@ -132,7 +168,7 @@ def _reset_on_setting_change(*, setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_reset_on_setting_change, dispatch_uid="django_snapshots.conf")
 
 
-def _build_from_settings() -> SnapshotStorage:
+def _build_from_settings(identity_files: list[KeyFile]) -> SnapshotStorage:
     snapshots = getattr(settings, "SNAPSHOTS", None)
     if snapshots is None:
         return _default_storage()
@@ -151,7 +187,7 @@ def _build_from_settings() -> SnapshotStorage:
         )
     if "STORAGE" not in snapshots:
         return _default_storage()
-    return _build_storage(snapshots["STORAGE"])
+    return _build_storage(snapshots["STORAGE"], identity_files)
 
 
 def _default_storage() -> SnapshotStorage:
@@ -161,7 +197,7 @@ def _default_storage() -> SnapshotStorage:
     return Checksum(LocalFileSystemBackend(Path(base) / DEFAULT_DIRECTORY))
 
 
-def _build_storage(value: object) -> SnapshotStorage:
+def _build_storage(value: object, identity_files: list[KeyFile]) -> SnapshotStorage:
     if _is_storage(value):
         return value
     if isinstance(value, type):
@@ -221,6 +257,7 @@ def _build_storage(value: object) -> SnapshotStorage:
             args=(storage,),
             kind="wrapper",
             ids=("snapshots.E008", "snapshots.E009", "snapshots.E010"),
+            identity_files=identity_files,
         )
     return storage
 
@@ -269,12 +306,19 @@ def _options(entry: Mapping[str, Any], where: str, *, id: str) -> Mapping[str, A
             id=id,
         )
     for position, name in enumerate(options, 1):
+        # The type and the position, never the name itself: a misplaced
+        # value (a password or a secret key given as a key) would be echoed.
         if not isinstance(name, str):
-            # The type and the position, never the name itself: a misplaced
-            # value (a password given as a key) would be echoed.
             raise InvalidStorageSettingError(
                 f"{where} has an option name of type {type(name).__name__} (entry {position}); "
                 "option names are keyword argument names and must be strings",
+                hint=hint,
+                id=id,
+            )
+        if not name.isidentifier():
+            raise InvalidStorageSettingError(
+                f"{where} has an option name that is not a keyword argument name (entry "
+                f"{position}); option names are identifiers such as location or prefix",
                 hint=hint,
                 id=id,
             )
@@ -289,6 +333,7 @@ def _construct(
     args: tuple[SnapshotStorage, ...],
     kind: str,
     ids: tuple[str, str, str],
+    identity_files: list[KeyFile] | None = None,
 ) -> SnapshotStorage:
     import_id, type_id, call_id = ids
     if isinstance(path, type):
@@ -318,6 +363,10 @@ def _construct(
             id=type_id,
         )
     options = _resolve_location(factory, options)
+    encrypt = _is_encrypt_class(factory)
+    files: dict[str, list[KeyFile]] = {"recipients": [], "identities": []}
+    if encrypt:
+        options = _encrypt_options(options, where=where, files=files)
     try:
         storage = factory(*args, **options)
     except SnapshotStoragePathError as exc:
@@ -327,7 +376,17 @@ def _construct(
             "(segments separated by '/', no '..', no leading '/').",
             id="snapshots.E011",
         ) from exc
+    except ImportError as exc:
+        # An optional dependency of the class (pyrage for Encrypt, the zstd
+        # codec for Compress), imported when it is built.
+        raise InvalidStorageSettingError(
+            f"{where}: {path!r} needs a package that is not installed: {exc}",
+            hint="Install the package (or the django-snapshots extra) that the message names.",
+            id=import_id,
+        ) from exc
     except Exception as exc:
+        if encrypt and (key_error := _key_error(exc, factory, args, options, where, files)):
+            raise key_error from exc
         raise _construction_error(
             exc, factory, path, options, where=where, args=args, kind=kind, ids=(type_id, call_id)
         ) from exc
@@ -339,6 +398,8 @@ def _construct(
             "your own that implements the SnapshotStorage protocol.",
             id=type_id,
         )
+    if identity_files is not None:
+        identity_files.extend(files["identities"])
     return storage
 
 
@@ -450,6 +511,134 @@ def _resolve_location(factory: object, options: Mapping[str, Any]) -> Mapping[st
     ):
         return options
     return {**options, "location": Path(base) / location}
+
+
+def _encrypt_options(
+    options: Mapping[str, Any], *, where: str, files: dict[str, list[KeyFile]]
+) -> Mapping[str, Any]:
+    """Turn the options of an ``Encrypt`` entry into its keyword arguments:
+    the paths of ``recipients_file`` and ``identities_file`` join
+    ``recipients`` and ``identities`` (after the keys, whose positions in
+    Encrypt's messages then match the setting), and every path is anchored
+    at ``BASE_DIR``.  *files* receives each path, by the option it joins.
+    Refuses a stack with no key at all before any file is read."""
+    base = getattr(settings, "BASE_DIR", None)
+    anchor = Path(base) if base is not None else Path.cwd()
+    arguments = dict(options)
+    for file_option, option in _KEY_FILE_OPTIONS.items():
+        at = f'{where}["OPTIONS"]'
+        paths = _key_file_paths(arguments.pop(file_option, None), file_option, at)
+        entries = arguments.get(option, [])
+        if isinstance(entries, (str, bytes, os.PathLike)) or not isinstance(entries, Iterable):
+            continue  # Encrypt says what it takes
+        resolved: list[object] = []
+        for position, entry in enumerate(cast(Iterable[object], entries)):
+            if isinstance(entry, os.PathLike):
+                entry = anchor / os.fspath(entry)
+                files[option].append(KeyFile(f'{at}["{option}"][{position}]', entry))
+            resolved.append(entry)
+        for shown, path in paths:
+            files[option].append(KeyFile(shown, anchor / path))
+            resolved.append(anchor / path)
+        if resolved or option in arguments:
+            arguments[option] = resolved
+    keys = ("recipients", "identities")
+    # With a misspelt option, Encrypt's own error names it.
+    if set(arguments) <= set(keys) and not any(arguments.get(name) for name in keys):
+        raise InvalidStorageSettingError(
+            f"{where}: Encrypt has neither recipients nor identities, so it could neither "
+            "write nor read",
+            hint='Give "recipients" (public keys, age1...) or "recipients_file" to write, '
+            'and "identities" (secret keys) or "identities_file" where backups are restored; '
+            "`snapshots keygen -o FILE` makes a key.",
+            id="snapshots.E013",
+        )
+    return arguments
+
+
+def _key_file_paths(
+    value: object, option: str, at: str
+) -> list[tuple[str, str | os.PathLike[str]]]:
+    """The paths of the *option* ``recipients_file`` or ``identities_file``
+    of the OPTIONS *at*, each with the entry that names it; a misplaced value
+    is described, never shown (it may be a secret key)."""
+    where = f'{at}["{option}"]'
+    if value is None:
+        return []
+    single = not isinstance(value, (list, tuple))
+    entries = list(value) if isinstance(value, (list, tuple)) else [value]
+    paths = []
+    for position, entry in enumerate(entries):
+        shown = where if single else f"{where}[{position}]"
+        if isinstance(entry, (str, os.PathLike)) and _looks_like_a_key(os.fspath(entry)):
+            option_of_keys = _KEY_FILE_OPTIONS[option]
+            raise InvalidStorageSettingError(
+                f"{shown} is a key, not the path of a file",
+                hint=f'Give keys in "{option_of_keys}", a list of strings, and the path of a '
+                f'file of keys in "{option}".',
+                id="snapshots.E010",
+            )
+        if not isinstance(entry, (str, os.PathLike)) or not os.fspath(entry):
+            raise InvalidStorageSettingError(
+                f"{shown} must be the path of a file, or a list of paths, not {_describe(entry)}",
+                hint=f'For example "{option}": "{_EXAMPLE_KEY_FILES[option]}" (relative to '
+                "BASE_DIR), or a list of such paths.",
+                id="snapshots.E010",
+            )
+        paths.append((shown, entry))
+    return paths
+
+
+def _looks_like_a_key(text: str | bytes) -> bool:
+    """Tell whether *text*, given as a path, is rather a key (or the content
+    of a key file), which an error about a missing file would quote."""
+    if isinstance(text, bytes):
+        return False
+    head = text.strip().upper()
+    return "\n" in text.strip() or head.startswith(
+        ("AGE-SECRET-KEY-", "AGE-PLUGIN-", "AGE1", "SSH-", "-----BEGIN")
+    )
+
+
+def _key_error(
+    exc: Exception,
+    factory: Any,
+    args: tuple[SnapshotStorage, ...],
+    options: Mapping[str, Any],
+    where: str,
+    files: dict[str, list[KeyFile]],
+) -> InvalidStorageSettingError | None:
+    """Say which key or key file ``Encrypt`` refused, or ``None`` when the
+    failure is not about its keys.  Encrypt's own messages name the entry
+    by its position and never quote a key."""
+    if isinstance(exc, OSError):
+        paths = {os.fspath(file.path): kind for kind, found in files.items() for file in found}
+        name = os.fspath(exc.filename) if exc.filename is not None else ""
+        kind = {"recipients": "recipients file", "identities": "identity file"}.get(
+            paths.get(name, ""), "key file"
+        )
+        return InvalidStorageSettingError(
+            f"{where}: Encrypt cannot read its {kind} {name!r}: {exc.strerror or exc}",
+            hint="Check the path (a relative one is resolved against BASE_DIR) and that the "
+            "user running Django may read the file; `snapshots keygen -o FILE` makes an "
+            "identity file.",
+            id="snapshots.E015",
+        )
+    if isinstance(exc, (ValueError, TypeError)) and _takes(factory, args, options) is not False:
+        return InvalidStorageSettingError(
+            f"{where}: Encrypt rejected a key in its OPTIONS: {exc}",
+            hint='Give "recipients" as a list of public keys (age1..., ssh-ed25519 ..., '
+            'ssh-rsa ...) and "identities" as a list of secret keys (AGE-SECRET-KEY-1...), '
+            'and files as "recipients_file" and "identities_file".',
+            id="snapshots.E014",
+        )
+    return None
+
+
+def _is_encrypt_class(value: object) -> bool:
+    from django_snapshots.storage.wrappers.encrypt import Encrypt
+
+    return isinstance(value, type) and issubclass(value, Encrypt)
 
 
 def _is_wrapper_class(value: object) -> bool:

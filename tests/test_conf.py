@@ -13,16 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyrage
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.test import override_settings
 
 from django_snapshots import SnapshotError, get_storage
-from django_snapshots.conf import DEFAULT_DIRECTORY, InvalidStorageSettingError
+from django_snapshots.conf import DEFAULT_DIRECTORY, InvalidStorageSettingError, identity_files
 from django_snapshots.storage import (
     AdvancedSnapshotStorage,
     Checksum,
+    Compress,
+    Encrypt,
     LocalFileSystemBackend,
     Logging,
     MemoryBackend,
@@ -63,6 +66,31 @@ def _case(snapshots: Any, check_id: str, *fragments: str, name: str) -> Any:
 
 def _stack(*wrappers: Any, backend: Any = MEMORY) -> dict[str, Any]:
     return {"STORAGE": {"BACKEND": backend, "WRAPPERS": list(wrappers)}}
+
+
+ENCRYPT = "django_snapshots.storage.Encrypt"
+COMPRESS = "django_snapshots.storage.Compress"
+# Real keys, so that the messages that must not quote them are tested on
+# what an operator would paste.
+IDENTITY = pyrage.x25519.Identity.generate()
+SECRET = str(IDENTITY)
+RECIPIENT = str(IDENTITY.to_public())
+
+
+def _encrypt(**options: Any) -> dict[str, Any]:
+    return _stack({"WRAPPER": ENCRYPT, "OPTIONS": options}, "django_snapshots.storage.Checksum")
+
+
+def secret_fragments(secret: str = SECRET) -> list[str]:
+    """Every 8 characters of *secret* after its fixed ``AGE-SECRET-KEY-1``:
+    a message holding none of them quotes no part of the key."""
+    body = secret.removeprefix("AGE-SECRET-KEY-1")
+    return [body[start : start + 8] for start in range(len(body) - 7)]
+
+
+def assert_no_secret(text: str, secret: str = SECRET) -> None:
+    leaked = [part for part in secret_fragments(secret) if part in text.upper()]
+    assert not leaked, f"a message quotes part of the secret key: {text}"
 
 
 # (SNAPSHOTS setting, check id, fragments the message must contain)
@@ -141,6 +169,29 @@ MISCONFIGURATIONS: list[Any] = [
           "snapshots.E011", f"{WRAPPERS}[1]", "'..'", name="invalid-prefix"),
     _case(_stack({"WRAPPER": PREFIX, "OPTIONS": {"prefix": "/abs"}}), "snapshots.E011",
           f"{WRAPPERS}[0]", "'/abs'", name="absolute-prefix"),
+    _case(_encrypt(), "snapshots.E013", f"{WRAPPERS}[0]: Encrypt has neither recipients nor "
+          "identities", name="encrypt-without-keys"),
+    _case(_encrypt(recipients=[], identities=()), "snapshots.E013", f"{WRAPPERS}[0]",
+          "neither recipients nor identities", name="encrypt-with-empty-keys"),
+    _case(_encrypt(recipients=[RECIPIENT, "age1notakey"]), "snapshots.E014",
+          f"{WRAPPERS}[0]: Encrypt rejected a key", "recipients[1] is not a valid",
+          name="malformed-recipient"),
+    _case(_encrypt(recipients=[SECRET]), "snapshots.E014", "recipients[0] is a secret key",
+          name="secret-key-as-recipient"),
+    _case(_encrypt(identities=SECRET), "snapshots.E014", "must be a list",
+          name="identities-not-a-list"),
+    _case(_encrypt(recipients=[RECIPIENT], identities_file="/nonexistent/backup-key.txt"),
+          "snapshots.E015", f"{WRAPPERS}[0]: Encrypt cannot read its identity file "
+          "'/nonexistent/backup-key.txt': No such file or directory", name="missing-identity-file"),
+    _case(_encrypt(recipients_file=["/nonexistent/backup.pub"]), "snapshots.E015",
+          "cannot read its recipients file '/nonexistent/backup.pub'",
+          name="missing-recipients-file"),
+    _case(_encrypt(recipients=[RECIPIENT], identities_file=3), "snapshots.E010",
+          f'{WRAPPERS}[0]["OPTIONS"]["identities_file"] must be the path of a file',
+          name="identities-file-not-a-path"),
+    _case(_encrypt(recipients=[RECIPIENT], identities_file=[SECRET]), "snapshots.E010",
+          f'{WRAPPERS}[0]["OPTIONS"]["identities_file"][0] is a key, not the path of a file',
+          name="secret-key-as-identities-file"),
 ]  # fmt: skip
 
 
@@ -449,3 +500,184 @@ def test_a_wrapper_instance_is_not_a_wrapper_entry() -> None:
         ),
     ):
         get_storage()
+
+
+# Encrypt and Compress in settings data.
+
+
+@pytest.fixture
+def key_files(tmp_path: Path) -> Path:
+    """A BASE_DIR holding an identity file and a recipients file, as
+    ``snapshots keygen`` and ``age-keygen -y`` write them."""
+    (tmp_path / "keys").mkdir()
+    identity = tmp_path / "keys" / "backup-key.txt"
+    identity.write_text(f"# public key: {RECIPIENT}\n{SECRET}\n")
+    identity.chmod(0o600)
+    (tmp_path / "keys" / "backup.pub").write_text(f"# the ops team\n{RECIPIENT}\n")
+    return tmp_path
+
+
+def test_encrypt_reads_its_key_files_relative_to_base_dir(key_files: Path, settings: Any) -> None:
+    settings.BASE_DIR = key_files
+    setting = _encrypt(recipients_file="keys/backup.pub", identities_file=["keys/backup-key.txt"])
+    with override_settings(SNAPSHOTS=setting):
+        storage = get_storage()
+        files = identity_files()
+    assert repr(storage) == (
+        "Encrypt(Checksum(MemoryBackend(), algorithm='sha256'), recipients=1, identities=1)"
+    )
+    storage.write("db/a.dump", io.BytesIO(b"dump"))
+    assert storage.__wrapped__.read("db/a.dump").read(22) == b"age-encryption.org/v1\n"
+    assert storage.read("db/a.dump").read() == b"dump"
+    assert [(file.where, file.path) for file in files] == [
+        (f'{WRAPPERS}[0]["OPTIONS"]["identities_file"][0]', key_files / "keys" / "backup-key.txt")
+    ]
+
+
+def test_encrypt_reads_its_key_files_when_the_stack_is_built(
+    key_files: Path, settings: Any
+) -> None:
+    settings.BASE_DIR = key_files
+    with override_settings(SNAPSHOTS=_encrypt(identities_file="keys/backup-key.txt")):
+        storage = get_storage()
+        (key_files / "keys" / "backup-key.txt").unlink()
+        assert get_storage() is storage
+    writer = Encrypt(MemoryBackend(), recipients=[RECIPIENT])
+    writer.write("k", io.BytesIO(b"x"))
+    assert Encrypt(writer.__wrapped__, identities=list(storage._self_identities)).read("k").read()
+
+
+def test_encrypt_strings_are_keys_and_path_objects_files_relative_to_base_dir(
+    key_files: Path, settings: Any
+) -> None:
+    settings.BASE_DIR = key_files
+    setting = _encrypt(recipients=[RECIPIENT], identities=[Path("keys/backup-key.txt")])
+    with override_settings(SNAPSHOTS=setting):
+        storage = get_storage()
+        files = identity_files()
+    storage.write("k", io.BytesIO(b"both ways"))
+    assert storage.read("k").read() == b"both ways"
+    assert [file.path for file in files] == [key_files / "keys" / "backup-key.txt"]
+    assert files[0].where == f'{WRAPPERS}[0]["OPTIONS"]["identities"][0]'
+
+
+def test_encrypt_key_files_are_added_after_the_keys_given_as_strings(
+    key_files: Path, settings: Any
+) -> None:
+    other = pyrage.x25519.Identity.generate()
+    settings.BASE_DIR = key_files
+    setting = _encrypt(recipients=[str(other.to_public())], recipients_file="keys/backup.pub")
+    with override_settings(SNAPSHOTS=setting):
+        storage = get_storage()
+    storage.write("k", io.BytesIO(b"for both"))
+    for identity in (IDENTITY, other):
+        assert Encrypt(storage.__wrapped__, identities=[str(identity)]).read("k").read() == (
+            b"for both"
+        )
+
+
+def test_a_relative_key_file_without_base_dir_is_read_from_the_current_directory(
+    key_files: Path, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    del settings.BASE_DIR
+    monkeypatch.chdir(key_files / "keys")
+    with override_settings(SNAPSHOTS=_encrypt(identities_file="backup-key.txt")):
+        files = identity_files()
+    assert [file.path for file in files] == [key_files / "keys" / "backup-key.txt"]
+
+
+def test_a_directory_as_identity_file_is_an_error_not_an_unreachable_storage(
+    tmp_path: Path,
+) -> None:
+    setting = _encrypt(recipients=[RECIPIENT], identities_file=str(tmp_path))
+    with override_settings(SNAPSHOTS=setting), pytest.raises(InvalidStorageSettingError) as raised:
+        get_storage()
+    assert raised.value.id == "snapshots.E015"
+    assert raised.value.message == (
+        f"{WRAPPERS}[0]: Encrypt cannot read its identity file {str(tmp_path)!r}: Is a directory"
+    )
+
+
+def test_a_misspelt_encrypt_option_is_named_rather_than_reported_as_no_key() -> None:
+    with (
+        override_settings(SNAPSHOTS=_encrypt(recipient=[RECIPIENT])),
+        pytest.raises(InvalidStorageSettingError) as raised,
+    ):
+        get_storage()
+    assert raised.value.id == "snapshots.E010"
+    assert "unexpected keyword argument 'recipient'" in raised.value.message
+
+
+def test_encrypt_without_pyrage_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyrage", None)
+    with (
+        override_settings(SNAPSHOTS=_encrypt(recipients=[RECIPIENT])),
+        pytest.raises(InvalidStorageSettingError) as raised,
+    ):
+        get_storage()
+    assert raised.value.id == "snapshots.E008"
+    assert raised.value.message == (
+        f"{WRAPPERS}[0]: 'django_snapshots.storage.Encrypt' needs a package that is not "
+        "installed: Encrypt needs pyrage: pip install 'django-snapshots[encrypt]'"
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"recipients": [SECRET]}, id="secret-as-recipient"),
+        pytest.param({"identities": SECRET}, id="secret-not-in-a-list"),
+        pytest.param({"identities": [SECRET[:-3] + "QQQ"]}, id="secret-with-a-typo"),
+        pytest.param({"identities": [SECRET.replace("AGE-", "AEG-")]}, id="misspelt-prefix"),
+        pytest.param({"identities_file": SECRET}, id="secret-as-identities-file"),
+        pytest.param({"recipients_file": [SECRET]}, id="secret-as-recipients-file"),
+        pytest.param({"identities_file": f"{SECRET}\n"}, id="secret-line-as-file"),
+        pytest.param({"recipients": [RECIPIENT], SECRET: 1}, id="secret-as-option-name"),
+    ],
+)
+def test_no_message_quotes_any_part_of_a_secret_key(options: dict[str, Any]) -> None:
+    with (
+        override_settings(SNAPSHOTS=_encrypt(**options)),
+        pytest.raises(InvalidStorageSettingError) as raised,
+    ):
+        get_storage()
+    assert_no_secret(str(raised.value))
+    assert_no_secret(repr(raised.value.__cause__))
+
+
+def test_compress_takes_its_options_from_settings() -> None:
+    setting = _stack({"WRAPPER": COMPRESS, "OPTIONS": {"level": 19}}, Checksum)
+    with override_settings(SNAPSHOTS=setting):
+        storage = get_storage()
+    assert isinstance(storage, Compress)
+    assert repr(storage) == "Compress(Checksum(MemoryBackend(), algorithm='sha256'), level=19)"
+    storage.write("k", io.BytesIO(b"[]" * 10_000))
+    assert storage.__wrapped__.read("k").read(4) == b"(\xb5/\xfd"
+    assert storage.read("k").read() == b"[]" * 10_000
+
+
+def test_compress_rejects_a_bad_level_as_a_wrapper_option() -> None:
+    setting = _stack({"WRAPPER": COMPRESS, "OPTIONS": {"level": 99}})
+    with override_settings(SNAPSHOTS=setting), pytest.raises(InvalidStorageSettingError) as raised:
+        get_storage()
+    assert raised.value.id == "snapshots.E010"
+    assert "level" in raised.value.message
+
+
+def test_compress_over_encrypt_in_settings_compresses_then_encrypts(
+    key_files: Path, settings: Any
+) -> None:
+    settings.BASE_DIR = key_files
+    setting = _stack(
+        COMPRESS,
+        {"WRAPPER": ENCRYPT, "OPTIONS": {"recipients": [RECIPIENT], "identities": [SECRET]}},
+        "django_snapshots.storage.Checksum",
+    )
+    with override_settings(SNAPSHOTS=setting):
+        storage = get_storage()
+    data = b"0123456789" * 100_000
+    storage.write("k", io.BytesIO(data))
+    stored = storage.__wrapped__.__wrapped__.read("k").read()
+    assert stored.startswith(b"age-encryption.org/v1\n")
+    assert len(stored) < len(data) // 10
+    assert storage.read("k").read() == data
