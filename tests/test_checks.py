@@ -7,6 +7,7 @@ import io
 import select
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,10 +18,25 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from django_snapshots.checks import check_storage_round_trip, check_storage_setting
-from django_snapshots.storage import Checksum, LocalFileSystemBackend, MemoryBackend
+from django_snapshots.storage import (
+    Checksum,
+    Compress,
+    Encrypt,
+    LocalFileSystemBackend,
+    MemoryBackend,
+)
 from django_snapshots.testing import Chaos
 from tests.conftest import S3Bucket
-from tests.test_conf import MISCONFIGURATIONS, fresh_storage_cache
+from tests.test_conf import (
+    COMPRESS,
+    ENCRYPT,
+    MISCONFIGURATIONS,
+    RECIPIENT,
+    SECRET,
+    WRAPPERS,
+    assert_no_secret,
+    fresh_storage_cache,
+)
 
 pytestmark = pytest.mark.usefixtures(fresh_storage_cache.__name__)
 
@@ -365,3 +381,177 @@ def test_a_bad_option_value_of_a_wrapper_is_not_blamed_on_the_stack() -> None:
     assert [(m.level, m.id) for m in messages] == [(ERROR, "snapshots.E010")]
     assert "rejected a value in its OPTIONS" in messages[0].msg
     assert "attempts" in messages[0].msg
+
+
+# Encrypt and Compress.
+
+
+def _messages(snapshots: Any) -> list[tuple[int, str, str, str]]:
+    with override_settings(SNAPSHOTS=snapshots):
+        return [(m.level, m.id or "", m.msg, m.hint or "") for m in check_storage_setting()]
+
+
+def _encrypt(*above: Any, below: Any = (), **options: Any) -> dict[str, Any]:
+    wrappers = [*above, {"WRAPPER": ENCRYPT, "OPTIONS": options}, *below]
+    return {"STORAGE": {"BACKEND": MEMORY, "WRAPPERS": wrappers}}
+
+
+CHECKSUM = ["django_snapshots.storage.Checksum"]
+
+
+@pytest.fixture
+def identity_file(tmp_path: Path, settings: Any) -> Path:
+    settings.BASE_DIR = tmp_path
+    path = tmp_path / "backup-key.txt"
+    path.write_text(f"# public key: {RECIPIENT}\n{SECRET}\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_encrypt_with_recipients_and_a_private_identity_file_passes(identity_file: Path) -> None:
+    snapshots = _encrypt(below=CHECKSUM, recipients=[RECIPIENT], identities_file=identity_file.name)
+    assert _messages(snapshots) == []
+
+
+def test_encrypt_without_any_key_is_an_error() -> None:
+    assert _messages(_encrypt(below=CHECKSUM)) == [
+        (
+            ERROR,
+            "snapshots.E013",
+            f"{WRAPPERS}[0]: Encrypt has neither recipients nor identities, so it could "
+            "neither write nor read",
+            'Give "recipients" (public keys, age1...) or "recipients_file" to write, and '
+            '"identities" (secret keys) or "identities_file" where backups are restored; '
+            "`snapshots keygen -o FILE` makes a key.",
+        )
+    ]
+
+
+def test_encrypt_with_identities_only_is_a_warning_that_it_cannot_write() -> None:
+    messages = _messages(_encrypt(below=CHECKSUM, identities=[SECRET]))
+    assert messages == [
+        (
+            WARNING,
+            "snapshots.W003",
+            "the Encrypt layer Encrypt(Checksum(MemoryBackend(), algorithm='sha256'), "
+            "recipients=0, identities=1) holds identities only: the stack can read and restore "
+            "backups, but every write fails",
+            'Give it "recipients" (the public keys, age1...) or "recipients_file" to write '
+            "backups; on a machine that only restores, silence snapshots.W003.",
+        )
+    ]
+
+
+def test_a_malformed_recipient_is_an_error_naming_its_position() -> None:
+    messages = _messages(_encrypt(below=CHECKSUM, recipients=[RECIPIENT, RECIPIENT[:-2]]))
+    assert [(level, id) for level, id, _, _ in messages] == [(ERROR, "snapshots.E014")]
+    assert messages[0][2] == (
+        f"{WRAPPERS}[0]: Encrypt rejected a key in its OPTIONS: recipients[1] is not a valid "
+        "age X25519 recipient (invalid Bech32 encoding); plugin recipients are not supported"
+    )
+    assert messages[0][3] == (
+        'Give "recipients" as a list of public keys (age1..., ssh-ed25519 ..., ssh-rsa ...) '
+        'and "identities" as a list of secret keys (AGE-SECRET-KEY-1...), and files as '
+        '"recipients_file" and "identities_file".'
+    )
+
+
+def test_a_missing_identity_file_is_an_error(tmp_path: Path, settings: Any) -> None:
+    settings.BASE_DIR = tmp_path
+    messages = _messages(_encrypt(recipients=[RECIPIENT], identities_file="keys/backup-key.txt"))
+    assert messages == [
+        (
+            ERROR,
+            "snapshots.E015",
+            f"{WRAPPERS}[0]: Encrypt cannot read its identity file "
+            f"{str(tmp_path / 'keys' / 'backup-key.txt')!r}: No such file or directory",
+            "Check the path (a relative one is resolved against BASE_DIR) and that the user "
+            "running Django may read the file; `snapshots keygen -o FILE` makes an identity file.",
+        )
+    ]
+
+
+def test_an_unreadable_identity_file_is_an_error(tmp_path: Path) -> None:
+    # A directory: a file without read permission is readable by root anyway.
+    messages = _messages(_encrypt(recipients=[RECIPIENT], identities_file=str(tmp_path)))
+    assert [(level, id) for level, id, _, _ in messages] == [(ERROR, "snapshots.E015")]
+    assert messages[0][2].endswith(f"identity file {str(tmp_path)!r}: Is a directory")
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o644, 0o666], ids="{:04o}".format)
+def test_an_identity_file_others_may_read_or_change_is_a_warning(
+    identity_file: Path, mode: int
+) -> None:
+    identity_file.chmod(mode)
+    snapshots = _encrypt(below=CHECKSUM, recipients=[RECIPIENT], identities_file=[identity_file])
+    assert _messages(snapshots) == [
+        (
+            WARNING,
+            "snapshots.W004",
+            f'{WRAPPERS}[0]["OPTIONS"]["identities_file"][0]: the identity file '
+            f"{str(identity_file)!r} holds a secret key, and users other than its owner may "
+            f"read or change it (mode {mode:04o})",
+            f"Restrict it to its owner: chmod 600 {identity_file}",
+        )
+    ]
+
+
+def test_an_identity_file_given_as_a_path_object_is_checked_too(identity_file: Path) -> None:
+    identity_file.chmod(0o644)
+    snapshots = _encrypt(below=CHECKSUM, identities=[Path(identity_file.name)])
+    assert [id for _, id, _, _ in _messages(snapshots)] == ["snapshots.W003", "snapshots.W004"]
+
+
+def test_the_permission_check_only_looks_at_the_file(identity_file: Path) -> None:
+    identity_file.chmod(0o644)
+    snapshots = _encrypt(below=CHECKSUM, recipients=[RECIPIENT], identities_file=identity_file.name)
+    before = identity_file.stat()
+    _messages(snapshots)
+    after = identity_file.stat()
+    assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+
+
+def test_compress_below_encrypt_is_a_warning() -> None:
+    snapshots = _encrypt(below=[COMPRESS, *CHECKSUM], recipients=[RECIPIENT])
+    assert _messages(snapshots) == [
+        (
+            WARNING,
+            "snapshots.W005",
+            "Compress sits below Encrypt in the storage stack, so it compresses ciphertext, "
+            "which does not compress: objects are stored as large as without it, and the time "
+            "is spent for nothing",
+            "List Compress above Encrypt in WRAPPERS (outermost first), so that the stack is "
+            "Compress(Encrypt(...)): data is compressed, then encrypted.",
+        )
+    ]
+
+
+def test_compress_above_encrypt_passes() -> None:
+    assert _messages(_encrypt(COMPRESS, below=CHECKSUM, recipients=[RECIPIENT])) == []
+
+
+def test_compress_below_encrypt_in_a_stack_built_in_python_is_a_warning() -> None:
+    stack = Checksum(Encrypt(Compress(MemoryBackend()), recipients=[RECIPIENT]))
+    assert [id for _, id, _, _ in _messages({"STORAGE": stack})] == ["snapshots.W005"]
+
+
+def test_no_check_message_quotes_any_part_of_a_secret_key(
+    identity_file: Path, tmp_path: Path
+) -> None:
+    identity_file.chmod(0o644)
+    settings_with_problems = [
+        _encrypt(below=[COMPRESS], identities=[SECRET], identities_file=identity_file.name),
+        _encrypt(recipients=[SECRET]),
+        _encrypt(identities=[SECRET[:-1] + "Q"]),
+        _encrypt(identities=SECRET),
+        _encrypt(identities_file=SECRET),
+        _encrypt(recipients=[RECIPIENT], identities_file=[f"{SECRET}\n"]),
+        _encrypt(recipients=[RECIPIENT], **{SECRET: 1}),
+        {"STORAGE": {"BACKEND": MEMORY, "OPTIONS": {SECRET: 1}}},
+    ]
+    seen = set()
+    for snapshots in settings_with_problems:
+        for _level, id, msg, hint in _messages(snapshots):
+            seen.add(id)
+            assert_no_secret(msg + hint)
+    assert seen >= {"snapshots.W003", "snapshots.W004", "snapshots.W005", "snapshots.E014"}
