@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import errno
+import importlib
 import io
 import os
 import signal
@@ -34,6 +36,7 @@ from django_snapshots._inspect import (
     PROBE_PREFIX,
     describe_layers,
     find_checksum_layer,
+    find_write_only_layer,
     is_probe_key,
     probe_storage,
 )
@@ -193,6 +196,16 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
                         help="only keys starting with this (default: all keys)")  # fmt: skip
     verify.add_argument("--allow-empty", action="store_true",
                         help="succeed when no object is found under PREFIX")  # fmt: skip
+    keygen = add("keygen", "Make a new age identity for Encrypt",
+                 "Writes a new secret key to FILE, created readable and writable by its owner "
+                 "only (mode 0600), in the format of age-keygen, and prints its public key, the "
+                 "recipient (age1...), on standard output: give the recipient to the servers "
+                 "that write backups (Encrypt's recipients), and FILE to the machines that "
+                 "restore them (identities_file), or to age -d -i FILE.  An existing FILE is "
+                 "never replaced, and the secret key is never printed.  Needs pyrage: "
+                 "pip install 'django-snapshots[encrypt]'.")  # fmt: skip
+    keygen.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="identity file to create; it must not exist")  # fmt: skip
     add("demo", "Take a tour of the library on a temporary local store",
         "Builds a full stack, streams an artifact through it, shows the JSON audit log, "
         "corrupts a byte on disk and catches it, and shows a basic-tier stack refusing an "
@@ -231,9 +244,9 @@ def _check(options: dict[str, Any], console: Console) -> None:
     console.print(f"Round trip with a probe object under {PROBE_PREFIX!r}:")
     failed = None
     for step in probe_storage(storage):
-        status = "FAILED" if step.error else "ok"
+        status = "FAILED" if step.error else "skipped" if step.skipped else "ok"
         note = step.error or step.detail
-        line = f"  {step.name:<7} {status:<6} {step.seconds * 1000:9.1f} ms  {note}"
+        line = f"  {step.name:<7} {status:<7} {step.seconds * 1000:9.1f} ms  {note}"
         console.print(line.rstrip())
         failed = failed or (step.name if step.error else None)
     if failed:
@@ -313,6 +326,12 @@ def _verify(options: dict[str, Any], console: Console) -> None:
             f"the storage {storage!r} has no Checksum layer, so nothing records the digests "
             "to verify against; add django_snapshots.storage.Checksum to the stack"
         )
+    if find_write_only_layer(checksum.layer) is not None:
+        raise CommandFailed(
+            "cannot verify: the Checksum layer sits above an Encrypt layer that holds no "
+            "identity, so its digests are of plaintext this stack cannot decrypt; give Encrypt "
+            "its identities, or put Checksum below Encrypt to verify ciphertext without keys"
+        )
     keys, orphans = checksum.keys_to_verify(prefix)
     keys = list(_without_probes(keys, prefix))
     if not keys and not options.get("allow_empty", False):
@@ -334,6 +353,56 @@ def _verify(options: dict[str, Any], console: Console) -> None:
     console.print(f"verified {len(keys)} {noun}: all intact")
 
 
+def _keygen(options: dict[str, Any], console: Console) -> None:
+    output = options["output"]
+    if output == STANDARD_STREAM:
+        raise CommandFailed(
+            "keygen never writes the secret key to standard output: give -o FILE, "
+            "a file that does not exist yet"
+        )
+    try:
+        age = importlib.import_module("pyrage")
+    except ImportError:
+        raise CommandFailed(
+            "keygen needs pyrage: pip install 'django-snapshots[encrypt]'"
+        ) from None
+    identity = age.x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    # The layout of age-keygen, which age -d -i and Encrypt both read.
+    created = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    _create_secret_file(output, f"# created: {created}\n# public key: {recipient}\n{identity}\n")
+    console.print(recipient)
+
+
+def _create_secret_file(path: str, text: str) -> None:
+    """Create *path* readable and writable by its owner only, holding *text*;
+    refuse in one line if anything (a file, a link, a device) is already
+    there, and leave nothing behind on failure."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        # O_EXCL: never a file that exists, nor one a symbolic link leads to.
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise CommandFailed(
+            f"cannot write {path!r}: it already exists, and keygen never replaces a key "
+            "(backups encrypted for it would be lost); choose another name"
+        ) from None
+    except OSError as exc:
+        raise CommandFailed(f"cannot write {path!r}: {exc.strerror or exc}") from None
+    try:
+        with open(fd, "wb") as file:
+            os.fchmod(fd, 0o600)  # whatever the umask allowed
+            file.write(text.encode())
+            file.flush()
+            os.fsync(fd)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        if isinstance(exc, OSError):
+            raise CommandFailed(f"cannot write {path!r}: {exc.strerror or exc}") from None
+        raise
+
+
 def _demo(options: dict[str, Any], console: Console) -> None:
     from django_snapshots._demo import run_demo
 
@@ -348,6 +417,7 @@ _COMMANDS: dict[str, Callable[[dict[str, Any], Console], None]] = {
     "rm": _rm,
     "sync": _sync,
     "verify": _verify,
+    "keygen": _keygen,
     "demo": _demo,
 }
 

@@ -22,24 +22,35 @@ from django_snapshots.storage.wrappers.base import StorageWrapper, validate_key_
 PROBE_PREFIX = ".snapshots-probe/"
 
 _PROBE_SIZE = 64 * 1024
+_WRITE_ONLY = "the Encrypt layer holds no identity to decrypt with (a write-only stack)"
 
 
 @dataclass(frozen=True)
 class ProbeStep:
     """One step of :func:`probe_storage`: its *name*, how long it took, and
-    what went wrong (*error*, ``None`` on success) or a *detail* worth telling."""
+    what went wrong (*error*, ``None`` on success) or a *detail* worth telling
+    (why, when the step was *skipped*)."""
 
     name: str
     seconds: float
     error: str | None = None
     detail: str = ""
+    skipped: bool = False
+
+
+class _Skipped(Exception):
+    """Raised by a step of the probe that the stack cannot carry out by
+    design (not a failure); the message says why."""
 
 
 def probe_storage(storage: SnapshotStorage) -> Generator[ProbeStep, None, None]:
     """Write a small random object under :data:`PROBE_PREFIX`, read it back,
     verify it through the stack's Checksum layer (if any), find it in a
     listing and delete it; yield each step as it ends, and stop after the
-    first failure.
+    first failure.  A step the stack cannot carry out by design is skipped,
+    not failed: verifying without a Checksum layer, and reading back (or
+    verifying through) an ``Encrypt`` layer that holds no identity, on a
+    server that only writes backups.
 
     The probe object is removed whatever happens, even when the caller stops
     iterating early.  When it cannot be, the failed step's *error* names the
@@ -48,12 +59,15 @@ def probe_storage(storage: SnapshotStorage) -> Generator[ProbeStep, None, None]:
     key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
     payload = os.urandom(_PROBE_SIZE)
     checksum = find_checksum_layer(storage)
+    write_only = find_write_only_layer(storage)
 
     def write() -> str:
         storage.write(key, io.BytesIO(payload))
         return f"{_PROBE_SIZE} bytes"
 
     def read_back() -> str:
+        if write_only is not None:
+            raise _Skipped(_WRITE_ONLY)
         digest = hashlib.sha256()
         with storage.read(key) as stream:
             for chunk in iter_chunks(stream):
@@ -64,7 +78,11 @@ def probe_storage(storage: SnapshotStorage) -> Generator[ProbeStep, None, None]:
 
     def verify() -> str:
         if checksum is None:
-            return "skipped: no Checksum layer"
+            raise _Skipped("no Checksum layer")
+        if write_only is not None and find_write_only_layer(checksum.layer) is not None:
+            # The Checksum layer digests plaintext, which it reads through
+            # the Encrypt layer below it.
+            raise _Skipped(f"the Checksum layer sits above it, and {_WRITE_ONLY}")
         return f"digest {checksum.layer.verify(checksum.inner_key(key))[:16]}..."
 
     def find_in_listing() -> str:
@@ -91,6 +109,9 @@ def probe_storage(storage: SnapshotStorage) -> Generator[ProbeStep, None, None]:
             start = perf_counter()
             try:
                 detail = step()
+            except _Skipped as skipped:
+                yield ProbeStep(name, perf_counter() - start, detail=str(skipped), skipped=True)
+                continue
             except Exception as exc:
                 seconds = perf_counter() - start
                 error = f"{type(exc).__name__}: {exc}"
@@ -210,6 +231,17 @@ def find_checksum_layer(storage: SnapshotStorage) -> ChecksumLayer | None:
         if isinstance(layer, Checksum):
             return ChecksumLayer(layer, tuple(above))
         above.append(layer)
+    return None
+
+
+def find_write_only_layer(storage: SnapshotStorage) -> Any:
+    """Return the outermost ``Encrypt`` layer of *storage* that holds
+    recipients but no identity (it writes but cannot decrypt), or ``None``."""
+    from django_snapshots.storage.wrappers.encrypt import Encrypt
+
+    for layer in layers(storage):
+        if isinstance(layer, Encrypt) and not layer._self_identities:
+            return layer
     return None
 
 

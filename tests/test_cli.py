@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyrage
 import pytest
 from django.core import checks
 from django.core.files.storage import FileSystemStorage
@@ -21,7 +23,9 @@ from django.test import override_settings
 
 from django_snapshots.storage import (
     Checksum,
+    Compress,
     DjangoStorageBackend,
+    Encrypt,
     LocalFileSystemBackend,
     Logging,
     MemoryBackend,
@@ -35,7 +39,7 @@ from tests.test_conf import fresh_storage_cache
 
 pytestmark = pytest.mark.usefixtures(fresh_storage_cache.__name__)
 
-SUBCOMMANDS = ["check", "ls", "put", "get", "rm", "sync", "verify", "demo"]
+SUBCOMMANDS = ["check", "ls", "put", "get", "rm", "sync", "verify", "keygen", "demo"]
 
 
 def snapshots(*args: str, stdin: Any = None) -> str:
@@ -348,7 +352,221 @@ def test_check_shows_a_basic_layer_and_skips_verify_without_checksum(tmp_path: P
     with override_settings(SNAPSHOTS={"STORAGE": stack}):
         out = snapshots("check")
     assert "  1. [basic   ] Logging" in out
-    assert "skipped: no Checksum layer" in out
+    verify = next(line for line in out.splitlines() if line.startswith("  verify "))
+    assert verify.split()[1] == "skipped"
+    assert verify.endswith(" ms  no Checksum layer")
+
+
+def _steps(out: str) -> dict[str, tuple[str, str]]:
+    """The probe steps printed by ``check``: name -> (status, note)."""
+    steps = {}
+    for line in out.splitlines():
+        name, _, rest = line.strip().partition(" ")
+        if name in ("write", "read", "verify", "list", "delete") and " ms" in rest:
+            status, _, note = rest.strip().partition(" ")
+            steps[name] = (status, note.partition(" ms")[2].strip())
+    return steps
+
+
+KEY = pyrage.x25519.Identity.generate()
+WRITE_ONLY_NOTE = "the Encrypt layer holds no identity to decrypt with (a write-only stack)"
+
+
+def test_check_on_a_write_only_stack_skips_the_read_and_verifies_ciphertext(
+    tmp_path: Path,
+) -> None:
+    stack = Encrypt(Checksum(LocalFileSystemBackend(tmp_path)), recipients=[str(KEY.to_public())])
+    with override_settings(SNAPSHOTS={"STORAGE": stack}):
+        out = snapshots("check")
+    steps = _steps(out)
+    assert steps["read"] == ("skipped", WRITE_ONLY_NOTE)
+    assert [steps[name][0] for name in ("write", "verify", "list", "delete")] == ["ok"] * 4
+    assert steps["verify"][1].startswith("digest ")
+    assert out.endswith("OK\n")
+    assert list(tmp_path.rglob("*.*")) == []
+
+
+def test_check_on_a_write_only_stack_skips_verify_when_checksum_sits_above_encrypt(
+    tmp_path: Path,
+) -> None:
+    stack = Checksum(Encrypt(LocalFileSystemBackend(tmp_path), recipients=[str(KEY.to_public())]))
+    with override_settings(SNAPSHOTS={"STORAGE": stack}):
+        out = snapshots("check")
+    steps = _steps(out)
+    assert steps["read"] == ("skipped", WRITE_ONLY_NOTE)
+    assert steps["verify"] == (
+        "skipped",
+        f"the Checksum layer sits above it, and {WRITE_ONLY_NOTE}",
+    )
+    assert out.endswith("OK\n")
+
+
+def test_the_deploy_check_passes_on_a_write_only_stack(tmp_path: Path) -> None:
+    stack = Encrypt(Checksum(LocalFileSystemBackend(tmp_path)), recipients=[str(KEY.to_public())])
+    with override_settings(SNAPSHOTS={"STORAGE": stack}):
+        assert checks.run_checks(tags=["snapshots"], include_deployment_checks=True) == []
+
+
+def test_check_on_a_restore_only_stack_fails_at_write(tmp_path: Path) -> None:
+    stack = Encrypt(Checksum(LocalFileSystemBackend(tmp_path)), identities=[str(KEY)])
+    with override_settings(SNAPSHOTS={"STORAGE": stack}):
+        assert fails("check") == "the storage failed the round trip at write"
+
+
+def test_verify_checks_ciphertext_without_any_key(tmp_path: Path) -> None:
+    full = Encrypt(
+        Checksum(LocalFileSystemBackend(tmp_path)),
+        recipients=[str(KEY.to_public())],
+        identities=[str(KEY)],
+    )
+    full.write("db/a.dump", io.BytesIO(b"a" * 1000))
+    full.write("db/b.dump", io.BytesIO(b"b" * 1000))
+    server = Encrypt(Checksum(LocalFileSystemBackend(tmp_path)), recipients=[str(KEY.to_public())])
+    with override_settings(SNAPSHOTS={"STORAGE": server}):
+        assert snapshots("verify") == "verified 2 objects: all intact\n"
+        flip_byte(tmp_path / "db" / "b.dump", offset=300)
+        out = io.StringIO()
+        with pytest.raises(CommandError) as raised:
+            call_command("snapshots", "verify", stdout=out, stderr=io.StringIO())
+    assert str(raised.value) == "1 of 2 objects failed verification"
+    assert out.getvalue().startswith("FAILED db/b.dump: SnapshotIntegrityError: ")
+
+
+def test_verify_reaches_the_checksum_layer_through_encrypt_and_prefix(tmp_path: Path) -> None:
+    recipients = [str(KEY.to_public())]
+    inner = Checksum(LocalFileSystemBackend(tmp_path))
+    Encrypt(Prefix(inner, "tenant-a"), recipients=recipients).write("k", io.BytesIO(b"x"))
+    inner.write("tenant-b/k", io.BytesIO(b"other tenant"))
+    stack = Compress(Encrypt(Prefix(inner, "tenant-a"), recipients=recipients))
+    with override_settings(SNAPSHOTS={"STORAGE": stack}):
+        assert snapshots("verify") == "verified 1 object: all intact\n"
+
+
+def test_verify_refuses_a_checksum_above_an_encrypt_without_identity(tmp_path: Path) -> None:
+    stack = Checksum(Encrypt(LocalFileSystemBackend(tmp_path), recipients=[str(KEY.to_public())]))
+    stack.write("db/a.dump", io.BytesIO(b"a"))
+    with override_settings(SNAPSHOTS={"STORAGE": stack}):
+        message = fails("verify")
+    assert message == (
+        "cannot verify: the Checksum layer sits above an Encrypt layer that holds no identity, "
+        "so its digests are of plaintext this stack cannot decrypt; give Encrypt its "
+        "identities, or put Checksum below Encrypt to verify ciphertext without keys"
+    )
+
+
+# keygen
+
+
+def test_keygen_writes_a_private_identity_file_and_prints_only_its_recipient(
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / "backup-key.txt"
+    out = snapshots("keygen", "-o", str(key_file))
+    recipient = out.removesuffix("\n")
+    assert out == f"{recipient}\n"
+    assert recipient.startswith("age1")
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    created, public, secret, end = key_file.read_text().split("\n")
+    assert created.startswith("# created: ")
+    assert public == f"# public key: {recipient}"
+    assert secret.startswith("AGE-SECRET-KEY-1")
+    assert end == ""
+    writer = Encrypt(MemoryBackend(), recipients=[recipient])
+    writer.write("k", io.BytesIO(b"for the new key"))
+    reader = Encrypt(writer.__wrapped__, identities=[key_file])
+    assert reader.read("k").read() == b"for the new key"
+
+
+def test_keygen_makes_a_file_of_its_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0)
+    try:
+        snapshots("keygen", "-o", str(tmp_path / "key.txt"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "key.txt").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("kind", ["file", "link", "dangling-link"])
+def test_keygen_never_replaces_anything(tmp_path: Path, kind: str) -> None:
+    existing = tmp_path / "old-key.txt"
+    key_file = tmp_path / "key.txt"
+    if kind == "file":
+        key_file.write_text("the old key\n")
+    else:
+        existing.write_text("the old key\n")
+        key_file.symlink_to(existing if kind == "link" else tmp_path / "nowhere")
+    before = {path.name: path.read_text() for path in tmp_path.iterdir() if path.exists()}
+    message = fails("keygen", "-o", str(key_file))
+    assert message == (
+        f"cannot write {str(key_file)!r}: it already exists, and keygen never replaces a key "
+        "(backups encrypted for it would be lost); choose another name"
+    )
+    after = {path.name: path.read_text() for path in tmp_path.iterdir() if path.exists()}
+    assert after == before
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_keygen_never_writes_the_secret_to_standard_output() -> None:
+    out = io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("snapshots", "keygen", "-o", "-", stdout=out, stderr=out)
+    assert str(raised.value) == (
+        "keygen never writes the secret key to standard output: give -o FILE, a file that "
+        "does not exist yet"
+    )
+    assert out.getvalue() == ""
+
+
+def test_keygen_needs_an_output_file() -> None:
+    with pytest.raises(CommandError, match="required: -o/--output"):
+        call_command("snapshots", "keygen")
+
+
+def test_keygen_in_a_missing_directory_is_a_one_line_error(tmp_path: Path) -> None:
+    key_file = tmp_path / "missing" / "key.txt"
+    assert fails("keygen", "-o", str(key_file)) == (
+        f"cannot write {str(key_file)!r}: No such file or directory"
+    )
+
+
+def test_keygen_without_pyrage_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyrage", None)
+    message = fails("keygen", "-o", str(tmp_path / "key.txt"))
+    assert message == "keygen needs pyrage: pip install 'django-snapshots[encrypt]'"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_manage_py_keygen_makes_a_key_for_an_encrypted_project(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    setting = (
+        '{"STORAGE": {"BACKEND": "django_snapshots.storage.LocalFileSystemBackend", '
+        f'"OPTIONS": {{"location": {str(store)!r}}}, '
+        '"WRAPPERS": [{"WRAPPER": "django_snapshots.storage.Encrypt", '
+        '"OPTIONS": {"recipients_file": "backup.pub", "identities_file": "backup-key.txt"}}, '
+        '"django_snapshots.storage.Checksum"]}}'
+    )
+    project = _project(tmp_path / "project", setting)
+    (project / "site_settings.py").write_text(
+        (project / "site_settings.py").read_text() + "BASE_DIR = __import__('os').getcwd()\n"
+    )
+    made = _manage(project, "snapshots", "keygen", "-o", "backup-key.txt")
+    assert made.returncode == 0, made.stderr
+    assert made.stderr == ""
+    recipient = made.stdout.removesuffix("\n")
+    assert made.stdout == f"{recipient}\n"
+    assert recipient.startswith("age1")
+    assert stat.S_IMODE((project / "backup-key.txt").stat().st_mode) == 0o600
+    again = _manage(project, "snapshots", "keygen", "-o", "backup-key.txt")
+    assert again.returncode == 1
+    assert again.stderr.startswith("CommandError: cannot write 'backup-key.txt': it already exists")
+    (project / "backup.pub").write_text(f"{recipient}\n")
+    (tmp_path / "a.bin").write_bytes(b"secret data")
+    assert _manage(project, "snapshots", "put", str(tmp_path / "a.bin"), "a.bin").returncode == 0
+    assert (store / "a.bin").read_bytes().startswith(b"age-encryption.org/v1\n")
+    assert _manage(project, "snapshots", "get", "a.bin", "-").stdout == "secret data"
+    assert _manage(project, "check").returncode == 0
 
 
 def test_check_fails_when_the_storage_does(tmp_path: Path) -> None:

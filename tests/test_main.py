@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-SUBCOMMANDS = ["check", "ls", "put", "get", "rm", "sync", "verify", "demo"]
+SUBCOMMANDS = ["check", "ls", "put", "get", "rm", "sync", "verify", "keygen", "demo"]
 PROGRAM = "python -m django_snapshots"
 
 
@@ -669,3 +669,104 @@ def test_traceback_after_the_command_shows_the_traceback(tmp_path: Path) -> None
     result = cli("get", "missing.dump", "out", "--traceback", cwd=tmp_path)
     assert result.returncode != 0
     assert b"Traceback" in result.stderr
+
+
+# keygen, through the console script.
+
+
+def _secret_of(key_file: Path) -> str:
+    return next(line for line in key_file.read_text().splitlines() if line.startswith("AGE-"))
+
+
+def test_keygen_writes_an_identity_file_that_age_and_encrypt_read(tmp_path: Path) -> None:
+    import io
+
+    from django_snapshots.storage import Encrypt, MemoryBackend
+
+    result = script("keygen", "-o", "backup-key.txt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stderr == b""
+    recipient = result.stdout.decode().removesuffix("\n")
+    assert result.stdout == f"{recipient}\n".encode()
+    assert recipient.startswith("age1")
+    key_file = tmp_path / "backup-key.txt"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    lines = key_file.read_text().splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["# created", "# public key"]
+    assert lines[1] == f"# public key: {recipient}"
+    # Written for the printed recipient, read with the file: by Encrypt, and
+    # by pyage, an independent implementation of age.
+    writer = Encrypt(MemoryBackend(), recipients=[recipient])
+    writer.write("db/a.dump", io.BytesIO(b"dump bytes"))
+    ciphertext = writer.__wrapped__.read("db/a.dump").read()
+    reader = Encrypt(writer.__wrapped__, identities=[key_file])
+    assert reader.read("db/a.dump").read() == b"dump bytes"
+    (tmp_path / "a.age").write_bytes(ciphertext)
+    pyage = Path(sys.executable).parent / "pyage"
+    decrypted = subprocess.run(
+        [str(pyage), "decrypt", "-i", "a.age", "-o", "a.dump", "backup-key.txt"],
+        cwd=tmp_path, env=environment(HOME=str(tmp_path)), capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert decrypted.returncode == 0, decrypted.stderr.decode()
+    assert (tmp_path / "a.dump").read_bytes() == b"dump bytes"
+
+
+def test_keygen_refuses_to_replace_an_existing_key(tmp_path: Path) -> None:
+    assert script("keygen", "-o", "key.txt", cwd=tmp_path).returncode == 0
+    before = (tmp_path / "key.txt").read_bytes()
+    again = script("keygen", "-o", "key.txt", cwd=tmp_path)
+    assert again.returncode == 1
+    assert again.stderr == (
+        b"django-snapshots: error: cannot write 'key.txt': it already exists, and keygen never "
+        b"replaces a key (backups encrypted for it would be lost); choose another name\n"
+    )
+    assert again.stdout == b""
+    assert (tmp_path / "key.txt").read_bytes() == before
+
+
+@pytest.mark.parametrize("output", ["-", "/dev/stdout", "/dev/stderr", "/dev/null"])
+def test_keygen_never_writes_the_secret_to_a_stream(tmp_path: Path, output: str) -> None:
+    result = script("keygen", "-o", output, cwd=tmp_path)
+    assert result.returncode == 1
+    assert b"AGE-SECRET-KEY" not in result.stdout + result.stderr
+    assert result.stdout == b""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keygen_keeps_the_secret_off_a_terminal(tmp_path: Path) -> None:
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "django-snapshots"), "keygen", "-o", "key.txt"],
+        cwd=tmp_path, env=environment(), stdout=terminal, stderr=terminal,
+    )  # fmt: skip
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert process.wait(timeout=120) == 0
+    recipient = (tmp_path / "key.txt").read_text().splitlines()[1].removeprefix("# public key: ")
+    assert shown.decode() == f"{recipient}\r\n"
+    assert _secret_of(tmp_path / "key.txt").encode() not in shown
+
+
+def test_keygen_without_pyrage_is_a_one_line_error(tmp_path: Path) -> None:
+    missing = tmp_path / "without-pyrage"
+    missing.mkdir()
+    (missing / "pyrage.py").write_text("raise ImportError(\"No module named 'pyrage'\")\n")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "django-snapshots"), "keygen", "-o", "key.txt"],
+        cwd=tmp_path, env=environment(PYTHONPATH=str(missing)), capture_output=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == (
+        b"django-snapshots: error: keygen needs pyrage: pip install 'django-snapshots[encrypt]'\n"
+    )
+    assert not (tmp_path / "key.txt").exists()

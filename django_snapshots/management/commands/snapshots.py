@@ -16,7 +16,7 @@ from django_snapshots._cli import CommandFailed, Console, add_subcommands, run
 class Command(BaseCommand):
     help = (
         "Operate the storage of SNAPSHOTS['STORAGE']: check, ls, put, get, rm, sync, "
-        "verify, demo.  Run 'snapshots COMMAND --help' for one command."
+        "verify, keygen, demo.  Run 'snapshots COMMAND --help' for one command."
     )
     # A backup must not be blocked by an unrelated app's system check; the
     # storage's own configuration errors are reported by each command.
