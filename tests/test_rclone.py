@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,10 +15,16 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import time
+import unicodedata
+import urllib.parse
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from boto3.s3.transfer import TransferConfig
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -25,9 +32,11 @@ from structlog.testing import capture_logs
 from django_snapshots import (
     AdvancedSnapshotStorage,
     SnapshotStorageError,
+    SnapshotStoragePathError,
 )
 from django_snapshots.storage import Checksum, Logging, Prefix, RcloneBackend, Retry
-from django_snapshots.storage.keys import MAX_KEY_BYTES
+from django_snapshots.storage.keys import MAX_KEY_BYTES, validate_key
+from django_snapshots.storage.streams import CHUNK_SIZE
 from django_snapshots.testing import StorageConformance
 from tests.conftest import S3Bucket, S3Server
 
@@ -695,3 +704,420 @@ def test_any_valid_key_round_trips_through_a_local_remote(key: str, data: bytes)
         assert storage.read(key).read() == data
         storage.delete(key)
         assert storage.list("") == []
+
+
+# --------------------------------------------------------------------------
+# Every key is its own object: rclone's name encoding
+
+
+QUOTE = "\u201b"  # rclone's quote character
+
+
+def test_keys_differing_in_rclones_quote_character_are_distinct_objects(
+    storage: RcloneBackend,
+) -> None:
+    keys = ["db" + QUOTE, "db" + QUOTE * 2, QUOTE + "\uff0e", "\uff0e", "a\u2400", "a" + QUOTE]
+    for index, key in enumerate(keys):
+        storage.write(key, io.BytesIO(str(index).encode()))
+    assert storage.list("") == sorted(keys)
+    for index, key in enumerate(keys):
+        assert storage.exists(key)
+        assert storage.read(key).read() == str(index).encode()
+    storage.delete("db" + QUOTE)
+    assert storage.list("db") == ["db" + QUOTE * 2]
+    assert storage.read("db" + QUOTE * 2).read() == b"1"
+
+
+def test_tenants_differing_in_rclones_quote_character_never_share_objects(
+    storage: RcloneBackend,
+) -> None:
+    one, two = Prefix(storage, "acme" + QUOTE), Prefix(storage, "acme" + QUOTE * 2)
+    one.write("db.dump", io.BytesIO(b"tenant one"))
+    with pytest.raises(FileNotFoundError):
+        two.read("db.dump")
+    assert two.list("") == []
+    two.write("db.dump", io.BytesIO(b"tenant two"))
+    assert one.read("db.dump").read() == b"tenant one"
+
+
+def test_keys_are_stored_under_their_own_name(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    # The same names as LocalFileSystemBackend and DjangoStorageBackend(S3Storage).
+    keys = sorted(["q" + QUOTE, "p\u2401", "w\uff0a", "d/\uff0e", "s\uff0f", "~t ", "u."])
+    local = local_backend(tmp_path / "store")
+    s3 = s3_backend(s3_bucket)
+    for key in keys:
+        local.write(key, io.BytesIO(b"x"))
+        s3.write(key, io.BytesIO(b"x"))
+    assert files_below(tmp_path / "store") == keys
+    assert stored_on_s3(s3_bucket) == ["backups/" + key for key in keys]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda root: RcloneBackend("over:", config={"type": "alias", "remote": str(root)}),
+        lambda root: RcloneBackend(
+            f"store:{root}", config={"type": "local", "encoding": "Slash,Dot"}
+        ),
+        lambda root: RcloneBackend(str(root), flags=("--local-encoding", "Slash,Dot")),
+        lambda root: RcloneBackend(f":local,encoding=Slash:{root}"),
+    ],
+    ids=["a type without a Raw encoding", "config", "flags", "connection string"],
+)
+@pytest.mark.parametrize(
+    "character", [QUOTE, "\u2400", "\u241f", "\u2420", "\u2421", "\uff01", "\uff0a", "\uff5e"]
+)
+def test_remotes_whose_encoding_rewrites_names_refuse_its_characters_before_any_io(
+    tmp_path: Path, make: Any, character: str
+) -> None:
+    storage = make(tmp_path / "store")
+    calls = [
+        lambda: storage.write(f"k{character}", io.BytesIO(b"x")),
+        lambda: storage.read(f"d/{character}"),
+        lambda: storage.exists(character),
+        lambda: storage.delete(character),
+        lambda: storage.atomic_move("a", character),
+        lambda: storage.list(f"{character}/"),
+        lambda: storage.sync(f"{character}/", "b/"),
+    ]
+    for call in calls:
+        with pytest.raises(SnapshotStoragePathError, match="name encoding") as caught:
+            call()
+        assert repr(character) in str(caught.value)
+    assert not (tmp_path / "store").exists()
+    storage.write("plain ~key.", io.BytesIO(b"fine"))
+    assert storage.list("") == ["plain ~key."]
+
+
+def test_a_remote_of_the_config_file_is_refused_or_not_by_its_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "rclone.conf"
+    config.write_text(f"[disk]\ntype = local\n\n[other]\ntype = alias\nremote = {tmp_path}/b\n")
+    monkeypatch.setenv("RCLONE_CONFIG", str(config))
+    disk = RcloneBackend(f"disk:{tmp_path / 'a'}")
+    disk.write("k" + QUOTE, io.BytesIO(b"stored as is"))
+    assert (tmp_path / "a" / ("k" + QUOTE)).read_bytes() == b"stored as is"
+    assert disk.max_segment_bytes == 255
+    other = RcloneBackend("other:")
+    with pytest.raises(SnapshotStoragePathError, match="'alias'"):
+        other.write("k" + QUOTE, io.BytesIO(b"x"))
+    assert other.max_segment_bytes is None
+
+
+def test_a_listing_leaves_out_names_a_refusing_remote_cannot_address(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / ("k" + QUOTE * 2)).write_bytes(b"written by another tool")
+    (tmp_path / "store" / "plain").write_bytes(b"x")
+    storage = RcloneBackend(f':local,encoding="Slash,Dot":{tmp_path / "store"}')
+    assert storage.list("") == ["plain"]
+
+
+def key_segments() -> st.SearchStrategy[str]:
+    special = st.sampled_from(
+        [QUOTE, QUOTE * 2, "\uff0a", "\uff1a", "\uff1f", "\uff0f", "\uff3c", "\uff0e", "\u2400",
+         "\u2401", "\u241f", "\u2420", "\u2421", " ", ".", "~", "*", ":", "?", "%", "#", "\u00e9",
+         "e\u0301", "\ufffd"]
+    )  # fmt: skip
+    ordinary = st.characters(blacklist_categories=("Cs",), blacklist_characters="/")
+    return st.lists(st.one_of(special, ordinary), min_size=1, max_size=6).map("".join)
+
+
+def with_twins(keys: list[str]) -> list[str]:
+    """*keys*, each with its NFC and NFD forms."""
+    return [form for key in keys for form in {key, nfc(key), nfd(key)}]
+
+
+def nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def nfd(text: str) -> str:
+    return unicodedata.normalize("NFD", text)
+
+
+def valid(key: str) -> bool:
+    try:
+        validate_key(key)
+    except SnapshotStoragePathError:
+        return False
+    return True
+
+
+def no_key_below_another(keys: list[str]) -> bool:
+    # A remote with real directories cannot hold "a" and "a/b" side by side.
+    return not any(other.startswith(key + "/") for key in keys for other in keys)
+
+
+KEY_SETS = (
+    st.lists(st.lists(key_segments(), min_size=1, max_size=3).map("/".join), max_size=5)
+    .map(with_twins)
+    .map(lambda keys: sorted({key for key in keys if valid("src/" + key)}))
+    .filter(no_key_below_another)
+)
+
+
+def distinct_keys_round_trip(storage: RcloneBackend, keys: list[str]) -> None:
+    """Write each key under src/, read every one back, list them, mirror them
+    with sync, and delete them: nothing collides or changes on the way."""
+    written = {f"src/{key}": f"{index}:{key}".encode() for index, key in enumerate(keys)}
+    for key, data in written.items():
+        storage.write(key, io.BytesIO(data))
+    assert storage.list("") == sorted(written)
+    assert storage.recursive_list("src/") == sorted(written)
+    for key, data in written.items():
+        assert storage.exists(key)
+        assert storage.read(key).read() == data
+    storage.write("dst/stale", io.BytesIO(b"stale"))
+    for key in written:  # a stale copy of each key, of the same size
+        storage.write("dst/" + key[4:], io.BytesIO(bytes(len(written[key]))))
+    storage.sync("src/", "dst/")
+    mirrored = {"dst/" + key[4:]: data for key, data in written.items()}
+    assert storage.list("dst/") == sorted(mirrored)
+    for key, data in mirrored.items():
+        assert storage.read(key).read() == data
+    for key in [*written, *mirrored]:
+        storage.delete(key)
+    assert storage.list("") == []
+
+
+RCLONE_PROPERTY = settings(
+    max_examples=10,
+    deadline=None,
+    derandomize=os.environ.get("CI", "").lower() in ("1", "true", "yes"),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@RCLONE_PROPERTY
+@given(keys=KEY_SETS)
+def test_distinct_keys_never_collide_on_a_local_remote(keys: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        distinct_keys_round_trip(local_backend(Path(root) / "store"), keys)
+
+
+@RCLONE_PROPERTY
+@given(keys=KEY_SETS)
+def test_distinct_keys_never_collide_on_s3(s3_server: S3Server, keys: list[str]) -> None:
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    s3_server.client().create_bucket(Bucket=name)
+    distinct_keys_round_trip(s3_backend(S3Bucket(s3_server, name)), keys)
+
+
+def test_keys_differing_only_in_unicode_normalization_stay_distinct_through_sync(
+    storage: RcloneBackend,
+) -> None:
+    composed, decomposed = nfc("caf\u00e9.dump"), nfd("caf\u00e9.dump")
+    assert composed != decomposed
+    storage.write("src/" + decomposed, io.BytesIO(b"decomposed"))
+    storage.write("dst/" + composed, io.BytesIO(b"stale composed"))
+    storage.sync("src/", "dst/")
+    assert storage.list("dst/") == ["dst/" + decomposed]
+    assert storage.read("dst/" + decomposed).read() == b"decomposed"
+    storage.write("src/" + composed, io.BytesIO(b"composed"))
+    storage.sync("src/", "dst/")
+    assert storage.list("dst/") == sorted(["dst/" + composed, "dst/" + decomposed])
+    assert storage.read("dst/" + composed).read() == b"composed"
+    assert storage.read("dst/" + decomposed).read() == b"decomposed"
+
+
+# --------------------------------------------------------------------------
+# Segment length
+
+
+def test_the_segment_limit_is_the_remotes(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    assert local_backend(tmp_path).max_segment_bytes == 255
+    assert RcloneBackend(str(tmp_path)).max_segment_bytes == 255
+    assert s3_backend(s3_bucket).max_segment_bytes is None
+    with pytest.raises(AttributeError):
+        local_backend(tmp_path).max_segment_bytes = 10  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("segment", ["a" * 256, "\u00e9" * 128])
+def test_a_segment_longer_than_a_local_name_is_refused_before_any_io(
+    tmp_path: Path, segment: str
+) -> None:
+    storage = local_backend(tmp_path / "store")
+    for call in (
+        lambda: storage.write(f"db/{segment}", io.BytesIO(b"x")),
+        lambda: storage.read(segment),
+        lambda: storage.exists(f"{segment}/k"),
+        lambda: storage.atomic_move("a", segment),
+    ):
+        with pytest.raises(SnapshotStoragePathError, match=r"bytes long, more than the 255"):
+            call()
+    assert not (tmp_path / "store").exists()
+    storage.write("db/" + segment[: 255 // len(segment[0].encode())], io.BytesIO(b"fits"))
+
+
+def test_s3_takes_segments_of_any_length(s3: RcloneBackend) -> None:
+    key = "db/" + "a" * 600
+    s3.write(key, io.BytesIO(b"long"))
+    assert s3.list("db/") == [key]
+
+
+# --------------------------------------------------------------------------
+# Messages never echo a credential
+
+
+@pytest.mark.parametrize(
+    ("remote", "config", "problem"),
+    [
+        (f":s3,secret_access_key={SECRET}:bucket\n", None, "control characters"),
+        (f':s3,secret_access_key="{SECRET}:bucket', None, "not a valid connection string"),
+        (f":s3,provider=Other,secret_access_key={SECRET}:bucket", {"type": "s3"}, "name:path"),
+        (f"-:s3,secret_access_key={SECRET}:bucket", None, "must not start with '-'"),
+        (f":s3,secret_access_key={SECRET}", None, "not a valid"),
+        (f":s3,secret_access_key={SECRET}:bucket", None, "secret_access_key"),
+        (f":s3,secret_access_key='{SECRET}'':bucket", None, "not a valid connection string"),
+    ],
+)
+def test_refusals_of_a_remote_never_show_its_parameter_values(
+    remote: str, config: dict[str, str] | None, problem: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(problem)) as caught:
+        RcloneBackend(remote, config=config)
+    for form in (SECRET, urllib.parse.quote(SECRET), urllib.parse.quote_plus(SECRET)):
+        assert form not in str(caught.value)
+        assert form not in repr(caught.value)
+
+
+# --------------------------------------------------------------------------
+# sync carries the same bytes
+
+
+def wait_for_the_start_of_a_second() -> None:
+    time.sleep(1.05 - time.time() % 1)
+
+
+@pytest.mark.parametrize("size", [1000, 6 * 1024 * 1024], ids=["single part", "multipart"])
+def test_sync_carries_a_same_sized_change_made_by_another_s3_client_within_a_second(
+    s3_bucket: S3Bucket, size: int
+) -> None:
+    # Other clients leave no rclone modification time: S3's LastModified,
+    # to the second, is all rclone could compare.
+    storage = s3_backend(s3_bucket)
+    client = s3_bucket.server.client()
+    config = TransferConfig(multipart_threshold=5 * 1024 * 1024)
+    wait_for_the_start_of_a_second()
+    client.upload_fileobj(io.BytesIO(b"a" * size), s3_bucket.name, "backups/src/k", Config=config)
+    storage.sync("src/", "dst/")
+    client.upload_fileobj(io.BytesIO(b"b" * size), s3_bucket.name, "backups/src/k", Config=config)
+    storage.sync("src/", "dst/")
+    assert storage.read("dst/k").read() == b"b" * size
+
+
+def test_sync_carries_a_same_sized_change_with_the_same_modification_time(
+    local: RcloneBackend, tmp_path: Path
+) -> None:
+    local.write("src/k", io.BytesIO(b"aaaa"))
+    local.sync("src/", "dst/")
+    source = tmp_path / "store" / "src" / "k"
+    times = os.stat(source).st_atime_ns, os.stat(source).st_mtime_ns
+    source.write_bytes(b"bbbb")
+    os.utime(source, ns=times)
+    local.sync("src/", "dst/")
+    assert local.read("dst/k").read() == b"bbbb"
+
+
+def test_sync_carries_a_same_sized_checksum_sidecar(storage: RcloneBackend) -> None:
+    stack = Checksum(storage)
+    stack.write("src/k", io.BytesIO(b"aaaa"))
+    stack.sync("src/", "dst/")
+    stack.write("src/k", io.BytesIO(b"bbbb"))
+    stack.sync("src/", "dst/")
+    assert stack.read("dst/k").read() == b"bbbb"
+
+
+def test_sync_leaves_an_unchanged_mirror_untouched(local: RcloneBackend, tmp_path: Path) -> None:
+    local.write("src/k", io.BytesIO(b"same"))
+    local.sync("src/", "dst/")
+    mirrored = tmp_path / "store" / "dst" / "k"
+    before = os.stat(mirrored).st_ino
+    local.sync("src/", "dst/")
+    assert os.stat(mirrored).st_ino == before
+
+
+# --------------------------------------------------------------------------
+# A directory holding no keys is not in the way
+
+
+def keyless_directory(root: Path, path: str, leftover: str | None) -> None:
+    directory = root / path
+    (directory / "empty" / "deeper").mkdir(parents=True)
+    if leftover is not None:
+        (directory / "empty" / leftover).write_bytes(b"left over")
+
+
+LEFTOVERS = pytest.mark.parametrize(
+    "leftover", [None, "\\0123456789abcdef", "k\\partial"], ids=["empty", "temporary", "partial"]
+)
+
+
+@LEFTOVERS
+def test_a_write_replaces_a_directory_holding_no_keys(
+    local: RcloneBackend, tmp_path: Path, leftover: str | None
+) -> None:
+    keyless_directory(tmp_path / "store", "x", leftover)
+    local.write("x", io.BytesIO(b"flat"))
+    assert local.read("x").read() == b"flat"
+    assert files_below(tmp_path / "store") == ["x"]
+
+
+@LEFTOVERS
+def test_a_move_replaces_a_directory_holding_no_keys(
+    local: RcloneBackend, tmp_path: Path, leftover: str | None
+) -> None:
+    local.write("a", io.BytesIO(b"moved"))
+    keyless_directory(tmp_path / "store", "x", leftover)
+    local.atomic_move("a", "x")
+    assert local.list("") == ["x"]
+    assert local.read("x").read() == b"moved"
+
+
+@LEFTOVERS
+def test_sync_replaces_a_directory_holding_no_keys(
+    local: RcloneBackend, tmp_path: Path, leftover: str | None
+) -> None:
+    local.write("src/x", io.BytesIO(b"mirrored"))
+    keyless_directory(tmp_path / "store", "dst/x", leftover)
+    local.sync("src/", "dst/")
+    assert local.list("dst/") == ["dst/x"]
+    assert local.read("dst/x").read() == b"mirrored"
+
+
+def test_a_directory_holding_keys_is_never_removed_to_make_room(local: RcloneBackend) -> None:
+    local.write("x/y", io.BytesIO(b"kept"))
+    with pytest.raises(SnapshotStorageError):
+        local.write("x", io.BytesIO(b"flat"))
+    assert local.read("x/y").read() == b"kept"
+
+
+# --------------------------------------------------------------------------
+# A failed stream stays failed
+
+
+def test_a_read_that_failed_fails_again(local: RcloneBackend) -> None:
+    local.write("big", io.BytesIO(bytes(16 * 1024 * 1024)))
+    with local.read("big") as reader:
+        assert reader.read(1) == b"\0"
+        (pid,) = rclone_children()
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(3):
+            with pytest.raises(SnapshotStorageError, match="signal 9"):
+                reader.read(CHUNK_SIZE)
+
+
+def test_a_stream_read_that_failed_fails_again(local: RcloneBackend) -> None:
+    local.write("big", io.BytesIO(bytes(16 * 1024 * 1024)))
+    chunks = local.stream_read("big")
+    assert next(chunks)
+    (pid,) = rclone_children()
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(SnapshotStorageError, match="signal 9"):
+        for _ in chunks:
+            pass
+    for _ in range(3):
+        with pytest.raises(SnapshotStorageError, match="signal 9"):
+            next(chunks)
+    assert rclone_children() == []

@@ -37,9 +37,20 @@ What each operation maps to:
 ``exists``                    ``lsjson --stat`` reporting a file
 ``delete``                    ``deletefile`` (missing is fine)
 ``atomic_move``               ``lsjson --stat``, then ``moveto``
-``sync``                      ``lsjson --stat`` of the source, then ``sync``
-                              comparing size and modification time
+``sync``                      ``lsjson -R --hash`` of both prefixes, then
+                              ``delete --files-from-raw -`` of the stale keys
+                              and ``copy --ignore-times --files-from-raw -``
+                              of those whose size or hash differ, or that
+                              have no hash to compare
 ============================  ==================================================
+
+Every key is one object of the same name and back: on ``local`` (but on
+Windows) and ``s3`` remotes the backend sets rclone's name encoding to
+``Raw``, so that a key is stored as it is; on remotes of every other type,
+whose encoding rewrites some characters into others, keys holding a character
+the encoder uses as a replacement or quote (U+201B, the control pictures
+U+2400-U+2421 and the full-width forms U+FF01-U+FF5E) are refused before any
+I/O.
 
 Existence never comes from an exit code alone: on bucket remotes such as S3,
 a plain ``cat`` of a missing key succeeds with no output (and one of a prefix
@@ -73,15 +84,21 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any, NamedTuple
 
-from django_snapshots.exceptions import SnapshotStorageError
+from django_snapshots.exceptions import SnapshotStorageError, SnapshotStoragePathError
 from django_snapshots.storage.keys import (
     _is_key,
-    _parents,
+    _show,
     validate_key,
     validate_prefix,
     validate_sync_prefixes,
 )
-from django_snapshots.storage.streams import CHUNK_SIZE, ObservedReader, _drain, iter_chunks
+from django_snapshots.storage.streams import (
+    CHUNK_SIZE,
+    ObservedReader,
+    StickyChunks,
+    _drain,
+    iter_chunks,
+)
 
 __all__ = ["RcloneBackend"]
 
@@ -100,7 +117,30 @@ _COMMON_FLAGS = (
     "--low-level-retries=3",
     # An encrypted config file without RCLONE_CONFIG_PASS must fail, not hang.
     "--ask-password=false",
+    # Keys differing only in Unicode normalization (NFC and NFD) are
+    # distinct keys, never one file to rclone's matching.
+    "--no-unicode-normalization",
 )
+
+# rclone's names (its arguments, filters and listings) are in its "Standard"
+# encoding, which quotes with U+201B the characters it uses as replacements;
+# each backend then applies its own encoding, replacing characters its
+# storage cannot hold by look-alikes.  On these types the backend sets that
+# encoding to Raw: the name rclone is given, once unquoted, is stored as is.
+# (The local file system of Windows rewrites names itself.)
+_RAW_TYPES = ("local", "s3") if os.name != "nt" else ("s3",)
+_QUOTE = "\u201b"
+# What Standard quotes in a key: the quote itself, the control pictures
+# U+2400-U+241F and U+2421, and the full-width solidus; a segment that is a
+# full-width full stop or two is quoted whole.
+_STANDARD_QUOTED = re.compile("[\u201b\u2400-\u241f\u2421\uff0f]")
+_STANDARD_DOTS = {"\uff0e": _QUOTE + "\uff0e", "\uff0e\uff0e": 2 * (_QUOTE + "\uff0e")}
+_NEEDS_QUOTING = re.compile("[\u201b\u2400-\u241f\u2421\uff0e\uff0f]")
+# Every character some backend's encoder may produce, and so map back to
+# another: the quote, the control pictures and the full-width forms of ASCII.
+_REWRITTEN = re.compile("[\u201b\u2400-\u2421\uff01-\uff5e]")
+# POSIX file systems hold names of at most 255 bytes.
+_MAX_SEGMENT_BYTES = {"local": 255}
 
 # Keys may not contain a backslash, so a name holding one can never be a key.
 # Through rclone a backslash survives every backend (rclone encodes it where
@@ -112,6 +152,7 @@ _PARTIAL_SUFFIX = _TEMP_MARK + "partial"
 # rclone filters treat a backslash as an escape: this matches any name
 # containing one, i.e. every temporary file, ours or rclone's.
 _EXCLUDE_TEMPORARY = ("--exclude", "*\\\\*")
+_INCLUDE_TEMPORARY = ("--include", "*\\\\*")
 
 _EXIT_DIRECTORY_NOT_FOUND = 3
 _EXIT_FILE_NOT_FOUND = 4
@@ -132,7 +173,7 @@ _PUBLIC_OPTIONS = frozenset(
     {
         "type", "provider", "region", "endpoint", "location_constraint", "storage_class",
         "acl", "bucket_acl", "force_path_style", "env_auth", "no_check_bucket", "host",
-        "port", "chunk_size", "upload_cutoff", "upload_concurrency",
+        "port", "chunk_size", "upload_cutoff", "upload_concurrency", "encoding",
     }
 )  # fmt: skip
 _SECRET_FLAG = re.compile(
@@ -152,6 +193,13 @@ _STOP_GRACE_SECONDS = 30.0
 class _Stat(NamedTuple):
     is_dir: bool
     size: int
+
+
+class _Entry(NamedTuple):
+    key: str  # relative to the listed directory
+    is_dir: bool
+    size: int
+    digest: str  # "" when the remote has no hash for the object
 
 
 class RcloneBackend:
@@ -185,14 +233,20 @@ class RcloneBackend:
         if not isinstance(remote, str):
             raise TypeError(f"remote must be a str, not {type(remote).__name__}")
         self._flags = _check_flags(flags)
-        name, path = _parse_remote(remote, inline=config is not None)
+        name, parameters, path = _parse_remote(remote, inline=config is not None)
         self._remote = remote
         self._env: dict[str, str] = {}
         self._secrets: tuple[str, ...] = ()
         self._shown_config: dict[str, str] | None = None
         self._internal_name: str | None = None
+        # The backend type, when known without asking rclone: None for a
+        # remote of the user's configuration, looked up when first needed.
+        self._type: str | None
+        encoding_chosen = "encoding" in parameters
         if config is not None:
             options = _check_config(config)
+            self._type = options["type"].lower()
+            encoding_chosen = "encoding" in options
             self._internal_name = f"snapshots{uuid.uuid4().hex[:16]}"
             prefix = f"RCLONE_CONFIG_{self._internal_name.upper()}_"
             self._env = {prefix + key.upper(): value for key, value in options.items()}
@@ -206,17 +260,39 @@ class RcloneBackend:
             base = f"{self._internal_name}:{path}"
             shown_base = f"{name}:{path}"
         else:
+            self._type = "local" if name is None else name[1:] if name.startswith(":") else None
             base = shown_base = remote
+        self._name = "" if name is None else name
+        # rclone's command-line flags outrank an encoding set in its config
+        # file or environment, but not one set in config= or the connection
+        # string, nor a later flag of the user's: those are the user's choice.
+        self._raw_types = tuple(
+            kind
+            for kind in _RAW_TYPES
+            if not (encoding_chosen and kind == self._type)
+            and not any(_flag_name(flag) == f"{kind}-encoding" for flag in self._flags)
+        )
+        self._encoding_flags = tuple(f"--{kind}-encoding=Raw" for kind in self._raw_types)
         self._base = base
         self._shown_base = shown_base
         self._root = base if base.endswith((":", "/")) else base + "/"
         self._binary = _find_rclone(rclone)
-        self._partial_uploads: bool | None = None
+        self._features: dict[str, Any] | None = None
 
     @property
     def remote(self) -> str:
         """The remote and base path, as given."""
         return self._remote
+
+    @property
+    def max_segment_bytes(self) -> int | None:
+        """The longest segment (a name between slashes) of a key, in UTF-8
+        bytes, that the remote can store: 255 on a ``local`` remote, as on
+        POSIX file systems; ``None`` (no limit of its own) on the others.
+
+        .. versionadded:: 0.1
+        """
+        return _MAX_SEGMENT_BYTES.get(self._backend_type())
 
     def __repr__(self) -> str:
         options = ""
@@ -231,9 +307,10 @@ class RcloneBackend:
     def read(self, path: str) -> IO[bytes]:
         """Open the object at *path* for reading, streamed from ``rclone cat``.
 
-        Close the file object to stop the transfer early.
+        Close the file object to stop the transfer early.  A transfer that
+        fails raises on this read and on every later one.
         """
-        validate_key(path)
+        self._check_key(path)
         return io.BufferedReader(self._open(path))
 
     def write(self, path: str, content: IO[bytes]) -> None:
@@ -250,21 +327,23 @@ class RcloneBackend:
         """
         validate_prefix(prefix)
         directory = prefix[: prefix.rfind("/") + 1]
-        entries = self._list_files(directory, what=prefix)
-        keys = [directory + entry for entry in entries if (directory + entry).startswith(prefix)]
-        return sorted(key for key in keys if _is_key(key))
+        self._check_characters(directory, what="prefix")
+        entries = self._list(directory, what=prefix, files_only=True)
+        return sorted(
+            directory + entry.key for entry in entries if (directory + entry.key).startswith(prefix)
+        )
 
     def delete(self, path: str) -> None:
         """Remove *path* with ``rclone deletefile``; a missing key is fine."""
-        validate_key(path)
-        result = self._run("deletefile", self._root + path)
+        self._check_key(path)
+        result = self._run("deletefile", self._location(path))
         if result.returncode and result.returncode not in _NOT_FOUND:
             raise self._failure("deletefile", path, result.returncode, result.stderr)
 
     def exists(self, path: str) -> bool:
         """Tell whether a file (not a directory) is stored at *path*."""
-        validate_key(path)
-        found = self._stat(self._root + path, what=path)
+        self._check_key(path)
+        found = self._stat(self._location(path), what=path)
         return found is not None and not found.is_dir
 
     # -- advanced tier ------------------------------------------------------
@@ -272,10 +351,11 @@ class RcloneBackend:
     def stream_read(self, path: str) -> Iterator[bytes]:
         """Yield the object at *path* in chunks; a missing key raises at once.
 
-        Close the iterator (or drop it) to stop the transfer early.
+        Close the iterator (or drop it) to stop the transfer early.  A
+        transfer that fails raises on this ``next()`` and on every later one.
         """
-        validate_key(path)
-        return _drain(io.BufferedReader(self._open(path), CHUNK_SIZE))
+        self._check_key(path)
+        return StickyChunks(_drain(io.BufferedReader(self._open(path), CHUNK_SIZE)))
 
     def stream_write(self, path: str, chunks: Iterable[bytes]) -> None:
         """Store the concatenation of *chunks* at *path*, replacing the
@@ -284,7 +364,7 @@ class RcloneBackend:
         If *chunks* raises, rclone is stopped before it can commit what it has
         received (so no truncated object appears) and the error propagates.
         """
-        validate_key(path)
+        self._check_key(path)
         if not self._uploads_can_be_partial():
             self._upload(path, path, chunks)
             return
@@ -303,8 +383,8 @@ class RcloneBackend:
         A reader of *dst* sees the old object or the new one whole: the local
         remote renames, S3 copies server-side then deletes *src*.
         """
-        validate_key(src)
-        validate_key(dst)
+        self._check_key(src)
+        self._check_key(dst)
         self._require_file(src)
         if src != dst:
             self._move(src, dst, what=src)
@@ -314,60 +394,96 @@ class RcloneBackend:
         return self.list(prefix)
 
     def sync(self, src_prefix: str, dst_prefix: str) -> None:
-        """Make the keys under *dst_prefix* mirror those under *src_prefix*
-        with ``rclone sync``.
+        """Make the keys under *dst_prefix* mirror those under *src_prefix*:
+        the same keys, holding the same bytes.
 
-        Objects are compared by size and modification time; when the times
-        differ rclone compares hashes and copies unless they match.
+        Both prefixes are listed with the remote's hash; a key of the mirror
+        is replaced unless it has the size and the hash of its source, and
+        always when either object has no hash to compare (nothing else tells
+        that a same-sized object changed).  Stale keys are deleted first.
         """
         src_prefix, dst_prefix = validate_sync_prefixes(src_prefix, dst_prefix)
-        source = self._stat(self._root + src_prefix, what=src_prefix)
-        if source is not None and source.is_dir:
-            result = self._sync(src_prefix, dst_prefix)
-            if result.returncode and result.returncode != _EXIT_DIRECTORY_NOT_FOUND:
-                failure = self._failure("sync", src_prefix, result.returncode, result.stderr)
-                if failure.transient or not self._clear_the_way(src_prefix, dst_prefix):
-                    raise failure
-                result = self._sync(src_prefix, dst_prefix)
-                if result.returncode:
-                    raise self._failure("sync", src_prefix, result.returncode, result.stderr)
-            if result.returncode != _EXIT_DIRECTORY_NOT_FOUND:
-                return
-        # Nothing under the source: a mirror of nothing is an empty prefix.
-        target = self._stat(self._root + dst_prefix, what=dst_prefix)
-        if target is None or not target.is_dir:
-            return
-        result = self._run("delete", self._root + dst_prefix, options=_EXCLUDE_TEMPORARY)
-        if result.returncode and result.returncode not in _NOT_FOUND:
-            raise self._failure("delete", dst_prefix, result.returncode, result.stderr)
+        self._check_characters(src_prefix, what="prefix")
+        self._check_characters(dst_prefix, what="prefix")
+        kind = self._hash_type()
+        source = {
+            entry.key: entry
+            for entry in self._list(src_prefix, what=src_prefix, files_only=True, hashed=kind)
+        }
+        target = self._list(dst_prefix, what=dst_prefix, files_only=False, hashed=kind)
+        files = {entry.key: entry for entry in target if not entry.is_dir}
+        stale = sorted(key for key in files if key not in source)
+        changed = sorted(key for key, entry in source.items() if not _same(entry, files.get(key)))
+        if stale:
+            self._run_listed("delete", dst_prefix, stale, (self._location(dst_prefix),))
+        directories = {entry.key for entry in target if entry.is_dir}
+        for key in changed:
+            if key in directories:
+                # Deleting stale keys leaves their directories, where objects go.
+                self._remove_keyless_directory(dst_prefix + key)
+        if changed:
+            self._run_listed(
+                "copy",
+                src_prefix,
+                changed,
+                (self._location(src_prefix), self._location(dst_prefix)),
+                options=("--ignore-times", "--no-traverse", f"--partial-suffix={_PARTIAL_SUFFIX}"),
+            )
 
-    def _sync(self, src_prefix: str, dst_prefix: str) -> subprocess.CompletedProcess[bytes]:
-        return self._run(
-            "sync",
-            self._root + src_prefix,
-            self._root + dst_prefix,
-            options=(*_EXCLUDE_TEMPORARY, f"--partial-suffix={_PARTIAL_SUFFIX}"),
-        )
+    # -- keys ---------------------------------------------------------------
 
-    def _clear_the_way(self, src_prefix: str, dst_prefix: str) -> bool:
-        """Delete the stale keys under *dst_prefix* that stand where the
-        mirror needs a directory or an object (``d/a`` where ``d/a/b`` must
-        go, or the reverse), which a remote with real directories cannot
-        hold side by side; tell whether there were any."""
-        planned = {dst_prefix + key[len(src_prefix) :] for key in self.list(src_prefix)}
-        directories = {parent for key in planned for parent in _parents(key)}
-        in_the_way = [
-            key
-            for key in self.list(dst_prefix)
-            if key not in planned
-            and (key in directories or any(parent in planned for parent in _parents(key)))
-        ]
-        for key in in_the_way:
-            self.delete(key)
-        # Deleting keys leaves their directories, where objects must go.
-        for target in {p for key in in_the_way for p in _parents(key) if p in planned}:
-            self._run("rmdirs", self._root + target)
-        return bool(in_the_way)
+    def _check_key(self, key: str) -> None:
+        """Refuse, before any I/O, a key this remote cannot hold as itself."""
+        validate_key(key)
+        limit = self.max_segment_bytes
+        if limit is not None and len(key.encode("utf-8")) > limit:
+            for segment in key.split("/"):
+                size = len(segment.encode("utf-8"))
+                if size > limit:
+                    raise SnapshotStoragePathError(
+                        f"invalid key {_show(key)}: segment {_show(segment)} is {size} UTF-8 "
+                        f"bytes long, more than the {limit} a name may have on {self!r}"
+                    )
+        self._check_characters(key, what="key")
+
+    def _check_characters(self, key: str, *, what: str) -> None:
+        found = _REWRITTEN.search(key)
+        if found and not self._keeps_names():
+            raise SnapshotStoragePathError(
+                f"invalid {what} {_show(key)}: character {found.group()!r} is one rclone's name "
+                f"encoding produces on {self!r} (a remote of type "
+                f"{self._backend_type() or 'unknown'!r}), so two keys could name one object; it "
+                f"is refused but on {' and '.join(_RAW_TYPES)} remotes whose encoding is not set"
+            )
+
+    def _location(self, key: str) -> str:
+        """The rclone path of *key* (or of a directory prefix)."""
+        return self._root + _to_rclone(key)
+
+    def _keeps_names(self) -> bool:
+        """Tell whether the remote stores every key as it is (Raw encoding)."""
+        return self._backend_type() in self._raw_types
+
+    def _backend_type(self) -> str:
+        """The type of the remote (``"s3"``, ``"local"``...), ``""`` if rclone
+        does not know it; looked up in rclone's configuration once."""
+        if self._type is None:
+            result = self._run("listremotes", options=("--json",))
+            kind = ""
+            if not result.returncode:
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    kind = next(
+                        (
+                            str(remote["type"]).lower()
+                            for remote in json.loads(result.stdout)
+                            if remote.get("name") == self._name
+                        ),
+                        "",
+                    )
+            # An unreadable configuration leaves the type unknown: the
+            # operation itself then reports why rclone cannot use it.
+            self._type = kind
+        return self._type
 
     # -- processes ----------------------------------------------------------
 
@@ -375,7 +491,16 @@ class RcloneBackend:
         self, command: str, paths: tuple[str, ...], options: tuple[str, ...]
     ) -> builtins.list[str]:
         # "--" ends the options: no path can ever be read as a flag.
-        return [self._binary, command, *_COMMON_FLAGS, *self._flags, *options, "--", *paths]
+        return [
+            self._binary,
+            command,
+            *_COMMON_FLAGS,
+            *self._encoding_flags,
+            *self._flags,
+            *options,
+            "--",
+            *paths,
+        ]
 
     def _environment(self) -> dict[str, str]:
         environment = dict(os.environ)
@@ -383,18 +508,41 @@ class RcloneBackend:
         return environment
 
     def _run(
-        self, command: str, *paths: str, options: tuple[str, ...] = ()
+        self,
+        command: str,
+        *paths: str,
+        options: tuple[str, ...] = (),
+        stdin: bytes | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
         try:
             return subprocess.run(
                 self._argv(command, paths, options),
-                stdin=subprocess.DEVNULL,
+                input=stdin,
+                stdin=subprocess.DEVNULL if stdin is None else None,
                 capture_output=True,
                 env=self._environment(),
                 check=False,
             )
         except OSError as exc:
             raise self._cannot_run(exc) from None
+
+    def _run_listed(
+        self,
+        command: str,
+        prefix: str,
+        keys: builtins.list[str],
+        paths: tuple[str, ...],
+        *,
+        options: tuple[str, ...] = (),
+    ) -> None:
+        """Run *command* on exactly *keys* (relative to *prefix*), listed on
+        rclone's standard input."""
+        names = "".join(_to_rclone(key) + "\n" for key in keys).encode()
+        result = self._run(
+            command, *paths, options=("--files-from-raw", "-", *options), stdin=names
+        )
+        if result.returncode:
+            raise self._failure(command, prefix, result.returncode, result.stderr)
 
     def _popen(
         self, command: str, path: str, *, errors: IO[bytes], upload: bool, options: tuple[str, ...]
@@ -435,31 +583,49 @@ class RcloneBackend:
         return _Stat(is_dir=bool(entry["IsDir"]), size=int(entry["Size"]))
 
     def _require_file(self, path: str) -> None:
-        found = self._stat(self._root + path, what=path)
+        found = self._stat(self._location(path), what=path)
         if found is None or found.is_dir:
             raise FileNotFoundError(f"no object at {path!r} in {self!r}")
 
-    def _list_files(self, directory: str, *, what: str) -> builtins.list[str]:
-        """Return the paths of the files below *directory* ('' or ending in
-        '/'), relative to it."""
-        result = self._run(
-            "lsjson",
-            self._root + directory if directory else self._base,
-            options=("-R", "--files-only", "--fast-list", "--no-mimetype", "--no-modtime"),
-        )
+    def _list(
+        self, directory: str, *, what: str, files_only: bool, hashed: str | None = None
+    ) -> builtins.list[_Entry]:
+        """Return the keys (and, unless *files_only*, the directories) below
+        *directory* ('' or ending in '/'), relative to it; names that are not
+        keys of this remote are left out."""
+        options = ["-R", "--fast-list", "--no-mimetype", "--no-modtime"]
+        if files_only:
+            options.append("--files-only")
+        if hashed:
+            options += ["--hash", f"--hash-type={hashed}"]
+        location = self._location(directory) if directory else self._base
+        result = self._run("lsjson", location, options=tuple(options))
         if result.returncode in _NOT_FOUND:
             return []
         if result.returncode:
             raise self._failure("lsjson", what, result.returncode, result.stderr)
-        paths = [str(entry["Path"]) for entry in self._parse(result.stdout, "lsjson", what)]
-        if directory and len(paths) == 1 and paths[0] == directory[:-1].rpartition("/")[2]:
+        entries = []
+        for item in self._parse(result.stdout, "lsjson", what):
+            key = _from_rclone(str(item["Path"]))
+            if key is None or not _is_key(directory + key):
+                continue
+            if _REWRITTEN.search(key) and not self._keeps_names():
+                continue
+            digest = str((item.get("Hashes") or {}).get(hashed, "")) if hashed else ""
+            entries.append(_Entry(key, bool(item["IsDir"]), int(item["Size"]), digest))
+        files = [entry for entry in entries if not entry.is_dir]
+        if directory and len(files) == 1 and files[0].key == directory[:-1].rpartition("/")[2]:
             # rclone lists a *file* given where a directory was meant (on the
             # local remote even with a trailing slash): "a/b/" then yields
             # "b", indistinguishable from a real "a/b/b" but by a stat.
-            found = self._stat(self._root + directory + paths[0], what=what)
+            found = self._stat(self._location(directory + files[0].key), what=what)
             if found is None or found.is_dir:
                 return []
-        return paths
+        return entries
+
+    def _hash_type(self) -> str | None:
+        hashes = self._remote_features().get("Hashes") or []
+        return str(hashes[0]) if hashes else None
 
     def _open(self, path: str) -> _CatReader:
         """Start ``rclone cat`` of *path* and wait for its first bytes, so
@@ -474,7 +640,7 @@ class RcloneBackend:
             # --no-traverse) looked up directly, not by listing its directory.
             process = self._popen(
                 "cat",
-                self._root + (directory + "/" if directory else ""),
+                self._location(directory + "/") if directory else self._root,
                 errors=errors,
                 upload=False,
                 options=("--no-traverse", "--files-from-raw", "-"),
@@ -486,14 +652,14 @@ class RcloneBackend:
             assert process.stdin is not None
             assert process.stdout is not None
             with contextlib.suppress(BrokenPipeError):
-                process.stdin.write(name.encode() + b"\n")
+                process.stdin.write(_to_rclone(name).encode() + b"\n")
                 process.stdin.close()
             first = process.stdout.read(CHUNK_SIZE)
             if not first:
                 # Nothing came: an empty object, or none (cat is silent about
                 # a missing name).  Only a stat can tell.
                 returncode = process.wait()
-                found = self._stat(self._root + path, what=path)
+                found = self._stat(self._location(path), what=path)
                 if found is None or found.is_dir:
                     raise FileNotFoundError(f"no object at {path!r} in {self!r}")
                 if returncode in _NOT_FOUND or (not returncode and found.size > 0):
@@ -511,7 +677,7 @@ class RcloneBackend:
     def _upload(self, path: str, target: str, chunks: Iterable[bytes]) -> None:
         with tempfile.TemporaryFile() as errors:
             process = self._popen(
-                "rcat", self._root + target, errors=errors, upload=True, options=()
+                "rcat", self._location(target), errors=errors, upload=True, options=()
             )
             try:
                 complete = _feed(process, chunks)
@@ -528,36 +694,59 @@ class RcloneBackend:
                 )
 
     def _move(self, src: str, dst: str, *, what: str) -> None:
+        paths = (self._location(src), self._location(dst))
         options = (f"--partial-suffix={_PARTIAL_SUFFIX}",)
-        result = self._run("moveto", self._root + src, self._root + dst, options=options)
-        if result.returncode and result.returncode not in {_EXIT_TEMPORARY, *_NOT_FOUND}:
-            # On remotes with real directories, an empty directory left by
-            # deleted keys may stand where the object goes: remove it once.
-            found = self._stat(self._root + dst, what=dst)
-            if found is not None and found.is_dir:
-                self._run("rmdirs", self._root + dst)
-                result = self._run("moveto", self._root + src, self._root + dst, options=options)
+        result = self._run("moveto", *paths, options=options)
+        if (
+            result.returncode
+            and result.returncode not in {_EXIT_TEMPORARY, *_NOT_FOUND}
+            and self._remove_keyless_directory(dst)
+        ):
+            result = self._run("moveto", *paths, options=options)
         if result.returncode in _NOT_FOUND:
             raise FileNotFoundError(f"no object at {src!r} in {self!r}")
         if result.returncode:
             raise self._failure("moveto", what, result.returncode, result.stderr)
 
+    def _remove_keyless_directory(self, path: str) -> bool:
+        """Remove the directory at *path* if no key is stored below it (only
+        empty directories and temporary files, left by deleted keys and
+        interrupted writes); tell whether there was one to remove.
+
+        On remotes with real directories such a directory stands where an
+        object of that name must go.
+        """
+        found = self._stat(self._location(path), what=path)
+        if found is None or not found.is_dir or self._list(path + "/", what=path, files_only=True):
+            return False
+        # Temporary files only, then empty directories only: a key written
+        # below meanwhile is never removed.
+        location = self._location(path)
+        for command, options in (("delete", _INCLUDE_TEMPORARY), ("rmdirs", ())):
+            result = self._run(command, location, options=options)
+            if result.returncode and result.returncode not in _NOT_FOUND:
+                raise self._failure(command, path, result.returncode, result.stderr)
+        return True
+
     def _discard(self, temporary: str) -> None:
         # Best effort: a leftover temporary is never listed, read or synced.
         with contextlib.suppress(SnapshotStorageError):
-            self._run("deletefile", self._root + temporary)
+            self._run("deletefile", self._location(temporary))
 
     def _uploads_can_be_partial(self) -> bool:
-        if self._partial_uploads is None:
+        return bool(self._remote_features().get("Features", {}).get("PartialUploads", True))
+
+    def _remote_features(self) -> dict[str, Any]:
+        """rclone's description of the remote (``backend features``), once."""
+        if self._features is None:
             result = self._run("backend", "features", self._base)
             if result.returncode:
                 raise self._failure(
                     "backend features", self._shown_base, result.returncode, result.stderr
                 )
             answer = self._parse(result.stdout, "backend features", self._shown_base)
-            features = answer.get("Features", {})
-            self._partial_uploads = bool(features.get("PartialUploads", True))
-        return self._partial_uploads
+            self._features = answer if isinstance(answer, dict) else {}
+        return self._features
 
     # -- errors -------------------------------------------------------------
 
@@ -645,6 +834,49 @@ def _changed(backend: RcloneBackend, path: str) -> SnapshotStorageError:
         f"the object at {path!r} in {backend!r} was replaced or deleted while being read",
         transient=True,
     )
+
+
+def _same(source: _Entry, target: _Entry | None) -> bool:
+    """Tell whether *target* provably holds the bytes of *source*: same size
+    and same hash.  Without a hash on both sides nothing does (a time or a
+    size alone misses a same-sized change within the remote's time
+    resolution)."""
+    return (
+        target is not None
+        and target.size == source.size
+        and bool(source.digest)
+        and target.digest == source.digest
+    )
+
+
+def _to_rclone(key: str) -> str:
+    """The name rclone reads as *key* (a key or a directory prefix): its
+    Standard encoding, which quotes with U+201B each character it would
+    otherwise read as a replacement."""
+    if not _NEEDS_QUOTING.search(key):
+        return key
+    return "/".join(
+        _STANDARD_DOTS.get(segment) or _STANDARD_QUOTED.sub(lambda m: _QUOTE + m.group(), segment)
+        for segment in key.split("/")
+    )
+
+
+def _from_rclone(name: str) -> str | None:
+    """The key rclone lists as *name*, or None if *name* is not what rclone
+    lists for any key (a name holding a control character, say)."""
+    if _QUOTE not in name:
+        key = name
+    else:
+        segments = []
+        for segment in name.split("/"):
+            dots = next((k for k, v in _STANDARD_DOTS.items() if v == segment), None)
+            segments.append(dots or re.sub(f"{_QUOTE}(.)", lambda m: m.group(1), segment))
+        key = "/".join(segments)
+    return key if _to_rclone(key) == name else None
+
+
+def _flag_name(flag: str) -> str:
+    return flag.lstrip("-").partition("=")[0].lower().replace("_", "-")
 
 
 def _feed(process: subprocess.Popen[bytes], chunks: Iterable[bytes]) -> bool:
@@ -792,31 +1024,54 @@ def _scrub_forms(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(forms, key=len, reverse=True))
 
 
-def _parse_remote(remote: str, *, inline: bool) -> tuple[str, str]:
+def _parse_remote(remote: str, *, inline: bool) -> tuple[str | None, builtins.list[str], str]:
     """Split *remote* into the remote part (name, ``:backend`` or a
-    connection string) and the path, refusing what could leak or mislead."""
+    connection string; ``None`` for a local path), the names of its
+    parameters (lower case, with underscores) and the path, refusing what
+    could leak or mislead.  Messages never show a parameter's value."""
     if not remote:
         raise ValueError("remote must not be empty: use 'name:path', or a local path")
     if _CONTROL.search(remote):
-        raise ValueError(f"remote {remote!r} must not contain control characters")
+        raise ValueError(f"remote {_redacted(remote)} must not contain control characters")
     if remote.startswith("-"):
-        raise ValueError(f"remote {remote!r} must not start with '-'")
-    name, parameters, path = _split_connection_string(remote)
+        raise ValueError(f"remote {_redacted(remote)} must not start with '-'")
+    try:
+        name, parameters, path = _split_connection_string(remote)
+    except ValueError as exc:
+        raise ValueError(f"remote {_redacted(remote)} {exc}") from None
+    parameters = [p.lower().replace("-", "_") for p in parameters]
     if inline:
         if name is None or name.startswith(":") or parameters:
             raise ValueError(
                 f"with config=, remote must be 'name:path' (the name labels the inline "
-                f"remote), not {remote!r}"
+                f"remote), not {_redacted(remote)}"
             )
-        return name, path
-    secret = [p for p in parameters if p.lower().replace("-", "_") not in _PUBLIC_OPTIONS]
+        return name, parameters, path
+    secret = [p for p in parameters if p not in _PUBLIC_OPTIONS]
     if secret:
         raise ValueError(
             f"remote parameters {', '.join(map(repr, secret))} would be visible to every user "
             "in the process list; define the remote with config= (passed through the "
             "environment) instead"
         )
-    return name or "", path
+    return name, parameters, path
+
+
+def _redacted(remote: str) -> str:
+    """*remote* quoted for a message, every connection-string parameter's
+    value replaced by ``***`` (when it cannot be parsed, everything after its
+    first comma or equals sign)."""
+    try:
+        name, parameters, path = _split_connection_string(remote)
+    except ValueError:
+        name, parameters, path = None, [], remote
+    if parameters:
+        shown = f"{name},{','.join(f'{p}=***' for p in parameters)}:{path}"
+    elif "=" in remote:
+        shown = remote[: min(i for i in (remote.find(","), remote.find("=")) if i >= 0)] + ",***"
+    else:
+        shown = remote
+    return _show(shown)
 
 
 def _split_connection_string(remote: str) -> tuple[str | None, builtins.list[str], str]:
@@ -828,7 +1083,7 @@ def _split_connection_string(remote: str) -> tuple[str | None, builtins.list[str
         index += 1
     if index == len(remote) or remote[index] in "/\\":
         if start:
-            raise ValueError(f"remote {remote!r} is not a valid ':backend:path'")
+            raise ValueError("is not a valid ':backend:path'")
         return None, [], remote
     name = remote[:index]
     parameters: builtins.list[str] = []
@@ -855,5 +1110,5 @@ def _split_connection_string(remote: str) -> tuple[str | None, builtins.list[str
                 while index < len(remote) and remote[index] not in ",:":
                     index += 1
         if index >= len(remote) or remote[index] not in ",:":
-            raise ValueError(f"remote {remote!r} is not a valid connection string")
+            raise ValueError("is not a valid connection string")
     return name, parameters, remote[index + 1 :]
