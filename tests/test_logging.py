@@ -61,11 +61,17 @@ OPERATIONS: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
         lambda s: s.write("db/new.dump", io.BytesIO(b"12345")),
         {"path": "db/new.dump", "bytes": 5},
     ),
-    "read": (lambda s: s.read("db/a.dump").read(), {"path": "db/a.dump", "bytes": 4}),
+    "read": (
+        lambda s: s.read("db/a.dump").read(),
+        {"path": "db/a.dump", "bytes": 4, "complete": True},
+    ),
     "list": (lambda s: s.list("db/"), {"prefix": "db/", "count": 2}),
     "delete": (lambda s: s.delete("db/b.dump"), {"path": "db/b.dump"}),
-    "exists": (lambda s: s.exists("db/a.dump"), {"path": "db/a.dump"}),
-    "stream_read": (lambda s: list(s.stream_read("db/a.dump")), {"path": "db/a.dump", "bytes": 4}),
+    "exists": (lambda s: s.exists("db/a.dump"), {"path": "db/a.dump", "found": True}),
+    "stream_read": (
+        lambda s: list(s.stream_read("db/a.dump")),
+        {"path": "db/a.dump", "bytes": 4, "complete": True},
+    ),
     "stream_write": (
         lambda s: s.stream_write("db/new.dump", iter([b"12", b"345", b"6"])),
         {"path": "db/new.dump", "bytes": 6},
@@ -188,10 +194,12 @@ def test_a_failure_is_logged_as_an_error_and_re_raised_unchanged(op: str) -> Non
     assert entry["outcome"] == "error"
     assert entry["error"] == "SnapshotStorageError"
     assert entry["event"] == f"snapshots.storage.{op}"
-    expected_keys = set(expected) - {"count"}
+    expected_keys = set(expected) - {"count", "found"}
     assert set(entry) == COMMON | {"error"} | expected_keys
-    for key in expected_keys - {"bytes"}:
+    for key in expected_keys - {"bytes", "complete"}:
         assert entry[key] == expected[key]
+    if "complete" in expected_keys:
+        assert entry["complete"] is False
     assert SECRET not in repr(entries)
 
 
@@ -667,3 +675,37 @@ class TestLoggingOverLocalFileSystemBackend(StorageConformance):
 
 def _silent() -> Any:
     return structlog.wrap_logger(structlog.ReturnLogger())
+
+
+def test_exists_entries_say_whether_the_key_was_found() -> None:
+    storage = Logging(MemoryBackend())
+    with capture_logs() as entries:
+        storage.write("present", io.BytesIO(b"x"))
+        storage.exists("present")
+        storage.exists("absent")
+    found = [entry["found"] for entry in entries if entry["op"] == "exists"]
+    assert found == [True, False]
+
+
+def test_read_entries_say_whether_the_stream_was_read_to_its_end() -> None:
+    storage = Logging(MemoryBackend())
+    with capture_logs() as entries:
+        storage.write("k", io.BytesIO(b"0123456789"))
+        with storage.read("k") as stream:
+            stream.read(3)
+        with storage.read("k") as stream:
+            stream.read()
+        chunks = storage.stream_read("k")
+        chunks.close()
+        assert b"".join(storage.stream_read("k")) == b"0123456789"
+    reads = [
+        (entry["op"], entry["bytes"], entry["complete"])
+        for entry in entries
+        if entry["op"] in ("read", "stream_read")
+    ]
+    assert reads == [
+        ("read", 3, False),
+        ("read", 10, True),
+        ("stream_read", 0, False),
+        ("stream_read", 10, True),
+    ]

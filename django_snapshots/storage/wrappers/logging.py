@@ -14,14 +14,17 @@ Every entry has the keys ``op``, ``outcome`` (``"ok"`` or ``"error"``),
 ``duration_ms`` and ``storage`` (the ``repr`` of the wrapped stack), plus
 ``path`` for single-key operations, ``prefix`` for lists (with ``count``),
 ``src``/``dst`` for ``atomic_move``, ``src_prefix``/``dst_prefix`` for
-``sync`` and ``bytes`` for the four transfer operations.  A failed operation
+``sync``, ``bytes`` for the four transfer operations, ``found`` (a bool) for
+``exists``, and ``complete`` for the two reads.  A failed operation
 is logged at level ``error`` with ``error`` set to the exception's class name
 (never its message, which may quote a URL or a credential), and the exception
 is re-raised unchanged.  Content is never logged.
 
 ``read`` and ``stream_read`` hand out a stream; their entry is emitted when
 that stream is exhausted or closed, with the bytes actually delivered, so
-``duration_ms`` covers the transfer.
+``duration_ms`` covers the transfer, and ``complete`` says whether the
+consumer read to the end of the object (``False`` for a stream closed early,
+or one that failed).
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ class Logging(StorageWrapper):
         try:
             source = self.__wrapped__.read(path)
         except BaseException as exc:
-            _log_error(self, "read", start, exc, path=path, bytes=0)
+            _log_error(self, "read", start, exc, path=path, bytes=0, complete=False)
             raise
         return cast("IO[bytes]", _LoggedReader(self, source, path, start))
 
@@ -120,8 +123,15 @@ class Logging(StorageWrapper):
         _logged_call(self, "delete", self.__wrapped__.delete, path, path=path)
 
     def exists(self, path: str) -> bool:
-        """Tell whether *path* exists and log the check."""
-        return _logged_call(self, "exists", self.__wrapped__.exists, path, path=path)
+        """Tell whether *path* exists and log the check, with what it found."""
+        start = perf_counter()
+        try:
+            found = self.__wrapped__.exists(path)
+        except BaseException as exc:
+            _log_error(self, "exists", start, exc, path=path)
+            raise
+        _log_ok(self, "exists", start, path=path, found=found)
+        return found
 
 
 class AdvancedLogging(Logging, tier="advanced"):
@@ -138,7 +148,7 @@ class AdvancedLogging(Logging, tier="advanced"):
         try:
             chunks = self.__wrapped__.stream_read(path)
         except BaseException as exc:
-            _log_error(self, "stream_read", start, exc, path=path, bytes=0)
+            _log_error(self, "stream_read", start, exc, path=path, bytes=0, complete=False)
             raise
         return _LoggedChunks(self, chunks, path, start)
 
@@ -297,12 +307,18 @@ class _LoggedReader(ObservedReader):
         if self._logged:
             return
         self._logged = True
-        _log_ok(self._wrapper, "read", self._start, path=self._path, bytes=self._bytes)
+        _log_ok(
+            self._wrapper, "read", self._start,
+            path=self._path, bytes=self._bytes, complete=self._eof,
+        )  # fmt: skip
 
     def _log_error(self, exc: BaseException) -> None:
         if not self._logged:
             self._logged = True
-            _log_error(self._wrapper, "read", self._start, exc, path=self._path, bytes=self._bytes)
+            _log_error(
+                self._wrapper, "read", self._start, exc,
+                path=self._path, bytes=self._bytes, complete=False,
+            )  # fmt: skip
 
 
 class _LoggedChunks(Iterator[bytes]):
@@ -318,6 +334,7 @@ class _LoggedChunks(Iterator[bytes]):
         self._start = start
         self._bytes = 0
         self._logged = False
+        self._exhausted = False
         self._failure: BaseException | None = None
 
     def __next__(self) -> bytes:
@@ -326,6 +343,7 @@ class _LoggedChunks(Iterator[bytes]):
         try:
             chunk = next(self._chunks)
         except StopIteration:
+            self._exhausted = True
             self._finish(None)
             raise
         except BaseException as exc:
@@ -353,11 +371,15 @@ class _LoggedChunks(Iterator[bytes]):
             return
         self._logged = True
         if exc is None:
-            _log_ok(self._wrapper, "stream_read", self._start, path=self._path, bytes=self._bytes)
+            _log_ok(
+                self._wrapper, "stream_read", self._start,
+                path=self._path, bytes=self._bytes, complete=self._exhausted,
+            )  # fmt: skip
         else:
             _log_error(
-                self._wrapper, "stream_read", self._start, exc, path=self._path, bytes=self._bytes
-            )
+                self._wrapper, "stream_read", self._start, exc,
+                path=self._path, bytes=self._bytes, complete=False,
+            )  # fmt: skip
 
 
 class _CountedContent(ReadableStream):
