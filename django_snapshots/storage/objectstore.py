@@ -1,0 +1,925 @@
+"""Store objects on S3, GCS, Azure Blob Storage or a local directory in
+process, through obstore (advanced tier).
+
+    >>> import io
+    >>> from django_snapshots.storage.objectstore import ObjectStoreBackend
+    >>> storage = ObjectStoreBackend("memory://")
+    >>> storage.write("db/latest.dump", io.BytesIO(b"dump"))
+    >>> storage.list("db/")
+    ['db/latest.dump']
+    >>> with storage.read("db/latest.dump") as file:
+    ...     file.read()
+    b'dump'
+
+*url* names the store and a prefix in it: ``s3://bucket/prefix``,
+``gs://bucket/prefix``, ``az://container/prefix`` (the account comes from
+*config*), ``file:///srv/backups`` or ``memory://``.  The key ``db/x`` is
+the object ``prefix/db/x``: keys are appended below the prefix, and nothing
+above it can be reached.  An obstore store object may be given instead of a
+URL.  Nothing is sent over the network until the first operation.
+
+What each operation maps to:
+
+============================  ==================================================
+``read``, ``stream_read``     one ``GET``, streamed
+``write``, ``stream_write``   one ``PUT`` up to *chunk_size* bytes; above it a
+                              multipart upload of *chunk_size* parts, at most
+                              *max_concurrency* in flight, completed only once
+                              every part is stored (aborted on any failure)
+``list``, ``recursive_list``  a paginated listing of the prefix's directory,
+                              filtered by the prefix and sorted
+``exists``                    ``HEAD``
+``delete``                    ``DELETE`` (missing is fine)
+``atomic_move``               a rename on a local directory and in memory; a
+                              server-side copy then a ``DELETE`` elsewhere
+``sync``                      two listings, a bulk ``DELETE`` of stale keys
+                              and a server-side copy of each key whose size
+                              and ETag do not show it already mirrored
+============================  ==================================================
+
+Errors: a missing key is :class:`FileNotFoundError`; throttling, server
+errors (5xx), timeouts and connection failures are
+:class:`~django_snapshots.exceptions.SnapshotStorageError` with
+``transient=True``; refused credentials or permissions, and a bucket that
+does not exist, are permanent.  Credentials given in *config* or
+*client_options* never appear in ``repr``, in error messages or in logs.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import datetime
+import itertools
+import json
+import os
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
+
+from django_snapshots.exceptions import SnapshotStorageError, SnapshotStoragePathError
+from django_snapshots.storage.keys import (
+    MAX_KEY_BYTES,
+    _is_key,
+    _show,
+    validate_key,
+    validate_prefix,
+    validate_sync_prefixes,
+)
+from django_snapshots.storage.streams import (
+    CHUNK_SIZE,
+    ChunkReader,
+    StickyChunks,
+    buffered,
+    check_binary_content,
+    iter_chunks,
+)
+
+if TYPE_CHECKING:
+    from obstore.store import ObjectStore
+
+__all__ = ["ObjectStoreBackend"]
+
+_INSTALL_HINT = 'install it with: pip install "django-snapshots[objectstore]"'
+
+# URL scheme -> the kind of store it builds.
+_SCHEMES = {
+    "s3": "s3", "s3a": "s3", "gs": "gcs", "az": "azure", "azure": "azure", "abfs": "azure",
+    "abfss": "azure", "adl": "azure", "file": "local", "memory": "memory",
+}  # fmt: skip
+
+#: The part size of multipart uploads, and the largest object sent in one PUT.
+DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
+#: How many parts of one upload are sent at once.
+DEFAULT_MAX_CONCURRENCY = 4
+# S3 refuses parts smaller than 5 MiB (but the last).
+_MIN_CHUNK_SIZE = 5 * 1024 * 1024
+
+# What obstore's HTTP client does unless client_options say otherwise: a
+# connection must be made within 5 s; a server that sends nothing for 30 s
+# fails the request (a transient error); no request outlives 12 hours (the
+# transfer of the largest backup over the slowest link).
+_DEFAULT_CLIENT_OPTIONS: dict[str, Any] = {
+    "connect_timeout": "5s",
+    "read_timeout": "30s",
+    "timeout": "12h",
+}
+# obstore retries each request on its own (a part of an upload, a page of a
+# listing), which a Retry wrapper cannot do without starting the whole
+# operation again; but only briefly, so that a refused connection fails in
+# about a second and the Retry wrapper stays the policy for longer outages.
+_DEFAULT_RETRY_CONFIG: dict[str, Any] = {
+    "max_retries": 3,
+    "retry_timeout": datetime.timedelta(seconds=15),
+    "backoff": {
+        "init_backoff": datetime.timedelta(milliseconds=100),
+        "max_backoff": datetime.timedelta(seconds=2),
+        "base": 2,
+    },
+}
+
+# Options whose values are shown in repr and left in messages; every other
+# option is treated as a credential.  Names are compared without their
+# provider prefix (aws_, google_, azure_) and in lower case.
+_PUBLIC_OPTIONS = frozenset(
+    {
+        "region", "default_region", "endpoint", "endpoint_url", "bucket", "bucket_name",
+        "virtual_hosted_style_request", "skip_signature", "checksum_algorithm",
+        "conditional_put", "copy_if_not_exists", "disable_tagging", "request_payer",
+        "server_side_encryption", "unsigned_payload", "disable_bulk_delete",
+        "sse_bucket_key_enabled", "account_name", "storage_account_name", "container_name",
+        "use_emulator", "use_fabric_endpoint", "use_azure_cli", "base_url", "s3_express",
+        "imdsv1_fallback", "allow_http", "allow_invalid_certificates", "connect_timeout",
+        "read_timeout", "timeout", "pool_idle_timeout", "pool_max_idle_per_host", "http1_only",
+        "http2_only", "user_agent", "default_content_type", "randomize_addresses",
+        "http2_keep_alive_interval", "http2_keep_alive_timeout", "http2_keep_alive_while_idle",
+        "proxy_excludes",
+    }
+)  # fmt: skip
+_PROVIDER_PREFIX = re.compile(r"^(?:aws_|google_|azure_|azure_storage_)")
+_OPTION_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+# S3, GCS and Azure name objects with at most 1024 bytes, prefix included.
+_MAX_NAME_BYTES = 1024
+# S3 copies objects of at most 5 GiB server-side in one request.
+_MAX_COPY_BYTES = 5 * 1024**3
+# POSIX file names hold 255 bytes; obstore writes a file through a staging
+# file named "<name>#<n>", so a key's last segment leaves room for that.
+_LOCAL_SEGMENT_BYTES = 255 - 8
+_LOCAL_PATH_BYTES = 4095
+# Names obstore's local store refuses ("#" and digits, its staging names) or
+# writes elsewhere (a name ending in ":" or "|" becomes a directory).
+_LOCAL_REFUSED_NAME = re.compile(r"#[0-9]+\Z|[:|]\Z")
+
+# Where sync records the copies it made, under the destination prefix: a
+# backslash, which no key may contain, keeps it out of every listing.
+_SYNC_STATE = "\\snapshots-sync-state.json"
+
+_NO_BUCKET = re.compile(
+    r"NoSuchBucket|ContainerNotFound|specified bucket does not exist|bucket does not exist",
+    re.IGNORECASE,
+)
+_STATUS = re.compile(r"status code: (\d{3})")
+_TRANSIENT_TEXT = re.compile(
+    r"error sending request|connection|timed? ?out|timeout|broken pipe|reset by peer"
+    r"|unexpected eof|error decoding response body|incomplete|SlowDown|Throttl"
+    r"|TooManyRequests|ServiceUnavailable|InternalError|RequestTimeout|dns error",
+    re.IGNORECASE,
+)
+_QUERY = re.compile(r"(https?://[^\s?\"']*)\?[^\s\"']*")
+_MESSAGE_LIMIT = 1000
+
+
+class _Entry(NamedTuple):
+    size: int
+    etag: str  # "" when the store gives none
+
+
+class ObjectStoreBackend:
+    """Store objects in an object store through obstore, in process
+    (advanced tier, thread-safe).
+
+    *url* is ``s3://bucket/prefix``, ``gs://bucket/prefix``,
+    ``az://container/prefix``, ``file:///path`` (an existing directory) or
+    ``memory://``; or an obstore store object (its own options, retries
+    included, are then used as they are).  *config* holds the store's options
+    (``region``, ``endpoint``, ``access_key_id``, ``secret_access_key``,
+    ``service_account_key``, ``account_name``, ``sas_key``...: see obstore's
+    ``S3Config``, ``GCSConfig`` and ``AzureConfig``); *client_options* the
+    HTTP client's (``allow_http``, ``timeout``...); *retry_config* obstore's
+    own retries of each request.  Unknown option names and unsupported
+    schemes raise :class:`ValueError` without any I/O.
+
+    Objects up to *chunk_size* bytes are sent in one request; larger ones as
+    a multipart upload of *chunk_size* parts, *max_concurrency* at a time, so
+    an upload holds about ``chunk_size * (max_concurrency + 1)`` bytes in
+    memory (40 MiB by default).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        url: str | ObjectStore,
+        *,
+        config: Mapping[str, Any] | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        retry_config: Mapping[str, Any] | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> None:
+        try:
+            import obstore.store
+        except ImportError as exc:
+            raise ImportError(f"ObjectStoreBackend needs obstore; {_INSTALL_HINT}") from exc
+        self._chunk_size = _check_int("chunk_size", chunk_size, minimum=_MIN_CHUNK_SIZE)
+        self._max_concurrency = _check_int("max_concurrency", max_concurrency, minimum=1)
+        self._lock = threading.Lock()
+        self._store: Any = None
+        self._bucket_exists = False
+        options = _check_options("config", config)
+        client = _check_options("client_options", client_options)
+        if retry_config is not None and not isinstance(retry_config, Mapping):
+            raise TypeError(f"retry_config must be a mapping, not {type(retry_config).__name__}")
+        if isinstance(url, str):
+            self._url = url
+            self._kind, bucket, prefix = _parse_url(url)
+            self._shown = _shown_options(options, client)
+            self._secrets = _secret_values(options) + _secret_values(client)
+            if self._kind in ("local", "memory"):
+                if options or client or retry_config:
+                    raise ValueError(
+                        f"a {self._kind} store takes no config, client_options or retry_config"
+                    )
+                self._root = _local_root(url) if self._kind == "local" else ""
+            else:
+                self._root = ""
+                self._store = self._build_remote(
+                    obstore.store, url, options, client, dict(retry_config or {})
+                )
+            self._prefix = prefix
+            self._bucket = bucket
+        else:
+            if config is not None or client_options is not None or retry_config is not None:
+                raise TypeError(
+                    "config, client_options and retry_config go with a URL, not a store"
+                )
+            self._kind = _store_kind(url)
+            self._store = url
+            self._url = ""
+            self._shown = ""
+            store_config = getattr(url, "config", None)
+            self._secrets = _secret_values(
+                store_config if isinstance(store_config, Mapping) else {}
+            )
+            raw_prefix = getattr(url, "prefix", None)
+            self._root = os.fspath(raw_prefix) if self._kind == "local" and raw_prefix else ""
+            self._prefix = "" if self._kind == "local" else str(raw_prefix or "").strip("/")
+            self._bucket = str(getattr(url, "bucket", "") or "")
+        self._max_key_bytes = self._key_room()
+
+    def _build_remote(
+        self,
+        module: Any,
+        url: str,
+        options: dict[str, Any],
+        client: dict[str, Any],
+        retry: dict[str, Any],
+    ) -> Any:
+        from obstore.exceptions import BaseError
+
+        classes = {"s3": module.S3Store, "gcs": module.GCSStore, "azure": module.AzureStore}
+        try:
+            return classes[self._kind].from_url(
+                url,
+                config=options or None,
+                client_options={**_DEFAULT_CLIENT_OPTIONS, **client},
+                retry_config={**_DEFAULT_RETRY_CONFIG, **retry},
+            )
+        except (BaseError, TypeError, ValueError) as exc:
+            message = self._clean(str(exc))
+        # Raised outside the handler: obstore's exception may quote values.
+        raise ValueError(f"{self!r} cannot be built: {message}")
+
+    # -- description --------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The URL the backend was built from (``""`` when given a store)."""
+        return self._url
+
+    @property
+    def max_key_bytes(self) -> int:
+        """The longest key, in UTF-8 bytes, that the store can hold below the
+        prefix: 1024 less the prefix and its slash on S3, GCS and Azure.
+
+        .. versionadded:: 0.1
+        """
+        return self._max_key_bytes
+
+    @property
+    def max_segment_bytes(self) -> int | None:
+        """The longest segment of a key, in UTF-8 bytes: 247 in a local
+        directory (a file name less room for obstore's staging suffix),
+        ``None`` (no limit of its own) on the other stores.
+
+        .. versionadded:: 0.1
+        """
+        return _LOCAL_SEGMENT_BYTES if self._kind == "local" else None
+
+    def __repr__(self) -> str:
+        if not self._url:
+            return f"ObjectStoreBackend({self._store!r})"
+        return f"ObjectStoreBackend({_redacted_url(self._url)!r}{self._shown})"
+
+    # -- basic tier ---------------------------------------------------------
+
+    def read(self, path: str) -> IO[bytes]:
+        """Open the object at *path* for reading, streamed from one ``GET``.
+
+        A transfer that fails raises on this read and on every later one.
+        """
+        key = self._check_key(path)
+        return buffered(ChunkReader(self._open(key, path)))
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        """Store every byte of *content* at *path*; the object becomes visible
+        only once the upload is complete."""
+        self._check_key(path)
+        check_binary_content(content)
+        self.stream_write(path, iter_chunks(content))
+
+    def list(self, prefix: str) -> builtins.list[str]:
+        """Return every stored key starting with *prefix*, sorted."""
+        validate_prefix(prefix)
+        return sorted(key for key in self._entries(prefix) if key.startswith(prefix))
+
+    def delete(self, path: str) -> None:
+        """Remove *path*; a missing key is fine."""
+        import obstore
+
+        key = self._check_key(path)
+        try:
+            obstore.delete(self._client(), key)
+            return
+        except FileNotFoundError:
+            failure: BaseException | None = self._missing(path, writing=True, quiet=True)
+        except Exception as exc:
+            failure = self._mapped(exc, "delete", path)
+            if self._kind == "local" and os.path.isdir(os.path.join(self._root, key)):
+                failure = None  # a directory below keys is not an object
+        if failure is not None:
+            raise failure
+
+    def exists(self, path: str) -> bool:
+        """Tell whether an object is stored at *path* (a ``HEAD``)."""
+        import obstore
+
+        key = self._check_key(path)
+        try:
+            obstore.head(self._client(), key)
+        except FileNotFoundError:
+            failure = self._missing(path, writing=False, quiet=True)
+        except Exception as exc:
+            failure = self._mapped(exc, "exists", path)
+        else:
+            self._bucket_exists = True
+            return True
+        if failure is not None:
+            raise failure
+        return False
+
+    # -- advanced tier ------------------------------------------------------
+
+    def stream_read(self, path: str) -> Iterator[bytes]:
+        """Yield the object at *path* in chunks; a missing key raises at once.
+
+        A transfer that fails raises on this ``next()`` and on every later one.
+        """
+        key = self._check_key(path)
+        return StickyChunks(self._open(key, path))
+
+    def stream_write(self, path: str, chunks: Iterable[bytes]) -> None:
+        """Store the concatenation of *chunks* at *path*, visible only once
+        complete: an upload that fails, or whose *chunks* raise, is aborted
+        and leaves the old object as it was."""
+        key = self._check_key(path)
+        self._put(key, path, chunks)
+
+    def atomic_move(self, src: str, dst: str) -> None:
+        """Replace *dst* with the object at *src*, and remove *src*.
+
+        A rename in a local directory and in memory.  On S3, GCS and Azure a
+        server-side copy, then a delete of *src*: readers of *dst* see the old
+        object or the new one whole, and a failure between the two steps
+        leaves both.
+        """
+        import obstore
+
+        src_key = self._check_key(src)
+        dst_key = self._check_key(dst)
+        if src == dst:
+            if not self.exists(src):
+                raise FileNotFoundError(f"no object at {src!r} in {self!r}")
+            return
+        failure: BaseException | None = None
+        try:
+            if self._kind == "s3":
+                size = obstore.head(self._client(), src_key)["size"]
+                self._copy(src_key, dst_key, size)
+                obstore.delete(self._client(), src_key)
+            else:
+                obstore.rename(self._client(), src_key, dst_key)
+            return
+        except FileNotFoundError:
+            failure = self._missing(src, writing=False, quiet=False)
+        except Exception as exc:
+            failure = self._mapped(exc, "atomic_move", src)
+        assert failure is not None
+        raise failure
+
+    def recursive_list(self, prefix: str) -> builtins.list[str]:
+        """Return the same keys as :meth:`list`."""
+        return self.list(prefix)
+
+    def sync(self, src_prefix: str, dst_prefix: str) -> None:
+        """Make the keys under *dst_prefix* mirror those under *src_prefix*:
+        the same keys, holding the same bytes, copied server-side.
+
+        A key of the mirror is left alone when it has the size and the ETag
+        of its source, or the size and the ETag that this method's own copy of
+        that very source version was given (S3 gives the copy of a multipart
+        object an ETag of its own; sync records the pair under the mirror's
+        prefix, in an object no key can name).  Stale keys are deleted first.
+        """
+        import obstore
+
+        src_prefix, dst_prefix = validate_sync_prefixes(src_prefix, dst_prefix)
+        for prefix in (src_prefix, dst_prefix):
+            self._check_key(prefix + "x")
+        source = {key[len(src_prefix) :]: entry for key, entry in self._entries(src_prefix).items()}
+        for name in source:
+            self._check_key(dst_prefix + name)
+        target = {key[len(dst_prefix) :]: entry for key, entry in self._entries(dst_prefix).items()}
+        state = self._sync_state(dst_prefix)
+        stale = sorted(dst_prefix + name for name in target if name not in source)
+        changed = sorted(
+            name
+            for name, entry in source.items()
+            if not _same(entry, target.get(name), state.get(name))
+        )
+        failure: BaseException | None = None
+        try:
+            if stale:
+                self._delete_many(stale)
+            for name in changed:
+                self._copy(src_prefix + name, dst_prefix + name, source[name].size)
+        except FileNotFoundError:
+            failure = SnapshotStorageError(
+                f"sync of {src_prefix!r} to {dst_prefix!r} on {self!r}: an object vanished "
+                "while being copied; run it again",
+                transient=True,
+            )
+        except Exception as exc:
+            failure = self._mapped(exc, "sync", dst_prefix)
+        if failure is not None:
+            raise failure
+        if changed or stale or state:
+            mirrored = {
+                key[len(dst_prefix) :]: entry for key, entry in self._entries(dst_prefix).items()
+            }
+            record = {
+                name: [entry.etag, mirrored[name].etag]
+                for name, entry in source.items()
+                if name in mirrored
+                and entry.etag
+                and mirrored[name].etag
+                and entry.etag != mirrored[name].etag
+                and mirrored[name].size == entry.size
+            }
+            if record != state:
+                self._write_sync_state(obstore, dst_prefix, record)
+
+    # -- keys ---------------------------------------------------------------
+
+    def _key_room(self) -> int:
+        if self._kind == "memory":
+            return MAX_KEY_BYTES
+        if self._kind == "local":
+            return min(MAX_KEY_BYTES, _LOCAL_PATH_BYTES - len(os.fsencode(self._root)) - 1)
+        used = len(self._prefix.encode()) + 1 if self._prefix else 0
+        return min(MAX_KEY_BYTES, _MAX_NAME_BYTES - used)
+
+    def _check_key(self, key: str) -> str:
+        """Refuse, before any I/O, a key this store cannot hold as itself."""
+        validate_key(key)
+        size = len(key.encode("utf-8"))
+        if size > self._max_key_bytes:
+            raise SnapshotStoragePathError(
+                f"invalid key {_show(key)}: is {size} UTF-8 bytes long, more than the "
+                f"{self._max_key_bytes} that {self!r} leaves below its prefix"
+            )
+        if self._kind == "local":
+            for segment in key.split("/"):
+                length = len(segment.encode("utf-8"))
+                if length > _LOCAL_SEGMENT_BYTES:
+                    raise SnapshotStoragePathError(
+                        f"invalid key {_show(key)}: segment {_show(segment)} is {length} UTF-8 "
+                        f"bytes long, more than the {_LOCAL_SEGMENT_BYTES} a name may have "
+                        f"on {self!r}"
+                    )
+            name = key.rpartition("/")[2]
+            if _LOCAL_REFUSED_NAME.search(name):
+                raise SnapshotStoragePathError(
+                    f"invalid key {_show(key)}: obstore's local store cannot hold a name "
+                    "ending in '#' and digits (its staging names), ':' or '|'"
+                )
+        return key
+
+    # -- operations ---------------------------------------------------------
+
+    def _client(self) -> Any:
+        """The obstore store; a local one is built at first use (obstore
+        resolves its directory then)."""
+        store = self._store
+        if store is not None:
+            return store
+        with self._lock:
+            if self._store is None:
+                from obstore.store import LocalStore, MemoryStore
+
+                if self._kind == "memory":
+                    self._store = MemoryStore()
+                elif not os.path.isdir(self._root):
+                    raise SnapshotStorageError(
+                        f"the directory of {self!r} does not exist or is not a directory: "
+                        "create it, or fix the URL"
+                    )
+                else:
+                    self._store = LocalStore(self._root)
+            return self._store
+
+    def _open(self, key: str, path: str) -> Iterator[bytes]:
+        import obstore
+
+        failure: BaseException | None = None
+        try:
+            result = obstore.get(self._client(), key)
+        except FileNotFoundError:
+            failure = self._missing(path, writing=False, quiet=False)
+        except Exception as exc:
+            failure = self._mapped(exc, "read", path)
+        if failure is not None:
+            raise failure
+        self._bucket_exists = True
+        return self._chunks(result, path)
+
+    def _chunks(self, result: Any, path: str) -> Iterator[bytes]:
+        stream = result.stream(min_chunk_size=CHUNK_SIZE)
+        expected = int(result.meta["size"])
+        received = 0
+        while True:
+            failure: BaseException | None = None
+            try:
+                chunk = next(stream)
+            except StopIteration:
+                break
+            except Exception as exc:
+                failure = self._mapped(exc, "read", path, transient=True)
+            if failure is not None:
+                raise failure
+            if chunk:
+                received += len(chunk)
+                yield bytes(chunk)
+        if received != expected:
+            raise SnapshotStorageError(
+                f"read of {path!r} on {self!r} ended after {received} of {expected} bytes",
+                transient=True,
+            )
+
+    def _put(self, key: str, path: str, chunks: Iterable[bytes]) -> None:
+        import obstore
+
+        # Up to chunk_size bytes go in one PUT; only a larger object pays for
+        # the three requests of a multipart upload.
+        iterator = iter(chunks)
+        head = bytearray()
+        for chunk in iterator:
+            head += chunk
+            if len(head) > self._chunk_size:
+                break
+        else:
+            iterator = None  # type: ignore[assignment]
+        failure: BaseException | None = None
+        try:
+            if iterator is None:
+                obstore.put(self._client(), key, bytes(head), use_multipart=False)
+            else:
+                obstore.put(
+                    self._client(),
+                    key,
+                    _resized(itertools.chain((bytes(head),), iterator), self._chunk_size),
+                    use_multipart=True,
+                    chunk_size=self._chunk_size,
+                    max_concurrency=self._max_concurrency,
+                )
+        except FileNotFoundError:
+            failure = self._missing(path, writing=True, quiet=False)
+        except Exception as exc:
+            from obstore.exceptions import BaseError
+
+            if not isinstance(exc, BaseError) and not _from_obstore(exc):
+                raise  # the caller's chunks raised: theirs to see
+            failure = self._mapped(exc, "write", path)
+        if failure is not None:
+            raise failure
+        self._bucket_exists = True
+
+    def _entries(self, prefix: str) -> dict[str, _Entry]:
+        """The keys starting with *prefix* (and a few more), with their size
+        and ETag.  obstore lists whole path segments, so the directory part
+        of *prefix* is listed."""
+        import obstore
+
+        directory = prefix[: prefix.rfind("/")] if "/" in prefix else ""
+        found: dict[str, _Entry] = {}
+        failure: BaseException | None = None
+        try:
+            store = self._client()
+            for page in obstore.list(store, directory or None, chunk_size=1000):
+                for meta in page:
+                    key = str(meta["path"])
+                    if key.startswith(prefix) and _is_key(key):
+                        found[key] = _Entry(int(meta["size"]), str(meta.get("e_tag") or ""))
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:
+            failure = self._mapped(exc, "list", prefix)
+        if failure is not None:
+            raise failure
+        self._bucket_exists = True
+        return found
+
+    def _copy(self, src: str, dst: str, size: int) -> None:
+        import obstore
+
+        if self._kind == "s3" and size > _MAX_COPY_BYTES:
+            # Above 5 GiB S3 copies only part by part, which obstore does not
+            # do: the bytes pass through this process instead.
+            result = obstore.get(self._client(), src)
+            self._put(dst, dst, self._chunks(result, src))
+            return
+        obstore.copy(self._client(), src, dst)
+
+    def _delete_many(self, keys: builtins.list[str]) -> None:
+        import obstore
+
+        if self._kind == "local":
+            for key in keys:
+                with contextlib.suppress(FileNotFoundError):
+                    obstore.delete(self._client(), key)
+            return
+        obstore.delete(self._client(), keys)
+
+    def _sync_state(self, dst_prefix: str) -> dict[str, builtins.list[str]]:
+        """The copies a previous sync made into *dst_prefix*: key -> [source
+        ETag, copy ETag].  Anything unreadable counts as no record."""
+        import obstore
+
+        try:
+            data = bytes(obstore.get(self._client(), dst_prefix + _SYNC_STATE).bytes())
+            state = json.loads(data)
+        except Exception:
+            return {}
+        if not isinstance(state, dict):
+            return {}
+        return {
+            str(k): [str(v[0]), str(v[1])]
+            for k, v in state.items()
+            if isinstance(v, builtins.list) and len(v) == 2
+        }
+
+    def _write_sync_state(
+        self, obstore: Any, dst_prefix: str, record: dict[str, builtins.list[str]]
+    ) -> None:
+        # Best effort: without the record, the next sync copies again.
+        name = dst_prefix + _SYNC_STATE
+        try:
+            if record:
+                obstore.put(self._client(), name, json.dumps(record).encode(), use_multipart=False)
+            else:
+                obstore.delete(self._client(), name)
+        except Exception:
+            return
+
+    # -- errors -------------------------------------------------------------
+
+    def _missing(self, path: str, *, writing: bool, quiet: bool) -> BaseException | None:
+        """What a "not found" from the store means: a missing bucket (a
+        configuration error), else a missing key (None when *quiet*)."""
+        problem = self._bucket_problem()
+        if problem is not None:
+            return problem
+        if writing and not quiet:
+            return SnapshotStorageError(
+                f"write of {path!r} on {self!r} failed: the store reported a missing object"
+            )
+        return None if quiet else FileNotFoundError(f"no object at {path!r} in {self!r}")
+
+    def _bucket_problem(self) -> SnapshotStorageError | None:
+        if self._bucket_exists or self._kind in ("local", "memory"):
+            return None
+        import obstore
+
+        try:
+            next(iter(obstore.list(self._client(), None, chunk_size=1)), None)
+        except Exception as exc:
+            if _NO_BUCKET.search(str(exc)):
+                what = "container" if self._kind == "azure" else "bucket"
+                return SnapshotStorageError(
+                    f"the {what} {self._bucket!r} of {self!r} does not exist: create it, or "
+                    "fix the URL"
+                )
+            return None
+        self._bucket_exists = True
+        return None
+
+    def _mapped(
+        self, exc: BaseException, action: str, path: str, *, transient: bool = False
+    ) -> BaseException:
+        """*exc*, raised by obstore, as the error this library raises."""
+        from obstore.exceptions import (
+            BaseError,
+            PermissionDeniedError,
+            UnauthenticatedError,
+        )
+
+        if isinstance(exc, (SnapshotStorageError, SnapshotStoragePathError)):
+            return exc
+        if not isinstance(exc, (BaseError, OSError)) and not _from_obstore(exc):
+            return exc
+        text = self._clean(str(exc))
+        if _NO_BUCKET.search(text) and not transient:
+            problem = self._bucket_problem()
+            if problem is not None:
+                return problem
+        if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)):
+            reason = (
+                "permission denied"
+                if isinstance(exc, PermissionDeniedError)
+                else ("not authenticated")
+            )
+            return SnapshotStorageError(f"{action} of {path!r} on {self!r}: {reason}: {text}")
+        status = _STATUS.search(text)
+        code = int(status.group(1)) if status else 0
+        if code in (401, 403):
+            transient_error = False
+        else:
+            transient_error = (
+                transient
+                or code == 429
+                or code >= 500
+                or isinstance(exc, (ConnectionError, TimeoutError))
+                or bool(_TRANSIENT_TEXT.search(text))
+            )
+        return SnapshotStorageError(
+            f"{action} of {path!r} on {self!r} failed: {text}", transient=transient_error
+        )
+
+    def _clean(self, text: str) -> str:
+        """*text* without obstore's debug dump, query strings (signatures,
+        SAS tokens) or any configured secret."""
+        text = text.split("\n\nDebug source:", 1)[0].strip()
+        text = _QUERY.sub(r"\1?...", text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        if len(text) > _MESSAGE_LIMIT:
+            text = text[:_MESSAGE_LIMIT] + "..."
+        return text
+
+
+def _same(source: _Entry, target: _Entry | None, copied: builtins.list[str] | None) -> bool:
+    """Tell whether *target* provably holds the bytes of *source*: same size,
+    and its own ETag or the ETag a recorded copy of that source was given."""
+    if target is None or target.size != source.size or not source.etag or not target.etag:
+        return False
+    return target.etag == source.etag or copied == [source.etag, target.etag]
+
+
+def _resized(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """*chunks* regrouped into pieces of *size* bytes (the last shorter), so
+    that obstore never holds more than its parts in flight."""
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
+
+
+def _from_obstore(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("obstore") or type(exc).__name__ in (
+        "GenericError",
+        "PanicException",
+    )
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _check_options(what: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(
+            f"{what} must be a mapping of option names to values, not {type(options).__name__}"
+        )
+    checked = {}
+    for name, value in options.items():
+        if not isinstance(name, str) or not _OPTION_NAME.fullmatch(name):
+            raise ValueError(f"{what} option name {_show(name)} is not an option name")
+        checked[name.lower()] = value
+    return checked
+
+
+def _is_public(name: str) -> bool:
+    return (
+        _PROVIDER_PREFIX.sub("", name.lower()) in _PUBLIC_OPTIONS or name.lower() in _PUBLIC_OPTIONS
+    )
+
+
+def _shown_options(config: dict[str, Any], client: dict[str, Any]) -> str:
+    shown = ""
+    for what, options in (("config", config), ("client_options", client)):
+        if options:
+            visible = {k: (v if _is_public(k) else "***") for k, v in options.items()}
+            shown += f", {what}={visible!r}"
+    return shown
+
+
+def _secret_values(options: Mapping[str, Any]) -> tuple[str, ...]:
+    forms: set[str] = set()
+    for name, value in options.items():
+        if _is_public(str(name)):
+            continue
+        texts = [value] if isinstance(value, (str, bytes)) else []
+        if isinstance(value, Mapping):
+            texts = [v for v in value.values() if isinstance(v, (str, bytes))]
+        for text in texts:
+            text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+            if len(text) >= 4:
+                forms.update(
+                    {text, urllib.parse.quote(text, safe=""), urllib.parse.quote_plus(text)}
+                )
+                forms.update(line for line in text.splitlines() if len(line) >= 8)
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def _parse_url(url: str) -> tuple[str, str, str]:
+    """Return (kind, bucket, prefix) of *url*, refusing what could leak or
+    mislead, without showing anything that could be a credential."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise ValueError("the URL must not contain control characters")
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    kind = _SCHEMES.get(scheme)
+    if kind is None:
+        raise ValueError(
+            f"unsupported URL scheme {scheme!r} in {_redacted_url(url)!r}: use s3://, gs://, "
+            "az://, file:// or memory:// (an S3-compatible service is s3:// with an "
+            "endpoint in config)"
+        )
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError("the URL must not hold credentials (user:password@); pass them in config")
+    if parts.query or parts.fragment:
+        raise ValueError("the URL must not have a query string or a fragment; use config")
+    path = urllib.parse.unquote(parts.path)
+    if kind == "memory":
+        if parts.netloc or path.strip("/"):
+            raise ValueError("a memory URL is just 'memory://'")
+        return kind, "", ""
+    if kind == "local":
+        if parts.netloc not in ("", "localhost") or not path.startswith("/"):
+            raise ValueError(f"a file URL names an absolute path, file:///path, not {url!r}")
+        return kind, "", ""
+    if not parts.netloc:
+        raise ValueError(f"the URL {_redacted_url(url)!r} names no bucket or container")
+    prefix = path.strip("/")
+    if prefix:
+        validate_key(prefix)
+    return kind, parts.netloc, prefix
+
+
+def _local_root(url: str) -> str:
+    return os.path.normpath(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+
+
+def _redacted_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None or parts.password is not None or parts.query:
+        netloc = parts.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return url
+
+
+def _store_kind(store: object) -> str:
+    from obstore.store import AzureStore, GCSStore, LocalStore, MemoryStore, S3Store
+
+    kinds = ((S3Store, "s3"), (GCSStore, "gcs"), (AzureStore, "azure"), (LocalStore, "local"),
+             (MemoryStore, "memory"))  # fmt: skip
+    for cls, kind in kinds:
+        if isinstance(store, cls):
+            return kind
+    raise TypeError(
+        f"url must be a URL or an obstore store (S3Store, GCSStore, AzureStore, LocalStore, "
+        f"MemoryStore), not {type(store).__name__}"
+    )
