@@ -82,7 +82,7 @@ from django.utils.deconstruct import deconstructible
 
 from django_snapshots.conf import _SETTING, InvalidStorageSettingError, _build_storage, get_storage
 from django_snapshots.exceptions import SnapshotStoragePathError
-from django_snapshots.storage.keys import _show
+from django_snapshots.storage.keys import _show, validate_key
 from django_snapshots.storage.memory import MemoryBackend
 from django_snapshots.storage.protocols import SnapshotStorage
 from django_snapshots.storage.streams import CHUNK_SIZE, ReadableStream, _read_into
@@ -193,7 +193,7 @@ class SnapshotFileStorage(Storage):
     def exists(self, name: str) -> bool:
         """Tell whether a file is stored at *name* (``False`` for a directory)."""
         with _names(name):
-            return self.stack.exists(name)
+            return self.stack.exists(validate_key(name))
 
     def listdir(self, path: str) -> tuple[list[str], list[str]]:
         """Return the directories and the files directly in *path*, each
@@ -201,12 +201,8 @@ class SnapshotFileStorage(Storage):
         directory that holds nothing gives two empty lists."""
         with _names(path):
             directory = path.removesuffix("/") if isinstance(path, str) else path
-            if directory:
-                prefix = directory + "/"
-                keys = self.stack.list(prefix)
-            else:
-                prefix = ""
-                keys = self.stack.list("")
+            prefix = validate_key(directory) + "/" if directory != "" else ""
+            keys = self.stack.list(prefix)
         directories: set[str] = set()
         files: list[str] = []
         for key in keys:
@@ -222,7 +218,7 @@ class SnapshotFileStorage(Storage):
         whole through the stack: it costs a full download, and verifies the
         file if the stack has a ``Checksum``."""
         with _names(name):
-            source = self.stack.read(name)
+            source = self.stack.read(validate_key(name))
         with source:
             return _count(source)
 
@@ -232,13 +228,13 @@ class SnapshotFileStorage(Storage):
         with suppress(AttributeError, io.UnsupportedOperation):
             content.seek(0)  # Django storages save the content from its start
         with _names(name):
-            self.stack.write(name, cast("IO[bytes]", _Content(content)))
+            self.stack.write(validate_key(name), cast("IO[bytes]", _Content(content)))
         return name
 
     def delete(self, name: str) -> None:
         """Delete the file at *name*; a missing file is not an error."""
         with _names(name):
-            self.stack.delete(name)
+            self.stack.delete(validate_key(name))
 
     def is_name_available(self, name: str, max_length: int | None = None) -> bool:
         if self._allow_overwrite:
@@ -328,7 +324,7 @@ class SnapshotFile(_BinaryFile):
 
         def read() -> IO[bytes]:
             with _names(name):
-                return storage.stack.read(name)
+                return storage.stack.read(validate_key(name))
 
         def size() -> int:
             return storage.size(name)
