@@ -5,16 +5,36 @@ timeouts; credentials that never leak."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.core.checks import ERROR
+from django.test import override_settings
+from structlog.testing import capture_logs
 
-from django_snapshots import AdvancedSnapshotStorage
+from django_snapshots import AdvancedSnapshotStorage, SnapshotStorageError, SnapshotStoragePathError
+from django_snapshots.checks import check_storage_round_trip, check_storage_setting
 from django_snapshots.storage import Checksum, Logging, Prefix, Retry
 from django_snapshots.storage.keys import MAX_KEY_BYTES
 from django_snapshots.storage.objectstore import ObjectStoreBackend
 from django_snapshots.testing import StorageConformance
 from tests.conftest import S3Bucket, S3Server
+from tests.test_conf import fresh_storage_cache
+
+MiB = 1024 * 1024
+SECRET = "s3cr3t-value-that-must-never-leak"
 
 
 def s3_config(server: S3Server) -> dict[str, str]:
@@ -63,3 +83,328 @@ class TestMemoryConformance(StorageConformance):
     @pytest.fixture
     def storage(self) -> ObjectStoreBackend:
         return ObjectStoreBackend("memory://")
+
+
+class StackConformance(StorageConformance):
+    """The kit through ``Logging(Retry(Checksum(Prefix(...))))``: the tenant
+    directory and the digest sidecar's suffix take room from every key."""
+
+    max_key_bytes = MAX_KEY_BYTES - len(b"tenant/") - len(b".sha256")
+
+    def stack_over(self, storage: Any) -> Any:
+        retry = Retry(
+            Checksum(Prefix(storage, "tenant")), wait_initial=0, wait_max=0, wait_jitter=0
+        )
+        return Logging(retry)
+
+
+class TestWrappedS3Conformance(StackConformance):
+    @pytest.fixture
+    def storage(self, s3_bucket: S3Bucket) -> AdvancedSnapshotStorage:
+        return wrapped(s3_backend(s3_bucket, base=""))
+
+
+class TestWrappedLocalConformance(StackConformance):
+    max_segment_bytes = 247 - len(b".sha256")
+
+    @pytest.fixture
+    def storage(self, tmp_path: Path) -> AdvancedSnapshotStorage:
+        return wrapped(local_backend(tmp_path / "store"))
+
+
+class TestWrappedMemoryConformance(StackConformance):
+    @pytest.fixture
+    def storage(self) -> AdvancedSnapshotStorage:
+        return wrapped(ObjectStoreBackend("memory://"))
+
+
+@pytest.fixture
+def s3(s3_bucket: S3Bucket) -> ObjectStoreBackend:
+    return s3_backend(s3_bucket)
+
+
+def stored_on_s3(bucket: S3Bucket) -> list[str]:
+    listing = bucket.server.client().list_objects_v2(Bucket=bucket.name)
+    return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+def incomplete_uploads(bucket: S3Bucket) -> list[str]:
+    uploads = bucket.server.client().list_multipart_uploads(Bucket=bucket.name)
+    return [upload["Key"] for upload in uploads.get("Uploads", [])]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------
+# URLs, prefixes and keys
+
+
+def test_keys_are_objects_below_the_prefix_of_the_url(s3_bucket: S3Bucket) -> None:
+    storage = s3_backend(s3_bucket, base="backups/site")
+    storage.write("db/x.dump", io.BytesIO(b"dump"))
+    assert stored_on_s3(s3_bucket) == ["backups/site/db/x.dump"]
+    s3_bucket.server.client().put_object(Bucket=s3_bucket.name, Key="backups/sitex", Body=b"x")
+    s3_bucket.server.client().put_object(Bucket=s3_bucket.name, Key="other", Body=b"x")
+    assert storage.list("") == ["db/x.dump"]
+
+
+def test_keys_are_files_below_the_directory_of_a_file_url(tmp_path: Path) -> None:
+    storage = local_backend(tmp_path / "store")
+    storage.write("db/x.dump", io.BytesIO(b"dump"))
+    assert (tmp_path / "store" / "db" / "x.dump").read_bytes() == b"dump"
+    assert not any(p.name.startswith("x.dump#") for p in (tmp_path / "store" / "db").iterdir())
+
+
+def test_the_key_room_is_what_the_prefix_leaves_and_is_checked_before_any_io(
+    s3_bucket: S3Bucket,
+) -> None:
+    storage = s3_backend(s3_bucket, base="p" * 100)
+    assert storage.max_key_bytes == 1024 - 101
+    fits = "k/" + "x" * (storage.max_key_bytes - 2)
+    storage.write(fits, io.BytesIO(b"fits"))
+    chunks_taken = []
+
+    def chunks() -> Iterator[bytes]:
+        chunks_taken.append(1)
+        yield b"never"
+
+    with pytest.raises(SnapshotStoragePathError, match="leaves below its prefix"):
+        storage.stream_write(fits + "y", chunks())
+    assert chunks_taken == []
+    assert storage.list("") == [fits]
+
+
+@pytest.mark.parametrize("name", ["x#1", "x#0042", "colon:", "pipe|", "d/e#7"])
+def test_names_the_local_store_would_rewrite_are_refused_before_any_io(
+    tmp_path: Path, name: str
+) -> None:
+    storage = local_backend(tmp_path / "store")
+    with pytest.raises(SnapshotStoragePathError, match="local store cannot hold"):
+        storage.write(name, io.BytesIO(b"x"))
+    assert list((tmp_path / "store").iterdir()) == []
+    storage.write("x#y/z#1a", io.BytesIO(b"fine"))  # only a trailing '#<digits>' name is
+    assert storage.list("") == ["x#y/z#1a"]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../escape", "a/../../b", "/abs", "a\\b", "%2e%2e/x", "a%2Fb", "~root", "a?x=1", "a#frag"],
+)
+def test_hostile_keys_are_refused_or_stay_below_the_prefix(s3_bucket: S3Bucket, key: str) -> None:
+    storage = s3_backend(s3_bucket, base="tenant")
+    try:
+        storage.write(key, io.BytesIO(b"data"))
+    except SnapshotStoragePathError:
+        assert stored_on_s3(s3_bucket) == []
+        return
+    assert stored_on_s3(s3_bucket) == ["tenant/" + key]
+    assert storage.list("") == [key]
+    with storage.read(key) as file:
+        assert file.read() == b"data"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://host/x", "http://host/x", "s3://", "s3://user:pw@bucket/x", "s3://bucket/x?sig=1",
+     "memory://somewhere", "file://host/x", "s3://bucket/a/../b", "relative/path"],
+)  # fmt: skip
+def test_urls_are_checked_without_any_io(url: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        ObjectStoreBackend(url)
+    assert "pw" not in str(caught.value)
+    assert "sig=1" not in str(caught.value)
+
+
+def test_unknown_option_names_are_refused_without_showing_values() -> None:
+    with pytest.raises(ValueError, match="secret_acces_key") as caught:
+        ObjectStoreBackend("s3://bucket/x", config={"secret_acces_key": SECRET})
+    assert SECRET not in str(caught.value)
+
+
+def test_a_missing_bucket_is_a_configuration_error_not_an_empty_store(
+    s3_server: S3Server,
+) -> None:
+    storage = ObjectStoreBackend(
+        "s3://no-such-bucket-here/x",
+        config=s3_config(s3_server),
+        client_options={"allow_http": True},
+    )
+    for operation in (
+        lambda: storage.exists("k"),
+        lambda: storage.list(""),
+        lambda: storage.read("k"),
+        lambda: storage.write("k", io.BytesIO(b"x")),
+        lambda: storage.delete("k"),
+    ):
+        with pytest.raises(
+            SnapshotStorageError, match="bucket 'no-such-bucket-here'.*does not exist"
+        ) as caught:
+            operation()
+        assert not caught.value.transient
+
+
+def test_a_missing_directory_is_a_configuration_error(tmp_path: Path) -> None:
+    storage = ObjectStoreBackend((tmp_path / "missing").as_uri())  # no I/O yet
+    with pytest.raises(SnapshotStorageError, match="does not exist"):
+        storage.list("")
+
+
+def test_a_store_object_can_be_given(s3_bucket: S3Bucket) -> None:
+    from obstore.store import S3Store
+
+    store = S3Store(
+        s3_bucket.name,
+        prefix="given",
+        client_options={"allow_http": True},
+        config=s3_config(s3_bucket.server),
+    )
+    storage = ObjectStoreBackend(store)
+    storage.write("k", io.BytesIO(b"v"))
+    assert stored_on_s3(s3_bucket) == ["given/k"]
+    assert storage.max_key_bytes == 1024 - len("given/")
+    assert s3_bucket.server.secret_access_key not in repr(storage)
+
+
+# --------------------------------------------------------------------------
+# Uploads are whole or absent
+
+
+def failing_after(data: bytes, error: BaseException) -> Iterator[bytes]:
+    for start in range(0, len(data), MiB):
+        yield data[start : start + MiB]
+    raise error
+
+
+@pytest.mark.parametrize("size", [3 * MiB, 13 * MiB])
+def test_a_failing_source_leaves_the_old_object_and_no_incomplete_upload(
+    s3_bucket: S3Bucket, size: int
+) -> None:
+    storage = s3_backend(s3_bucket, chunk_size=5 * MiB)
+    storage.write("k", io.BytesIO(b"old"))
+    with pytest.raises(RuntimeError, match="source broke"):
+        storage.stream_write("k", failing_after(os.urandom(size), RuntimeError("source broke")))
+    with storage.read("k") as file:
+        assert file.read() == b"old"
+    assert stored_on_s3(s3_bucket) == ["backups/k"]
+    assert incomplete_uploads(s3_bucket) == []
+
+
+def test_large_objects_are_multipart_uploads_and_small_ones_a_single_put(
+    s3_bucket: S3Bucket,
+) -> None:
+    storage = s3_backend(s3_bucket, chunk_size=5 * MiB)
+    big, small = os.urandom(12 * MiB + 5), b"small"
+    storage.write("big", io.BytesIO(big))
+    storage.write("small", io.BytesIO(small))
+    client = s3_bucket.server.client()
+    assert client.head_object(Bucket=s3_bucket.name, Key="backups/big")["ETag"].endswith('-3"')
+    assert "-" not in client.head_object(Bucket=s3_bucket.name, Key="backups/small")["ETag"]
+    assert b"".join(storage.stream_read("big")) == big
+
+
+WRITER = """
+import os, sys, time
+from django_snapshots.storage.objectstore import ObjectStoreBackend
+storage = ObjectStoreBackend(sys.argv[1], config={
+    "endpoint": sys.argv[2], "access_key_id": "k", "secret_access_key": "s", "region": "us-east-1"},
+    client_options={"allow_http": True}, chunk_size=5 * 1024 * 1024)
+def chunks():
+    for _ in range(12):
+        yield os.urandom(1024 * 1024)
+    print("sent", flush=True)
+    time.sleep(600)
+    yield b"never"
+storage.stream_write("killed", chunks())
+"""
+
+
+def test_a_writer_killed_mid_upload_leaves_no_visible_object(s3_bucket: S3Bucket) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            WRITER,
+            f"s3://{s3_bucket.name}/backups",
+            s3_bucket.server.endpoint_url,
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"sent\n"
+        time.sleep(0.5)  # the first parts are on the server
+        assert incomplete_uploads(s3_bucket) == ["backups/killed"]
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert stored_on_s3(s3_bucket) == []
+    assert s3_backend(s3_bucket).list("") == []
+
+
+# --------------------------------------------------------------------------
+# sync
+
+
+def test_sync_does_not_copy_a_mirrored_multipart_object_again(s3_bucket: S3Bucket) -> None:
+    storage = s3_backend(s3_bucket, chunk_size=5 * MiB)
+    storage.write("src/big", io.BytesIO(os.urandom(11 * MiB)))
+    storage.write("src/small", io.BytesIO(b"small"))
+    storage.sync("src/", "dst/")
+    client = s3_bucket.server.client()
+
+    def modified(key: str) -> object:
+        return client.head_object(Bucket=s3_bucket.name, Key="backups/" + key)["LastModified"]
+
+    first = {key: modified(key) for key in ("dst/big", "dst/small")}
+    # A copy of a multipart object gets an ETag of its own on S3.
+    assert (
+        client.head_object(Bucket=s3_bucket.name, Key="backups/dst/big")["ETag"]
+        != (client.head_object(Bucket=s3_bucket.name, Key="backups/src/big")["ETag"])
+    )
+    time.sleep(1.1)  # S3 times have one-second resolution
+    storage.sync("src/", "dst/")
+    assert {key: modified(key) for key in first} == first
+    assert storage.list("dst/") == ["dst/big", "dst/small"]
+
+
+def test_sync_copies_a_changed_object_of_the_same_size_and_a_tampered_copy(
+    s3_bucket: S3Bucket,
+) -> None:
+    storage = s3_backend(s3_bucket, chunk_size=5 * MiB)
+    storage.write("src/big", io.BytesIO(b"a" * (6 * MiB)))
+    storage.sync("src/", "dst/")
+    storage.write("src/big", io.BytesIO(b"b" * (6 * MiB)))
+    storage.sync("src/", "dst/")
+    assert b"".join(storage.stream_read("dst/big")) == b"b" * (6 * MiB)
+    storage.write("dst/big", io.BytesIO(b"c" * (6 * MiB)))  # someone changed the mirror
+    storage.sync("src/", "dst/")
+    assert b"".join(storage.stream_read("dst/big")) == b"b" * (6 * MiB)
+
+
+def test_sync_copies_objects_too_large_for_one_server_side_copy_through_the_process(
+    s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_snapshots.storage import objectstore
+
+    monkeypatch.setattr(objectstore, "_MAX_COPY_BYTES", MiB)
+    storage = s3_backend(s3_bucket, chunk_size=5 * MiB)
+    data = os.urandom(7 * MiB)
+    storage.write("src/huge", io.BytesIO(data))
+    storage.sync("src/", "dst/")
+    storage.atomic_move("src/huge", "moved/huge")
+    assert b"".join(storage.stream_read("dst/huge")) == data
+    assert b"".join(storage.stream_read("moved/huge")) == data
+    assert storage.list("") == ["dst/huge", "moved/huge"]
+
+
+def test_sync_refuses_a_mirror_key_too_long_before_copying_anything(s3_bucket: S3Bucket) -> None:
+    storage = s3_backend(s3_bucket, base="")
+    long_name = "x" * (MAX_KEY_BYTES - len("s/"))
+    storage.write("s/" + long_name, io.BytesIO(b"x"))
+    with pytest.raises(SnapshotStoragePathError):
+        storage.sync("s/", "mirror/")
+    assert storage.list("") == ["s/" + long_name]

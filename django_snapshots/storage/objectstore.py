@@ -50,7 +50,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime
-import itertools
 import json
 import os
 import re
@@ -597,20 +596,23 @@ class ObjectStoreBackend:
             if iterator is None:
                 obstore.put(self._client(), key, bytes(head), use_multipart=False)
             else:
-                obstore.put(
+                # The caller's chunks are pulled here, outside obstore's
+                # runtime (they may come from another obstore stream); leaving
+                # the block by an exception aborts the multipart upload.
+                with obstore.open_writer(
                     self._client(),
                     key,
-                    _resized(itertools.chain((bytes(head),), iterator), self._chunk_size),
-                    use_multipart=True,
-                    chunk_size=self._chunk_size,
+                    buffer_size=self._chunk_size,
                     max_concurrency=self._max_concurrency,
-                )
+                ) as writer:
+                    writer.write(bytes(head))
+                    del head[:]
+                    for chunk in iterator:
+                        writer.write(chunk)
         except FileNotFoundError:
             failure = self._missing(path, writing=True, quiet=False)
         except Exception as exc:
-            from obstore.exceptions import BaseError
-
-            if not isinstance(exc, BaseError) and not _from_obstore(exc):
+            if not _from_obstore(exc):
                 raise  # the caller's chunks raised: theirs to see
             failure = self._mapped(exc, "write", path)
         if failure is not None:
@@ -788,24 +790,10 @@ def _same(source: _Entry, target: _Entry | None, copied: builtins.list[str] | No
     return target.etag == source.etag or copied == [source.etag, target.etag]
 
 
-def _resized(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
-    """*chunks* regrouped into pieces of *size* bytes (the last shorter), so
-    that obstore never holds more than its parts in flight."""
-    buffer = bytearray()
-    for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
-
-
 def _from_obstore(exc: BaseException) -> bool:
-    return type(exc).__module__.startswith("obstore") or type(exc).__name__ in (
-        "GenericError",
-        "PanicException",
-    )
+    from obstore.exceptions import BaseError
+
+    return isinstance(exc, BaseError) or type(exc).__module__.startswith("obstore")
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> int:
