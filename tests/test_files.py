@@ -539,7 +539,8 @@ def test_a_retry_below_rewinds_seekable_content_and_never_spools_it(
 
     monkeypatch.setattr(retry.tempfile, "SpooledTemporaryFile", spy)
     inner = MemoryBackend()
-    stack = Retry(Chaos(inner, failure_rate=0.5, seed=3), attempts=20, wait_initial=0)
+    chaos = Chaos(inner, failure_rate=0.5, seed=3)
+    stack = Retry(chaos, attempts=20, wait_initial=0, wait_jitter=0)
     files = SnapshotFileStorage(storage=stack, allow_overwrite=True)
     data = _big(4 * CHUNK_SIZE)
     for index in range(5):
