@@ -167,6 +167,8 @@ _TRANSIENT_TEXT = re.compile(
     r"|TooManyRequests|ServiceUnavailable|InternalError|RequestTimeout|dns error",
     re.IGNORECASE,
 )
+# Rust's debug form of bytes (a key file, a token): a list of numbers.
+_BYTE_LIST = re.compile(r"\[\d{1,3}(?:, ?\d{1,3}){3,}\]")
 _QUERY = re.compile(r"(https?://[^\s?\"']*)\?[^\s\"']*")
 _MESSAGE_LIMIT = 1000
 
@@ -584,6 +586,7 @@ class ObjectStoreBackend:
         # Up to chunk_size bytes go in one PUT; only a larger object pays for
         # the three requests of a multipart upload.
         iterator = iter(chunks)
+        source_failed = False
         head = bytearray()
         for chunk in iterator:
             head += chunk
@@ -607,12 +610,21 @@ class ObjectStoreBackend:
                 ) as writer:
                     writer.write(bytes(head))
                     del head[:]
-                    for chunk in iterator:
+                    while True:
+                        try:
+                            chunk = next(iterator)
+                        except StopIteration:
+                            break
+                        except BaseException:
+                            source_failed = True
+                            raise
                         writer.write(chunk)
         except FileNotFoundError:
+            if source_failed:
+                raise
             failure = self._missing(path, writing=True, quiet=False)
         except Exception as exc:
-            if not _from_obstore(exc):
+            if source_failed:
                 raise  # the caller's chunks raised: theirs to see
             failure = self._mapped(exc, "write", path)
         if failure is not None:
@@ -775,6 +787,7 @@ class ObjectStoreBackend:
         SAS tokens) or any configured secret."""
         text = text.split("\n\nDebug source:", 1)[0].strip()
         text = _QUERY.sub(r"\1?...", text)
+        text = _BYTE_LIST.sub("[...]", text)
         for secret in self._secrets:
             text = text.replace(secret, "***")
         if len(text) > _MESSAGE_LIMIT:
