@@ -607,7 +607,7 @@ PROVIDERS = {
     "s3": ("s3://bucket/x", {"access_key_id": "AKIA" + SECRET, "secret_access_key": SECRET,
                              "session_token": "token-" + SECRET}, "endpoint"),
     "gcs-bad-key": ("gs://bucket/x", {"service_account_key": json.dumps({
-        "type": "service_account", "private_key": PEM.replace(KEY_B64, SECRET),
+        "type": "service_account", "private_key": PEM.replace(KEY_B64, SECRET).replace("\n", "\\n"),
         "client_email": "x@y.iam.gserviceaccount.com", "private_key_id": SECRET})}, "base_url"),
     "gcs": ("gs://bucket/x", {"service_account_key": json.dumps({
         "type": "service_account", "private_key": PEM,
