@@ -112,16 +112,24 @@ class Gate:
 
 
 # --------------------------------------------------------------------------
-# The contract, on both remotes, bare and wrapped
+# The contract, on both remotes, bare and wrapped.  rclone starts a process
+# per operation, so the kit's key-bijection property draws fewer key sets
+# here (the explicit examples always run); the rclone-specific property test
+# below draws keys biased to what rclone's encoding rewrites.
+_RCLONE_KEY_EXAMPLES = 6
 
 
 class TestRcloneLocalRemoteConformance(StorageConformance):
+    key_examples = _RCLONE_KEY_EXAMPLES
+
     @pytest.fixture
     def storage(self, tmp_path: Path) -> RcloneBackend:
         return local_backend(tmp_path / "store")
 
 
 class TestRcloneS3RemoteConformance(StorageConformance):
+    key_examples = _RCLONE_KEY_EXAMPLES
+
     @pytest.fixture
     def storage(self, s3_bucket: S3Bucket) -> RcloneBackend:
         return s3_backend(s3_bucket)
@@ -132,6 +140,7 @@ class StackConformance(StorageConformance):
     directory and the digest sidecar's suffix take room from every key."""
 
     max_key_bytes = MAX_KEY_BYTES - len(b"tenant/") - len(b".sha256")
+    key_examples = _RCLONE_KEY_EXAMPLES
 
 
 class TestWrappedRcloneLocalRemoteConformance(StackConformance):
