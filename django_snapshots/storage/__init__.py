@@ -3,6 +3,7 @@
 from django_snapshots.storage.django_storage import DjangoStorageBackend
 from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.storage.memory import MemoryBackend
+from django_snapshots.storage.objectstore import ObjectStoreBackend
 from django_snapshots.storage.protocols import (
     AdvancedSnapshotStorage,
     SnapshotStorage,
@@ -29,6 +30,7 @@ __all__ = [
     "LocalFileSystemBackend",
     "Logging",
     "MemoryBackend",
+    "ObjectStoreBackend",
     "Prefix",
     "RcloneBackend",
     "Retry",
