@@ -1020,3 +1020,43 @@ class TestLoggingOverRetryOverChecksumOverEncrypt(_EncryptConformance):
     def stack_over(self, storage: Any) -> Any:
         encrypted = encrypting(storage, _CONFORMANCE_KEY)
         return Logging(Retry(Checksum(encrypted), attempts=3, **INSTANT))
+
+
+# A planted header: pyrage parses headers in time that grows with the square
+# of their size, so an object whose header goes on and on is refused early.
+
+
+@pytest.mark.parametrize(
+    "stanzas",
+    [
+        [b"-> X25519 " + b"A" * 43 + b"\n" + (b"A" * 64 + b"\n") * 50_000],
+        [b"-> X25519 " + b"A" * 43 + b"\n" + b"A" * 43 + b"\n"] * 40_000,
+    ],
+    ids=["one long stanza", "thousands of stanzas"],
+)
+def test_a_planted_oversized_header_is_refused_without_being_parsed(
+    stanzas: list[bytes],
+) -> None:
+    key = pyrage.x25519.Identity.generate()
+    inner = MemoryBackend()
+    planted = (
+        b"age-encryption.org/v1\n" + b"".join(stanzas) + b"--- " + b"A" * 43 + b"\n" + b"x" * 64
+    )
+    assert len(planted) > 3 * 1024 * 1024
+    inner.write("evil", io.BytesIO(planted))
+    storage = Encrypt(inner, recipients=[str(key.to_public())], identities=[key])
+    with pytest.raises(SnapshotEncryptionError, match="header longer than"):
+        storage.read("evil").read()
+    with pytest.raises(SnapshotEncryptionError, match="header longer than"):
+        list(storage.stream_read("evil"))
+
+
+def test_a_file_for_hundreds_of_recipients_still_reads_back() -> None:
+    keys = [pyrage.x25519.Identity.generate() for _ in range(600)]
+    inner = MemoryBackend()
+    storage = Encrypt(inner, recipients=[str(k.to_public()) for k in keys], identities=[keys[-1]])
+    data = noise(3 * CHUNK + 5)
+    storage.write("k", io.BytesIO(data))
+    assert len(inner.read("k").read()) > len(data) + 50_000  # a 50 KiB header
+    assert storage.read("k").read() == data
+    assert b"".join(storage.stream_read("k")) == data

@@ -21,14 +21,18 @@ stored as ``db/latest.json``.  What the wrapper guarantees:
   ``CHUNK_SIZE`` (1 MiB) of output per step, however far a small input
   expands: a frame of a few kilobytes that decompresses to terabytes (a
   "zstd bomb") is delivered chunk by chunk, never allocated at once.
-- **No silent damage.**  An object that is not zstd data, a corrupt frame
-  (its content checksum does not match) and a truncated one raise
+- **No silent damage to what it wrote.**  Its frames carry a content
+  checksum.  An object that is not zstd data, a corrupt frame (its content
+  checksum does not match) and a truncated one raise
   :class:`~django_snapshots.SnapshotIntegrityError` naming the key, before
   the stream reports its end: a consumer that reads to the end never takes a
   damaged or short object for a complete one.  Streams stay failed once they
   raised.  An integrity error is never retried by ``Retry``, while a failure
   of the storage below (a dropped connection) passes through unchanged, so
-  ``Retry`` above this wrapper retries it.
+  ``Retry`` above this wrapper retries it.  Frames written by other tools
+  without a content checksum (``zstd --no-check``) cannot be checked; and a
+  frame appended to an object reads as part of it, as ``zstd -d`` reads it:
+  against planted data, keep ``Checksum`` (or ``Encrypt``) in the stack.
 - **The stock format.**  Several frames one after the other read as one
   stream, as ``zstd -d`` reads them; skippable frames are skipped.  An empty
   object is not a zstd frame (``zstd -d`` refuses it too); writing empty

@@ -25,12 +25,23 @@ downloaded object without Python.  What the wrapper guarantees:
   closed early stops the worker and releases the stored object at once.
 - **Nothing unauthenticated is handed out.**  age splits the data into
   chunks of 64 KiB, each authenticated; plaintext is handed out chunk by
-  chunk as it is authenticated.  A truncated, corrupted, reordered or
-  foreign object raises :class:`~django_snapshots.SnapshotIntegrityError`
-  naming the key before the stream reports its end, never a short read.  An
-  object no identity of the stack can open, or that is not an age file,
-  raises :class:`~django_snapshots.exceptions.SnapshotEncryptionError` (an integrity
-  error too, so :class:`~django_snapshots.storage.Retry` never retries it).
+  chunk as it is authenticated.  A truncated, corrupted or reordered
+  object raises :class:`~django_snapshots.SnapshotIntegrityError` naming the
+  key before the stream reports its end, never a short read.  An object no
+  identity of the stack can open, that is not an age file, or whose header
+  runs on past 192 KiB (pyrage would take minutes to parse a planted one),
+  raises :class:`~django_snapshots.exceptions.SnapshotEncryptionError` (an
+  integrity error too, so :class:`~django_snapshots.storage.Retry` never
+  retries it).
+- **Confidential, not signed.**  age authenticates each object against its
+  own file key, not against who wrote it or the key it is stored under.
+  Anyone who can write to the store and knows a recipient (public by
+  design: every write-only server holds one) can store an object that
+  decrypts without error, and an object copied to another key decrypts
+  there too; ``Checksum`` sidecars in the same store can be rewritten by the
+  same hands.  Encryption keeps backups secret and detects damage; proving
+  who wrote a backup needs write access to the store kept as narrow as the
+  restore key, or a signature made outside this library.
 - **Errors of the storage and of the caller stay theirs.**  A failure of
   the caller's content or of the storage below is raised as the original
   exception, not as pyrage's, so ``Retry`` above still recognises a
@@ -82,6 +93,13 @@ _BATCH = 256 * 1024
 _QUEUE_DEPTH = 4
 # Bytes kept from the start of a stored object, to tell why its header failed.
 _HEAD = 4096
+# Input a decryption may consume before it produces any plaintext: the header
+# (about 100 bytes per recipient stanza; 64 KiB holds hundreds) and the first
+# 64 KiB chunk, with room for pyrage's read-ahead and for ASCII armor.
+# pyrage parses a header in time that grows with the square of its size (a
+# planted 1 MiB header takes seconds, tens of MiB take hours), so an object
+# whose header goes on past this is refused rather than parsed.
+_MAX_SILENT_INPUT = 192 * 1024
 _MAGIC = b"age-encryption.org/v1\n"
 _ARMOR = b"-----BEGIN AGE ENCRYPTED FILE-----"
 _SSH_PRIVATE_KEY = "-----BEGIN "
@@ -227,7 +245,8 @@ class Encrypt(StorageWrapper):
         def failure(exc: BaseException, head: bytes) -> BaseException:
             return _decryption_failure(age, path, exc, head, len(identities))
 
-        chunks = _Chunks(_Pump(decrypt, read, close, failure, "decrypt"))
+        pump = _Pump(decrypt, read, close, failure, "decrypt", max_silent_input=_MAX_SILENT_INPUT)
+        chunks = _Chunks(pump)
         chunks.prime()
         return chunks
 
@@ -273,6 +292,11 @@ class _Cancelled(Exception):
     """Raised in the worker, through pyrage, once the consumer has gone."""
 
 
+class _HeaderTooLarge(Exception):
+    """Raised in the worker, through pyrage, when an age header goes on past
+    :data:`_MAX_SILENT_INPUT`."""
+
+
 _END = object()
 
 
@@ -296,8 +320,13 @@ class _Pump:
         close_source: Callable[[], object],
         failure: Callable[[BaseException, bytes], BaseException],
         name: str,
+        *,
+        max_silent_input: int | None = None,
     ) -> None:
         self._call = call
+        self._max_silent_input = max_silent_input
+        self._consumed = 0
+        self._produced = False
         self._read_source = read
         self._close_source = close_source
         self._failure_of = failure
@@ -383,17 +412,27 @@ class _Pump:
         """pyrage's input (in the worker)."""
         if self._cancelled:
             raise _Cancelled
+        if (
+            self._max_silent_input is not None
+            and not self._produced
+            and self._consumed > self._max_silent_input
+        ):
+            # Raised through pyrage, which wraps it: the consumer gets this.
+            self._source_error = self._failure_of(_HeaderTooLarge(), self._head)
+            raise _HeaderTooLarge
         try:
             data = self._read_source(size)
         except BaseException as exc:
             self._source_error = exc
             raise
+        self._consumed += len(data)
         if len(self._head) < _HEAD:
             self._head += data[: _HEAD - len(self._head)]
         return data
 
     def write(self, data: bytes) -> int:
         """pyrage's output (in the worker)."""
+        self._produced = True
         self._batch.append(data)
         self._batched += len(data)
         if self._batched >= _BATCH:
@@ -542,6 +581,12 @@ def _decryption_failure(
 ) -> BaseException:
     """The error to raise for *exc*, raised by pyrage while decrypting *path*,
     whose stored object starts with *head*."""
+    if isinstance(exc, _HeaderTooLarge):
+        return SnapshotEncryptionError(
+            f"{path!r} has an age header longer than {_MAX_SILENT_INPUT // 1024} KiB, which "
+            "no file written for a few hundred recipients has: it is corrupt or was planted, "
+            "and is not parsed"
+        )
     if isinstance(exc, age.DecryptError):
         if not head:
             return SnapshotEncryptionError(f"{path!r} is empty, not an age file")
