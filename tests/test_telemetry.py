@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import io
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -831,3 +833,44 @@ class TestTelemetryOverABasicStorage(StorageConformance):
 
     def stack_over(self, storage: Any) -> Any:
         return Otel().wrap(storage, record_keys=False)
+
+
+GLOBAL_PROVIDERS_SCRIPT = """
+import io
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from django_snapshots.storage import MemoryBackend
+from django_snapshots.storage.wrappers.telemetry import Telemetry
+
+storage = Telemetry(MemoryBackend())  # built before the project sets its SDK
+storage.write("k", io.BytesIO(b"data"))
+exporter = InMemorySpanExporter()
+tracer_provider = TracerProvider()
+tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(tracer_provider)
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+assert storage.read("k").read() == b"data"
+print([span.name for span in exporter.get_finished_spans()])
+data = reader.get_metrics_data()
+print(sorted(m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics))
+"""
+
+
+def test_global_providers_set_after_the_stack_was_built_are_used() -> None:
+    # In a child process: tests never set OpenTelemetry's global providers,
+    # which can be set only once per process.
+    result = subprocess.run(
+        [sys.executable, "-c", GLOBAL_PROVIDERS_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    spans, metric_names = result.stdout.strip().splitlines()
+    assert spans == "['snapshots.storage.read']"
+    assert metric_names == str(sorted(METRICS))

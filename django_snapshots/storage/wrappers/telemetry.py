@@ -80,6 +80,7 @@ try:
     from opentelemetry import context as _context
     from opentelemetry import metrics as _metrics
     from opentelemetry import trace as _trace
+    from opentelemetry.metrics import _internal as _metrics_state
 except ImportError as exc:  # the otel extra is not installed
     _MISSING: ImportError | None = exc
 else:
@@ -181,6 +182,7 @@ class Telemetry(StorageWrapper):
     _self_bytes: Counter
     _self_record_keys: bool
     _self_stack: str
+    _self_global: bool
 
     if TYPE_CHECKING:
         # A type checker sees the tier through these overloads; at run time
@@ -231,6 +233,8 @@ class Telemetry(StorageWrapper):
 
     def read(self, path: str) -> IO[bytes]:
         """Open *path*; the span ends when the returned stream ends or is closed."""
+        if _quiet(self):
+            return self.__wrapped__.read(path)
         span, start = _start(self, "read", {KEY: path})
         token = _enter(span)
         try:
@@ -244,6 +248,9 @@ class Telemetry(StorageWrapper):
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path*, recording the bytes taken from it."""
+        if _quiet(self):
+            self.__wrapped__.write(path, content)
+            return
         check_binary_content(content)
         counted = _CountedContent(content)
         span, start = _start(self, "write", {KEY: path})
@@ -259,14 +266,21 @@ class Telemetry(StorageWrapper):
 
     def list(self, prefix: str) -> list[str]:
         """List the keys under *prefix*, recording how many there are."""
+        if _quiet(self):
+            return self.__wrapped__.list(prefix)
         return _traced_list(self, "list", self.__wrapped__.list, prefix)
 
     def delete(self, path: str) -> None:
         """Delete *path*."""
+        if _quiet(self):
+            self.__wrapped__.delete(path)
+            return
         _traced_call(self, "delete", {KEY: path}, self.__wrapped__.delete, path)
 
     def exists(self, path: str) -> bool:
         """Tell whether *path* exists, recording what was found."""
+        if _quiet(self):
+            return self.__wrapped__.exists(path)
         span, start = _start(self, "exists", {KEY: path})
         token = _enter(span)
         try:
@@ -290,6 +304,8 @@ class AdvancedTelemetry(Telemetry, tier="advanced"):
 
     def stream_read(self, path: str) -> Iterator[bytes]:
         """Yield the chunks of *path*; the span ends when the iterator ends or is closed."""
+        if _quiet(self):
+            return self.__wrapped__.stream_read(path)
         span, start = _start(self, "stream_read", {KEY: path})
         token = _enter(span)
         try:
@@ -303,6 +319,9 @@ class AdvancedTelemetry(Telemetry, tier="advanced"):
 
     def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
         """Store *chunks* at *path*, recording the bytes taken from them."""
+        if _quiet(self):
+            self.__wrapped__.stream_write(path, chunks)
+            return
         counter = _Counter()
         span, start = _start(self, "stream_write", {KEY: path})
         token = _enter(span)
@@ -318,15 +337,23 @@ class AdvancedTelemetry(Telemetry, tier="advanced"):
 
     def atomic_move(self, src: str, dst: str) -> None:
         """Move *src* to *dst*."""
+        if _quiet(self):
+            self.__wrapped__.atomic_move(src, dst)
+            return
         keys = {SOURCE_KEY: src, DESTINATION_KEY: dst}
         _traced_call(self, "atomic_move", keys, self.__wrapped__.atomic_move, src, dst)
 
     def recursive_list(self, prefix: str) -> list[str]:
         """List the keys under *prefix* recursively, recording how many there are."""
+        if _quiet(self):
+            return self.__wrapped__.recursive_list(prefix)
         return _traced_list(self, "recursive_list", self.__wrapped__.recursive_list, prefix)
 
     def sync(self, src_prefix: str, dst_prefix: str) -> None:
         """Mirror *src_prefix* to *dst_prefix*."""
+        if _quiet(self):
+            self.__wrapped__.sync(src_prefix, dst_prefix)
+            return
         prefixes = {SOURCE_PREFIX: src_prefix, DESTINATION_PREFIX: dst_prefix}
         _traced_call(self, "sync", prefixes, self.__wrapped__.sync, src_prefix, dst_prefix)
 
@@ -364,6 +391,30 @@ def _configure(
     )
     wrapper._self_record_keys = record_keys
     wrapper._self_stack = repr(storage) if record_keys else _class_names(storage)
+    wrapper._self_global = (
+        tracer_provider is None and meter_provider is None and _SEES_GLOBAL_PROVIDERS
+    )
+
+
+# Whether this version of opentelemetry-api keeps its global providers
+# where _quiet looks; if not, every operation takes the full path.
+_SEES_GLOBAL_PROVIDERS = _MISSING is None and all(
+    hasattr(module, name)
+    for module, name in ((_trace, "_TRACER_PROVIDER"), (_metrics_state, "_METER_PROVIDER"))
+)
+
+
+def _quiet(wrapper: Telemetry) -> bool:
+    """Tell whether *wrapper* records nothing at all: it uses the global
+    providers, and the project has set neither (no SDK).  Every span and
+    instrument would be a no-op then, so the operation goes straight to the
+    storage below, for next to no cost; once a provider is set (which
+    happens once), operations are traced from the next one on."""
+    return (
+        wrapper._self_global
+        and _trace._TRACER_PROVIDER is None
+        and _metrics_state._METER_PROVIDER is None
+    )
 
 
 def _version() -> str | None:
