@@ -21,8 +21,8 @@ storage operation.
 Each operation is one span named ``snapshots.storage.<operation>``, a child
 of the caller's current span, and the storage below runs with it as the
 current span (so a ``Telemetry`` layer lower in the stack, or an
-instrumented client, nests under it).  Attributes (the names of
-:data:`ATTRIBUTES`):
+instrumented client, nests under it).  Attributes (the keys of
+``ATTRIBUTES``):
 
 - ``snapshots.storage.operation`` and ``snapshots.storage.outcome``
   (``"ok"`` or ``"error"``); ``snapshots.storage.stack``, the ``repr`` of
@@ -90,7 +90,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram, MeterProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
-__all__ = ["ATTRIBUTES", "METRICS", "AdvancedTelemetry", "Telemetry"]
+__all__ = ["AdvancedTelemetry", "Telemetry"]
 
 T = TypeVar("T")
 
