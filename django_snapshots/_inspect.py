@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import Any, cast
 
 from django_snapshots.exceptions import SnapshotError, SnapshotStoragePathError
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
@@ -83,7 +83,7 @@ def probe_storage(storage: SnapshotStorage) -> Generator[ProbeStep, None, None]:
             # The Checksum layer digests plaintext, which it reads through
             # the Encrypt layer below it.
             raise _Skipped(f"the Checksum layer sits above it, and {_WRITE_ONLY}")
-        return f"digest {checksum.layer.verify(checksum.inner_key(key))[:16]}..."
+        return f"digest {checksum.verify(key)[:16]}..."
 
     def find_in_listing() -> str:
         if key not in storage.list(PROBE_PREFIX):
@@ -152,6 +152,20 @@ class ChecksumLayer:
     layer: Any
     above: tuple[SnapshotStorage, ...] = ()
 
+    def verify(self, key: str) -> str:
+        """Verify the stack's *key* through every layer above the Checksum
+        layer (audited, retried and traced like any read, never decoded)
+        and return its hex digest."""
+        # From the outermost layer that a verification can read through down
+        # to the Checksum layer, its key mapped by the layers above it.
+        for position, top in enumerate(self.above):
+            if _verify_reads_down_from(self.above[position:]):
+                return cast(StorageWrapper, top).verify(key)
+            if isinstance(top, StorageWrapper):
+                key = top._self_storage_key(key)
+        digest: str = self.layer.verify(key)
+        return digest
+
     def inner_key(self, key: str) -> str:
         """Return the key the Checksum layer sees for the stack's *key*."""
         for layer in self.above:
@@ -204,7 +218,7 @@ class ChecksumLayer:
         when it is intact.  An *orphan* (see :meth:`keys_to_verify`) that is
         still missing is reported as such."""
         try:
-            self.layer.verify(self.inner_key(key))
+            self.verify(key)
         except (SnapshotError, OSError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if not orphan:
@@ -259,6 +273,23 @@ def short_repr(storage: object) -> str:
     """Return ``repr(storage)``, cut to 200 characters for one-line messages."""
     text = repr(storage)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _verify_reads_down_from(above: tuple[SnapshotStorage, ...]) -> bool:
+    """Tell whether a verification can read through the layers *above* the
+    Checksum layer: wrappers all, none of them an ``Encrypt`` layer that
+    cannot read and whose reads a verification does not pass through raw."""
+    from django_snapshots.storage.wrappers.encrypt import Encrypt
+
+    return all(
+        isinstance(layer, StorageWrapper)
+        and not (
+            isinstance(layer, Encrypt)
+            and not layer._self_identities
+            and not type(layer).changes_content
+        )
+        for layer in above
+    )
 
 
 def _holds_object(checksum: Any, key: str, prefix: str) -> bool:

@@ -6,9 +6,11 @@ alone and in stacks with every other wrapper.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import io
 import itertools
+import os
 import pickle
 import re
 import threading
@@ -19,7 +21,11 @@ from typing import IO, Any
 import pytest
 from structlog.testing import capture_logs
 
-from django_snapshots.exceptions import SnapshotStorageCapabilityError, SnapshotStoragePathError
+from django_snapshots.exceptions import (
+    SnapshotIntegrityError,
+    SnapshotStorageCapabilityError,
+    SnapshotStoragePathError,
+)
 from django_snapshots.storage import (
     AdvancedSnapshotStorage,
     Checksum,
@@ -335,11 +341,13 @@ def test_passes_through_refuses_parameters_the_method_does_not_have() -> None:
 
 
 def _extra_methods(cls: type) -> list[str]:
-    protocol = set(BASIC_METHODS + ADVANCED_METHODS)
+    # verify is the machinery's own, on every wrapper: it reads through the
+    # wrapper itself rather than passing a method of the storage below on.
+    served = set(BASIC_METHODS + ADVANCED_METHODS) | {"verify"}
     return sorted(
         name
         for name, value in inspect.getmembers(cls)
-        if not name.startswith("_") and callable(value) and name not in protocol
+        if not name.startswith("_") and callable(value) and name not in served
     )
 
 
@@ -355,7 +363,7 @@ def test_every_extra_method_of_the_library_is_declared_or_unreachable(tmp_path: 
     # refused by every wrapper: no key can skip a wrapper's mapping.
     classes = _backend_classes() + [cls for cls, _ in WRAPPERS]
     found = {cls.__name__: _extra_methods(cls) for cls in classes}
-    assert found["Checksum"] == ["verify"], found  # a new one must be considered here
+    assert not any(found.values()), found  # a new one must be considered here
     with capture_logs():
         for cls in classes:
             for name in found[cls.__name__]:
@@ -371,7 +379,7 @@ def test_every_extra_method_of_the_library_is_declared_or_unreachable(tmp_path: 
                         ).__get__(stack.__wrapped__)
                         with pytest.raises(AttributeError):
                             getattr(stack, name)
-    # Checksum.verify, the one declared method, maps its key through every wrapper.
+    # verify, on every wrapper, maps its key through each of them.
     local = LocalFileSystemBackend(tmp_path)
     checked = Checksum(local)
     checked.write("t/k", io.BytesIO(b"data"))
@@ -389,6 +397,218 @@ def test_every_extra_method_of_the_library_is_declared_or_unreachable(tmp_path: 
             assert stack.verify("t/k") == checked.verify("t/k")
         with pytest.raises(SnapshotStoragePathError):
             stack.verify("../other/k")
+
+
+# verify through the whole stack.
+
+
+class FailsOnceMidRead(MemoryBackend):
+    """Drops the connection half-way through the first read of each key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: list[str] = []
+
+    def read(self, path: str) -> IO[bytes]:
+        self.opened.append(path)
+        stream = super().read(path)
+        if self.opened.count(path) > 1:
+            return stream
+        return io.BufferedReader(_DropsAfter(stream, 3000))
+
+    def stream_read(self, path: str) -> Iterator[bytes]:
+        with self.read(path) as stream:
+            while chunk := stream.read(1000):
+                yield chunk
+
+
+class _DropsAfter(io.RawIOBase):
+    def __init__(self, source: IO[bytes], limit: int) -> None:
+        self._source = source
+        self._left = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._left <= 0:
+            raise ConnectionResetError("connection reset by peer")
+        data = self._source.read(min(len(buffer), self._left))
+        self._left -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class Xor(StorageWrapper):
+    """Stores every byte flipped; reading needs the *key* it was built with."""
+
+    changes_content = True
+
+    def __init__(self, storage: SnapshotStorage, /, *, key: int | None = None) -> None:
+        super().__init__(storage)
+        self._self_key = key
+        self._self_decoded = [0]
+
+    def read(self, path: str) -> IO[bytes]:
+        if self._self_key is None:
+            raise PermissionError("this Xor layer holds no key")
+        self._self_decoded[0] += 1
+        return io.BytesIO(bytes(b ^ self._self_key for b in self.__wrapped__.read(path).read()))
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        assert self._self_key is not None
+        flipped = bytes(b ^ self._self_key for b in content.read())
+        self.__wrapped__.write(path, io.BytesIO(flipped))
+
+    def list(self, prefix: str) -> list[str]:
+        return self.__wrapped__.list(prefix)
+
+    def delete(self, path: str) -> None:
+        self.__wrapped__.delete(path)
+
+    def exists(self, path: str) -> bool:
+        return self.__wrapped__.exists(path)
+
+
+class Invert(StorageWrapper):
+    """An advanced wrapper that does not declare it changes content."""
+
+    def read(self, path: str) -> IO[bytes]:
+        return io.BytesIO(bytes(b ^ 0xFF for b in self.__wrapped__.read(path).read()))
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        self.__wrapped__.write(path, io.BytesIO(bytes(b ^ 0xFF for b in content.read())))
+
+    def list(self, prefix: str) -> list[str]:
+        return self.__wrapped__.list(prefix)
+
+    def delete(self, path: str) -> None:
+        self.__wrapped__.delete(path)
+
+    def exists(self, path: str) -> bool:
+        return self.__wrapped__.exists(path)
+
+
+class AdvancedInvert(Invert, tier="advanced"):
+    __wrapped__: AdvancedSnapshotStorage
+
+    def stream_read(self, path: str) -> Iterator[bytes]:
+        yield self.read(path).read()
+
+    def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
+        self.write(path, io.BytesIO(b"".join(chunks)))
+
+    def atomic_move(self, src: str, dst: str) -> None:
+        self.__wrapped__.atomic_move(src, dst)
+
+    def recursive_list(self, prefix: str) -> list[str]:
+        return self.__wrapped__.recursive_list(prefix)
+
+    def sync(self, src_prefix: str, dst_prefix: str) -> None:
+        self.__wrapped__.sync(src_prefix, dst_prefix)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_verify_reads_through_every_layer_above_checksum_as_one_logged_read() -> None:
+    checked = Checksum(MemoryBackend())
+    data = os.urandom(10_000)
+    checked.write("t/db.dump", io.BytesIO(data))
+    stack = Logging(Retry(Prefix(checked, "t")))
+    with capture_logs() as entries:
+        assert stack.verify("db.dump") == _sha256(data)
+    assert [(e["op"], e["outcome"], e["path"], e["bytes"], e["complete"]) for e in entries] == [
+        ("read", "ok", "db.dump", len(data), True)
+    ]
+
+
+def test_verify_resumes_a_read_that_fails_midway_below_checksum() -> None:
+    flaky = FailsOnceMidRead()
+    data = os.urandom(10_000)
+    Checksum(flaky).write("db.dump", io.BytesIO(data))
+    stack = Logging(Retry(Checksum(flaky), wait_initial=0, wait_max=0, wait_jitter=0))
+    with capture_logs() as entries:
+        assert stack.verify("db.dump") == _sha256(data)
+    assert flaky.opened.count("db.dump") == 2  # the interrupted read, then the resumed one
+    reads = [e for e in entries if e.get("op") == "read"]
+    assert [(e["outcome"], e["bytes"], e["complete"]) for e in reads] == [("ok", len(data), True)]
+    assert [e["event"] for e in entries if e["event"].startswith("stamina")] == [
+        "stamina.retry_scheduled"
+    ]
+
+
+def test_verify_logs_a_corrupt_object_as_a_failed_read() -> None:
+    inner = MemoryBackend()
+    Checksum(inner).write("k", io.BytesIO(b"good data"))
+    inner.write("k", io.BytesIO(b"evil data"))
+    stack = Logging(Retry(Checksum(inner)))
+    with capture_logs() as entries, pytest.raises(SnapshotIntegrityError, match="'k' does not"):
+        stack.verify("k")
+    assert [(e["op"], e["outcome"], e["error"]) for e in entries] == [
+        ("read", "error", "SnapshotIntegrityError")
+    ]
+
+
+def test_verify_is_strict_through_the_stack_whatever_checksum_strict_says() -> None:
+    inner = MemoryBackend()
+    inner.write("k", io.BytesIO(b"no sidecar"))
+    stack = Logging(Checksum(inner, strict=False))
+    with capture_logs():
+        assert stack.read("k").read() == b"no sidecar"
+        with pytest.raises(SnapshotIntegrityError, match=r"sidecar 'k\.sha256' is missing"):
+            stack.verify("k")
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "options"),
+    [w for w in WRAPPERS if w[0] is not Checksum],
+    ids=[cls.__name__ for cls, _ in WRAPPERS if cls is not Checksum],
+)
+@pytest.mark.parametrize("bottom", [MemoryBackend, DictStorage])
+def test_verify_without_a_checksum_layer_is_a_capability_error(
+    wrapper: type[StorageWrapper], options: Options, bottom: type
+) -> None:
+    stack = wrapper(bottom(), **options)
+    with pytest.raises(SnapshotStorageCapabilityError) as raised:
+        stack.verify("k")
+    assert str(raised.value) == (
+        f"cannot verify 'k': {stack!r} has no Checksum layer, so nothing records the digests "
+        "to verify against; add django_snapshots.storage.Checksum to the stack"
+    )
+
+
+def test_verify_passes_the_stored_bytes_of_a_layer_that_changes_content_on_unread() -> None:
+    inner = MemoryBackend()
+    data = os.urandom(5000)
+    Xor(Prefix(Checksum(inner), "t"), key=0x5A).write("k", io.BytesIO(data))
+    stored = inner.read("t/k").read()
+    keyless = Xor(Prefix(Checksum(inner), "t"))  # cannot read, and needs not to
+    stack = Logging(keyless)
+    with capture_logs() as entries:
+        assert stack.verify("k") == _sha256(stored) != _sha256(data)
+    assert keyless._self_decoded == [0]
+    assert [(e["op"], e["bytes"], e["complete"]) for e in entries] == [("read", 5000, True)]
+    with pytest.raises(PermissionError):
+        stack.read("k")  # outside a verification it decodes, or refuses, as it always did
+    assert Xor(Checksum(inner), key=0x5A).read("t/k").read() == data
+
+
+def test_a_subclass_that_declares_it_changes_content_keeps_its_advanced_tier() -> None:
+    class Declared(Invert):
+        changes_content = True
+
+    inner = MemoryBackend()
+    stack = Declared(Checksum(inner))
+    assert isinstance(stack, AdvancedSnapshotStorage)
+    assert missing_intercepts(stack) == []
+    stack.write("k", io.BytesIO(b"abc"))
+    assert stack.read("k").read() == b"abc"
+    assert b"".join(stack.stream_read("k")) == b"abc"
+    assert stack.verify("k") == _sha256(bytes(b ^ 0xFF for b in b"abc"))
+    # The undeclared parent still decodes what a verification reads through it.
+    assert Invert(Checksum(inner)).verify("k") == _sha256(bytes(b ^ 0xFF for b in b"abc"))
 
 
 # Segment room: a bottom storage that limits one name's length.

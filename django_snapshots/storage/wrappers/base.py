@@ -32,7 +32,11 @@ any stack.  The machinery guarantees, for every wrapper:
   wrapped storage;
 - ``repr`` shows the whole stack, e.g. ``Logging(Prefix(MemoryBackend(), 'a'))``;
 - ``type(proxy)`` and ``proxy.__class__`` agree, so protocol checks look at
-  what the proxy offers, not at what the wrapped object offers.
+  what the proxy offers, not at what the wrapped object offers;
+- ``verify(key)`` works on every stack that holds a ``Checksum`` layer: it
+  reads the object through every layer above that layer, so the read is
+  audited, retried and traced like any other, without ever decoding content
+  (see :meth:`StorageWrapper.verify`).
 
 Wrapper instances hold configuration only, never per-call state, so one stack
 can serve many threads.
@@ -40,17 +44,23 @@ can serve many threads.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 from collections.abc import Callable, Iterable
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeGuard, TypeVar, cast
 
 import wrapt
 
-from django_snapshots.exceptions import SnapshotStoragePathError
+from django_snapshots.exceptions import (
+    SnapshotError,
+    SnapshotStorageCapabilityError,
+    SnapshotStoragePathError,
+)
 from django_snapshots.storage.keys import _show, validate_key, validate_prefix
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
+from django_snapshots.storage.streams import iter_chunks
 
 __all__ = [
     "ADVANCED_METHODS",
@@ -98,7 +108,7 @@ def passes_through(
         class AuditedBackend(MemoryBackend):
             @passes_through(keys=("path",))
             def size(self, path: str) -> int:
-                with self.read(path) as stream:
+                with cast(SnapshotStorage, self).read(path) as stream:
                     return len(stream.read())
 
 
@@ -194,12 +204,27 @@ class StorageWrapper(_Proxy):
 
     __wrapped__: SnapshotStorage
 
+    #: Whether the bytes this wrapper's ``read`` hands out differ from those
+    #: of the storage below, as ``Encrypt``'s and ``Compress``'s do.  While
+    #: :meth:`verify` reads through such a wrapper, its ``read`` and
+    #: ``stream_read`` hand out the bytes below as they are, keys mapped, so
+    #: that a verification never needs a key and never decodes anything.
+    #: ``False`` (the default) for wrappers that pass the bytes on unchanged
+    #: (``Logging``, ``Retry``, ``Prefix``, ``Telemetry``).
+    changes_content: ClassVar[bool] = False
+
+    # True for the Checksum layer, whose reads record the digest they checked
+    # for verify().
+    _checks_digests: ClassVar[bool] = False
+
     _basic_tier: ClassVar[type[StorageWrapper]]
     _advanced_tier: ClassVar[type[StorageWrapper] | None] = None
     _is_advanced_tier: ClassVar[bool] = False
 
     def __init_subclass__(cls, *, tier: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.changes_content:
+            _raw_while_verifying(cls)
         parent = cls.__mro__[1]
         if tier is None:
             # A subclass keeps the tier of its first base: a subclass of an
@@ -288,6 +313,44 @@ class StorageWrapper(_Proxy):
 
     def __init__(self, storage: SnapshotStorage, /) -> None:
         super().__init__(storage)  # type: ignore[call-arg]
+
+    def verify(self, path: str) -> str:
+        """Read *path* whole through this stack and return the hex digest
+        that the stack's ``Checksum`` layer checked it against, or raise
+        :class:`~django_snapshots.SnapshotIntegrityError` if it does not
+        match its sidecar or has none (whatever ``strict`` says).
+
+        The object is read through every layer above the ``Checksum`` layer,
+        with keys mapped as for ``read`` (``Prefix``), so a verification is
+        a read like any other: ``Logging`` logs it as a ``read`` entry,
+        ``Retry`` resumes it after a failure midway, ``Telemetry`` traces
+        it.  A layer that changes content (:attr:`changes_content`:
+        ``Encrypt``, ``Compress``) passes the stored bytes on as they are,
+        so a verification needs no key and decodes nothing: it checks what
+        ``sha256sum -c`` checks.  A stack without a ``Checksum`` layer
+        raises :class:`~django_snapshots.SnapshotStorageCapabilityError`
+        before any I/O, and so does a bad key.
+
+        .. versionadded:: 0.1
+        """
+        above, checksum = _layers_above_checksum(self, path)
+        key = path
+        for layer in above:
+            key = layer._self_storage_key(key)
+        verification = _Verification(frozenset(map(id, above)), checksum, key)
+        token = _VERIFICATION.set(verification)
+        try:
+            with cast(SnapshotStorage, self).read(path) as stream:
+                for _ in iter_chunks(stream):
+                    pass
+        finally:
+            _VERIFICATION.reset(token)
+        if verification.digest is None:
+            raise SnapshotError(
+                f"cannot verify {_show(path)}: the read through {self!r} did not reach "
+                "its Checksum layer's check"
+            )
+        return verification.digest
 
     if not TYPE_CHECKING:
         # Hidden from type checkers: they would take a __getattr__ as
@@ -403,6 +466,90 @@ class StorageWrapper(_Proxy):
         return []
 
 
+class _Verification:
+    """One call of :meth:`StorageWrapper.verify`: the layers it reads
+    through (by ``id``), the Checksum layer and the key it checks there, and
+    the digest that layer checked, once it has."""
+
+    __slots__ = ("checksum", "digest", "key", "layers")
+
+    def __init__(self, layers: frozenset[int], checksum: StorageWrapper, key: str) -> None:
+        self.layers = layers
+        self.checksum = checksum
+        self.key = key
+        self.digest: str | None = None
+
+
+# The verification under way in this thread or task, if any: layers that
+# change content hand out the bytes below as they are, and the Checksum layer
+# records what it checked.
+_VERIFICATION: contextvars.ContextVar[_Verification | None] = contextvars.ContextVar(
+    "django_snapshots_verification", default=None
+)
+
+
+def _verification_for(checksum: StorageWrapper, key: str) -> _Verification | None:
+    """The verification under way whose read reaches *checksum* for *key*, if any."""
+    verification = _VERIFICATION.get()
+    if verification is None or verification.checksum is not checksum or verification.key != key:
+        return None
+    return verification
+
+
+def _layers_above_checksum(
+    storage: StorageWrapper, path: str
+) -> tuple[list[StorageWrapper], StorageWrapper]:
+    """The layers of *storage* above its Checksum layer, outermost first,
+    and that layer; or raise if it has none."""
+    above: list[StorageWrapper] = []
+    layer: object = storage
+    while isinstance(layer, StorageWrapper):
+        if layer._checks_digests:
+            return above, layer
+        above.append(layer)
+        layer = layer.__wrapped__
+    raise SnapshotStorageCapabilityError(
+        f"cannot verify {_show(path)}: {storage!r} has no Checksum layer, so nothing records "
+        "the digests to verify against; add django_snapshots.storage.Checksum to the stack"
+    )
+
+
+def _raw_while_verifying(cls: type[StorageWrapper]) -> None:
+    """Make the ``read`` and ``stream_read`` of *cls*, its own or inherited,
+    hand out the bytes of the storage below, keys mapped, while a
+    verification reads through it: *cls* changes content, which a
+    verification never decodes."""
+    for name in ("read", "stream_read"):
+        method = getattr(cls, name, None)
+        if method is not None and not getattr(method, _RAW_WHILE_VERIFYING, False):
+            raw = _raw_read(method, name)
+            if name not in cls.__dict__:
+                # Still the method of the class that defined it, for the
+                # intercept check: ownership is what that check compares.
+                setattr(raw, _INHERITED, True)
+            setattr(cls, name, raw)
+
+
+_RAW_WHILE_VERIFYING = "__snapshots_raw_while_verifying__"
+_INHERITED = "__snapshots_inherited__"
+
+
+def _raw_read(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """*method*, the ``read`` or ``stream_read`` (*name*) of a wrapper that
+    changes content, reading the storage below directly while a
+    verification goes through that wrapper."""
+
+    @functools.wraps(method)
+    def read(self: StorageWrapper, path: str) -> Any:
+        verification = _VERIFICATION.get()
+        if verification is not None and id(self) in verification.layers:
+            return getattr(self.__wrapped__, name)(self._self_storage_key(path))
+        return method(self, path)
+
+    setattr(read, _RAW_WHILE_VERIFYING, True)
+    return read
+
+
 def _is_advanced_class(cls: object) -> TypeGuard[type[StorageWrapper]]:
     """Tell whether *cls* is a wrapper class of the advanced tier."""
     return isinstance(cls, type) and bool(cls.__dict__.get("_is_advanced_tier", False))
@@ -479,8 +626,16 @@ _COUNTERPARTS = {
 
 
 def _owner(cls: type, name: str) -> type | None:
-    """The class in *cls*'s MRO whose body defines *name*."""
-    return next((k for k in cls.__mro__ if name in vars(k)), None)
+    """The class in *cls*'s MRO whose body defines *name* (an inherited
+    method made raw while verifying stays its definer's)."""
+    return next(
+        (
+            k
+            for k in cls.__mro__
+            if name in vars(k) and not getattr(vars(k)[name], _INHERITED, False)
+        ),
+        None,
+    )
 
 
 def _mapped(wrapper: StorageWrapper, method: Callable[..., Any], declared: _PassThrough) -> Any:

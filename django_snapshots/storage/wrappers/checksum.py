@@ -100,7 +100,8 @@ from django_snapshots.storage.streams import (
 )
 from django_snapshots.storage.wrappers.base import (
     StorageWrapper,
-    passes_through,
+    _Verification,
+    _verification_for,
     validate_key_through,
 )
 
@@ -151,6 +152,8 @@ class Checksum(StorageWrapper):
     _self_strict: bool
     _self_locks: tuple[threading.Lock, ...]
 
+    _checks_digests = True
+
     if TYPE_CHECKING:
         # A type checker sees the tier through these overloads; at run time
         # StorageWrapper.__new__ picks the tier from the storage itself.  The
@@ -191,13 +194,16 @@ class Checksum(StorageWrapper):
 
     def read(self, path: str) -> IO[bytes]:
         """Open *path*; the stream raises on a digest mismatch before its last chunk."""
+        verification = _verification_for(self, path)
         with self._self_locked(path):
-            expected = self._self_expected(path, strict=self._self_strict)
+            expected = self._self_expected(
+                path, strict=verification is not None or self._self_strict
+            )
             stream = self.__wrapped__.read(path)
             if expected is None:
                 return stream
             chunks = _started(iter_chunks(stream), stream.close)
-        chunks = self._self_verified(path, expected, chunks, stream.close)
+        chunks = self._self_verified(path, expected, chunks, stream.close, verification)
         return buffered(ChunkReader(chunks))
 
     def write(self, path: str, content: IO[bytes]) -> None:
@@ -239,15 +245,16 @@ class Checksum(StorageWrapper):
         """
         return self._self_suffix
 
-    @passes_through(keys=("path",))
     def verify(self, path: str) -> str:
         """Read *path* whole and return its hex digest, or raise
         :class:`~django_snapshots.SnapshotIntegrityError` if it does not
         match its sidecar or has none (whatever *strict* says).
 
-        Wrappers above pass it on with *path* mapped as for their own
-        operations, so ``Prefix(Checksum(storage), "acme").verify("k")``
-        verifies ``acme/k``.
+        Every wrapper above offers ``verify`` too, and reads the object
+        through itself down to this layer, keys mapped as for ``read``: so
+        ``Logging(Prefix(Checksum(storage), "acme")).verify("k")`` verifies
+        ``acme/k`` and logs the read (see
+        :meth:`~django_snapshots.storage.wrappers.base.StorageWrapper.verify`).
 
         .. versionadded:: 0.1
         """
@@ -377,27 +384,38 @@ class Checksum(StorageWrapper):
         return digest.lower()
 
     def _self_verified(
-        self, path: str, expected: str, chunks: Iterator[bytes], close: Callable[[], object]
+        self,
+        path: str,
+        expected: str,
+        chunks: Iterator[bytes],
+        close: Callable[[], object],
+        verification: _Verification | None = None,
     ) -> Iterator[bytes]:
         """Pass *chunks* on, holding each back until the next one arrived, so
         that a mismatch is raised before the last chunk is handed out.
-        *close* releases the source, also when the result is closed unstarted."""
-        return _Closing(self._self_verifying(path, expected, chunks, close), close)
+        *close* releases the source, also when the result is closed
+        unstarted.  The digest is recorded in *verification* once it matched."""
+        return _Closing(self._self_verifying(path, expected, chunks, close, verification), close)
 
     def _self_verifying(
-        self, path: str, expected: str, chunks: Iterator[bytes], close: Callable[[], object]
+        self,
+        path: str,
+        expected: str,
+        chunks: Iterator[bytes],
+        close: Callable[[], object],
+        verification: _Verification | None,
     ) -> Generator[bytes, None, None]:
         with _Digest(self._self_algorithm) as digest:
             try:
                 pending = _next_chunk(chunks)
                 if pending is None:
-                    self._self_check(path, expected, digest.hexdigest())
+                    self._self_check(path, expected, digest.hexdigest(), verification)
                     return
                 digest.update(pending)
                 while True:
                     following = _next_chunk(chunks)
                     if following is None:
-                        self._self_check(path, expected, digest.hexdigest())
+                        self._self_check(path, expected, digest.hexdigest(), verification)
                         yield pending
                         return
                     # Hashed in the worker while the consumer takes *pending*.
@@ -407,13 +425,17 @@ class Checksum(StorageWrapper):
             finally:
                 close()
 
-    def _self_check(self, path: str, expected: str, actual: str) -> None:
+    def _self_check(
+        self, path: str, expected: str, actual: str, verification: _Verification | None = None
+    ) -> None:
         if actual != expected:
             raise SnapshotIntegrityError(
                 f"{path!r} does not match its checksum: expected {self._self_algorithm} "
                 f"{expected}, got {actual} (the data is corrupt, or was replaced without "
                 "its sidecar)"
             )
+        if verification is not None:
+            verification.digest = expected
 
 
 class AdvancedChecksum(Checksum, tier="advanced"):
@@ -426,14 +448,17 @@ class AdvancedChecksum(Checksum, tier="advanced"):
 
     def stream_read(self, path: str) -> Iterator[bytes]:
         """Yield the chunks of *path*, raising on a digest mismatch before the last one."""
+        verification = _verification_for(self, path)
         with self._self_locked(path):
-            expected = self._self_expected(path, strict=self._self_strict)
+            expected = self._self_expected(
+                path, strict=verification is not None or self._self_strict
+            )
             chunks = iter(self.__wrapped__.stream_read(path))
             if expected is None:
                 return chunks
             close = getattr(chunks, "close", _nothing)
             chunks = _started(chunks, close)
-        return self._self_verified(path, expected, chunks, close)
+        return self._self_verified(path, expected, chunks, close, verification)
 
     def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
         """Store *chunks* at *path*, then their digest in the sidecar."""
