@@ -18,6 +18,7 @@ from django_snapshots.storage.wrappers import (
     Prefix,
     Retry,
     StorageWrapper,
+    Telemetry,
     passes_through,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "Retry",
     "SnapshotStorage",
     "StorageWrapper",
+    "Telemetry",
     "passes_through",
     "requires_advanced_storage",
 ]

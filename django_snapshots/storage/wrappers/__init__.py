@@ -7,6 +7,7 @@ from django_snapshots.storage.wrappers.encrypt import Encrypt
 from django_snapshots.storage.wrappers.logging import Logging
 from django_snapshots.storage.wrappers.prefix import Prefix
 from django_snapshots.storage.wrappers.retry import Retry
+from django_snapshots.storage.wrappers.telemetry import Telemetry
 
 __all__ = [
     "Checksum",
@@ -16,5 +17,6 @@ __all__ = [
     "Prefix",
     "Retry",
     "StorageWrapper",
+    "Telemetry",
     "passes_through",
 ]

@@ -6,7 +6,7 @@ storage operation.
     >>> from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     >>> from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     >>> from django_snapshots.storage import MemoryBackend
-    >>> from django_snapshots.storage.wrappers.telemetry import Telemetry
+    >>> from django_snapshots.storage import Telemetry
     >>> exporter = InMemorySpanExporter()
     >>> provider = TracerProvider()
     >>> provider.add_span_processor(SimpleSpanProcessor(exporter))
