@@ -15,9 +15,10 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, MutableMapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -25,16 +26,24 @@ from django_snapshots.exceptions import SnapshotIntegrityError, SnapshotStorageC
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, requires_advanced_storage
 from django_snapshots.storage.streams import CHUNK_SIZE
 
-if TYPE_CHECKING:
-    from django_snapshots._cli import Console
-
-__all__ = ["ARTIFACT_SIZE", "run_demo"]
+__all__ = ["ARTIFACT_SIZE", "Console", "run_demo"]
 
 #: Size of the generated artifact the tour streams through the stack.
 ARTIFACT_SIZE = 32 * CHUNK_SIZE
 
 _KEY = "db/2026-11-26.dump"
 _TENANT = "tenant-a"
+
+
+class Console(Protocol):
+    """What the tour prints through: the command line's console offers it.
+    Declared here so that the tour depends on nothing above it."""
+
+    def print(self, text: str = "") -> None: ...
+
+    def print_during_progress(self, text: str = "") -> None: ...
+
+    def progress(self, *, total: int | None, desc: str) -> AbstractContextManager[Any]: ...
 
 
 def run_demo(console: Console) -> None:

@@ -3,6 +3,7 @@ configured stack, run through ``call_command``, and its errors."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import os
@@ -20,6 +21,7 @@ from django.core.files.storage import FileSystemStorage
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
+from structlog.testing import capture_logs
 
 from django_snapshots.storage import (
     Checksum,
@@ -31,6 +33,7 @@ from django_snapshots.storage import (
     MemoryBackend,
     Prefix,
     RcloneBackend,
+    Retry,
 )
 from django_snapshots.storage.streams import CHUNK_SIZE
 from django_snapshots.testing import Chaos
@@ -319,6 +322,65 @@ def test_verify_goes_through_a_checksum_layer_inside_the_stack(tmp_path: Path) -
     flip_byte(tmp_path / "tenant-a" / "db" / "a.dump", offset=0)
     with override_settings(SNAPSHOTS={"STORAGE": stack}):
         assert fails("verify") == "1 of 1 object failed verification"
+
+
+class DropsFirstRead(LocalFileSystemBackend):
+    """Drops the connection after 100 bytes of the first read of each
+    object (its checksum sidecar is read whole)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.opened: list[str] = []
+
+    def read(self, path: str) -> Any:
+        stream = super().read(path)
+        if path.endswith(".sha256"):
+            return stream
+        self.opened.append(path)
+        if self.opened.count(path) > 1:
+            return stream
+        head = stream.read(100)
+        stream.close()
+
+        def chunks() -> Iterator[bytes]:
+            yield head
+            raise ConnectionResetError("connection reset by peer")
+
+        return io.BufferedReader(_ChunksReader(chunks()))
+
+    def stream_read(self, path: str) -> Iterator[bytes]:
+        with self.read(path) as stream:
+            while chunk := stream.read(100):
+                yield chunk
+
+
+class _ChunksReader(io.RawIOBase):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = next(self._chunks, b"")
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def test_verify_reads_each_object_through_the_stack_logged_and_retried(tmp_path: Path) -> None:
+    flaky = DropsFirstRead(tmp_path)
+    data = {"db/a.dump": os.urandom(1000), "db/b.dump": os.urandom(2000)}
+    for key, content in data.items():
+        Checksum(flaky).write(key, io.BytesIO(content))
+    stack = Logging(Retry(Checksum(flaky), wait_initial=0, wait_max=0, wait_jitter=0))
+    with override_settings(SNAPSHOTS={"STORAGE": stack}), capture_logs() as entries:
+        assert snapshots("verify") == "verified 2 objects: all intact\n"
+    assert sorted(flaky.opened) == ["db/a.dump"] * 2 + ["db/b.dump"] * 2  # each one resumed
+    reads = [e for e in entries if e["event"] == "snapshots.storage.read"]
+    assert [(e["path"], e["outcome"], e["bytes"], e["complete"]) for e in reads] == [
+        ("db/a.dump", "ok", 1000, True),
+        ("db/b.dump", "ok", 2000, True),
+    ]
 
 
 def test_verify_without_a_checksum_layer_is_a_clear_error() -> None:
@@ -850,3 +912,77 @@ def test_manage_py_keeps_log_lines_off_standard_output(tmp_path: Path) -> None:
     listed = _manage(project, "snapshots", "ls")
     assert listed.stdout == "a.bin\n"
     assert "snapshots.storage.list" in listed.stderr
+
+
+# The import graph
+
+
+def _imports_of_the_package() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Map each module of django_snapshots to the modules of the package it
+    imports at module level (a ``TYPE_CHECKING`` block included), and to
+    those it imports inside functions."""
+    import django_snapshots
+
+    root = Path(django_snapshots.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    top: dict[str, set[str]] = {name: set() for name in modules}
+    inner: dict[str, set[str]] = {name: set() for name in modules}
+
+    def targets(node: ast.Import | ast.ImportFrom, name: str) -> Iterator[str]:
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+            return
+        base = node.module or ""
+        if node.level:
+            package = (
+                name.split(".") if modules[name].name == "__init__.py" else name.split(".")[:-1]
+            )
+            anchor = package[: len(package) - node.level + 1]
+            base = ".".join(anchor + ([node.module] if node.module else []))
+        for alias in node.names:
+            full = f"{base}.{alias.name}"
+            yield full if full in modules else base
+
+    def visit(node: ast.AST, name: str, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                found = {t for t in targets(child, name) if t in modules and t != name}
+                (inner if in_function else top)[name] |= found
+            nested = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            visit(child, name, in_function or nested)
+
+    for name, path in modules.items():
+        visit(ast.parse(path.read_text(encoding="utf-8")), name, False)
+    return top, inner
+
+
+def test_the_package_imports_form_no_cycle() -> None:
+    top, inner = _imports_of_the_package()
+    assert top["django_snapshots._cli"] >= {"django_snapshots._inspect"}  # the walk sees imports
+    assert "django_snapshots._demo" in inner["django_snapshots._cli"]  # the demo subcommand's
+    # No two modules import each other, wherever the imports are.
+    pairs = {
+        tuple(sorted((a, b))) for a in top for b in top[a] | inner[a] if a in top[b] | inner[b]
+    }
+    assert not pairs
+    # And the module-level imports, which run when a module is loaded, form
+    # no cycle of any length.
+    done: set[str] = set()
+
+    def walk(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = [*path[path.index(name) :], name]
+            pytest.fail(f"import cycle: {' -> '.join(cycle)}")
+        if name in done:
+            return
+        for imported in sorted(top[name]):
+            walk(imported, [*path, name])
+        done.add(name)
+
+    for name in sorted(top):
+        walk(name, [])
