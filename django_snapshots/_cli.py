@@ -187,7 +187,9 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     sync.add_argument("src_prefix", metavar="SRC_PREFIX", help="e.g. daily/")
     sync.add_argument("dst_prefix", metavar="DST_PREFIX", help="e.g. mirror/daily/")
     verify = add("verify", "Check stored objects against their digests",
-                 "Reads every object under PREFIX through the stack's Checksum layer, prints "
+                 "Reads every object under PREFIX through the stack down to its Checksum layer "
+                 "(logged and retried like any read; Encrypt and Compress hand the stored bytes "
+                 "on as they are, so no key is needed), prints "
                  "each one that fails, and each checksum sidecar whose object is missing, and "
                  "exits non-zero if any does, or if there is nothing to verify (unless "
                  f"--allow-empty).  Keys under {PROBE_PREFIX!r} are verified only when PREFIX "
