@@ -1060,3 +1060,19 @@ def test_a_file_for_hundreds_of_recipients_still_reads_back() -> None:
     assert len(inner.read("k").read()) > len(data) + 50_000  # a 50 KiB header
     assert storage.read("k").read() == data
     assert b"".join(storage.stream_read("k")) == data
+
+
+def test_verify_through_a_write_only_stack_checks_the_ciphertext_without_a_key() -> None:
+    key = pyrage.x25519.Identity.generate()
+    inner = MemoryBackend()
+    writer = Encrypt(Checksum(inner), recipients=[str(key.to_public())])
+    writer.write("k", io.BytesIO(noise(3 * CHUNK)))
+    stored = inner.read("k").read()
+    with capture_logs() as entries:
+        digest = Logging(writer).verify("k")
+    assert digest == hashlib.sha256(stored).hexdigest()
+    (entry,) = [e for e in entries if e["op"] == "read"]
+    assert (entry["bytes"], entry["complete"]) == (len(stored), True)
+    inner.write("k", io.BytesIO(stored[:-1] + bytes([stored[-1] ^ 1])))
+    with pytest.raises(SnapshotIntegrityError):
+        writer.verify("k")

@@ -115,6 +115,9 @@ class Compress(StorageWrapper):
     .. versionadded:: 0.1
     """
 
+    # A verification reads the compressed bytes that Checksum below digested.
+    changes_content = True
+
     _self_level: int
     _self_threads: int
 

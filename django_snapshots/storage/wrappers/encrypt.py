@@ -127,6 +127,10 @@ class Encrypt(StorageWrapper):
     .. versionadded:: 0.1
     """
 
+    # A verification reads the ciphertext that Checksum below digested: it
+    # needs no identity and decrypts nothing.
+    changes_content = True
+
     _self_recipients: tuple[Any, ...]
     _self_identities: tuple[Any, ...]
 
