@@ -627,6 +627,22 @@ def test_validate_key_through_refuses_a_segment_longer_than_the_bottom_allows() 
         validate_key_through(stack, "\u00e9" * 7)  # 14 bytes in 7 characters
 
 
+class ShortKeys(MemoryBackend):
+    max_key_bytes = 20
+
+
+def test_validate_key_through_refuses_a_key_longer_than_the_bottom_holds() -> None:
+    stack = Logging(Prefix(ShortKeys(), "tenant"))
+    assert validate_key_through(stack, "k" * 13) == "tenant/" + "k" * 13
+    with pytest.raises(SnapshotStoragePathError, match="21 UTF-8 bytes long, more than the 20"):
+        validate_key_through(stack, "k" * 14)
+    # Checksum stores nothing it could not give a sidecar.
+    inner = ShortKeys()
+    with pytest.raises(SnapshotStoragePathError, match="too long for its checksum sidecar"):
+        Checksum(inner).write("k" * 14, io.BytesIO(b"lost"))
+    assert inner.list("") == []
+
+
 def test_checksum_refuses_a_key_whose_sidecar_name_would_be_too_long_before_any_io() -> None:
     inner = ShortNames()
     storage = Checksum(inner)

@@ -563,7 +563,9 @@ def validate_key_through(storage: object, key: str) -> str:
 
     A layer that stores extra keys of its own (``Checksum``'s sidecars) uses
     it to refuse a key up front rather than after its data was written.  A
-    bottom storage may limit the length of each ``/``-separated segment by
+    bottom storage may hold shorter keys than the key rules allow, declared
+    by an attribute ``max_key_bytes`` (an object store under a URL prefix),
+    and may limit the length of each ``/``-separated segment by
     an attribute ``max_segment_bytes`` (an int; ``None`` or absent means no
     limit beyond the key rules), such as a file system's 255-byte names: a
     longer segment is refused here too.
@@ -574,6 +576,12 @@ def validate_key_through(storage: object, key: str) -> str:
         key = storage._self_storage_key(key)
         storage = storage.__wrapped__
     validate_key(key)
+    room = getattr(storage, "max_key_bytes", None)
+    if isinstance(room, int) and len(key) * 4 > room and len(key.encode()) > room:
+        raise SnapshotStoragePathError(
+            f"invalid key {_show(key)}: is {len(key.encode())} UTF-8 bytes long, more than "
+            f"the {room} that {type(storage).__name__} holds"
+        )
     limit = getattr(storage, "max_segment_bytes", None)
     if isinstance(limit, int) and len(key) * 4 > limit:
         for segment in key.split("/"):
