@@ -45,6 +45,7 @@ from django_snapshots.exceptions import SnapshotError
 from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
 from django_snapshots.storage.protocols import requires_advanced_storage
 from django_snapshots.storage.streams import ObservedReader, iter_chunks
+from django_snapshots.storage.wrappers.base import StorageWrapper
 
 __all__ = ["CommandFailed", "Console", "add_program_options", "add_subcommands", "run"]
 
@@ -76,6 +77,8 @@ class Console:
     stdin: IO[bytes] | None = None
 
     def print(self, text: str = "") -> None:
+        if self.out is None:  # standard output closed (``>&-``): a status line goes nowhere
+            return
         self.out.write(text + "\n")
 
     def print_during_progress(self, text: str = "") -> None:
@@ -92,6 +95,8 @@ class Console:
         )  # fmt: skip
 
     def binary_out(self) -> IO[bytes]:
+        if self.out is None:
+            raise CommandFailed("standard output is closed; give a file as DEST")
         buffer = getattr(self.out, "buffer", None)
         if buffer is None:
             raise CommandFailed("this output stream does not accept bytes; give a file as DEST")
@@ -258,6 +263,8 @@ def _check(options: dict[str, Any], console: Console) -> None:
 
 def _ls(options: dict[str, Any], console: Console) -> None:
     prefix = validate_prefix(options["prefix"])
+    if console.out is None:
+        raise CommandFailed("standard output is closed: there is nowhere to list the keys")
     for key in _without_probes(get_storage().list(prefix), prefix):
         console.print(key)
 
@@ -288,6 +295,8 @@ def _get(options: dict[str, Any], console: Console) -> None:
         basename = key.rsplit("/", 1)[-1]
         target = _Destination.resolve(dest, basename, force=options.get("force", False))
     storage = get_storage()
+    if target is not None:
+        _refuse_a_destination_inside_the_store(target, storage)
     try:
         stream = storage.read(key)
     except FileNotFoundError:
@@ -673,6 +682,33 @@ def _standard_output_for_data_only(console: Console) -> Iterator[Console]:
             os.dup2(data_fd, 1)
         with contextlib.suppress(OSError):
             data.close()
+
+
+def _refuse_a_destination_inside_the_store(target: _Destination, storage: object) -> None:
+    """Refuse to write ``get``'s output into the directory the stack stores
+    in: ``get db/b.dump snapshots/db/a.dump --force`` would replace another
+    backup, or its checksum sidecar, behind every layer's back."""
+    where = Path(os.path.realpath(target.path.parent)) / target.path.name
+    for location in _store_directories(storage):
+        if where == location or location in where.parents:
+            raise CommandFailed(
+                f"cannot write {target.shown!r}: it is inside the storage's own directory "
+                f"{str(location)!r}; write the copy somewhere else"
+            )
+
+
+def _store_directories(storage: object) -> list[Path]:
+    """The local directories the bottom storage of *storage* keeps its objects in."""
+    while isinstance(storage, StorageWrapper):
+        storage = storage.__wrapped__
+    candidates = [getattr(storage, "location", None)]
+    django_storage = getattr(storage, "storage", None)  # DjangoStorageBackend
+    candidates.append(getattr(django_storage, "location", None))
+    return [
+        Path(os.path.realpath(candidate))
+        for candidate in candidates
+        if isinstance(candidate, (str, os.PathLike)) and os.path.isabs(candidate)
+    ]
 
 
 def _names_standard_output(dest: str) -> bool:

@@ -986,3 +986,28 @@ def test_the_package_imports_form_no_cycle() -> None:
 
     for name in sorted(top):
         walk(name, [])
+
+
+@pytest.mark.parametrize("target", ["db/a.dump", "db/a.dump.sha256", "db/new.copy", "."])
+def test_get_never_writes_into_the_storage_s_own_directory(
+    storage: Any, root: Path, target: str
+) -> None:
+    storage.write("db/a.dump", io.BytesIO(b"backup a"))
+    storage.write("db/b.dump", io.BytesIO(b"backup b"))
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    destination = root / target
+    message = fails("get", "--force", "db/b.dump", str(destination))
+    assert "inside the storage's own directory" in message
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert storage.read("db/a.dump").read() == b"backup a"
+
+
+def test_get_into_the_store_through_a_symbolic_link_is_refused_too(
+    storage: Any, root: Path, tmp_path: Path
+) -> None:
+    storage.write("db/a.dump", io.BytesIO(b"backup a"))
+    storage.write("db/b.dump", io.BytesIO(b"backup b"))
+    (tmp_path / "alias").symlink_to(root / "db")
+    message = fails("get", "--force", "db/b.dump", str(tmp_path / "alias" / "a.dump"))
+    assert "inside the storage's own directory" in message
+    assert storage.read("db/a.dump").read() == b"backup a"
