@@ -70,6 +70,7 @@ object) is raised by the read that reaches the damage, never turned into data.
 from __future__ import annotations
 
 import io
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -289,6 +290,53 @@ _NO_TIMES = (
 )
 
 
+def _deconstruct_without_secrets(
+    deconstruct: Callable[[Any], tuple[str, tuple[Any, ...], dict[str, Any]]],
+) -> Callable[[Any], tuple[str, tuple[Any, ...], dict[str, Any]]]:
+    """Wrap the ``deconstruct`` that ``@deconstructible`` gives, so that stack
+    data holding credentials is refused rather than written into a migration
+    file, and from there into version control."""
+
+    def checked(self: Any) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        path, args, kwargs = deconstruct(self)
+        secret = _secret_option([args, kwargs])
+        if secret is not None:
+            raise ValueError(
+                f"SnapshotFileStorage cannot be written into a migration: its stack data has "
+                f"an option {secret!r} that may hold a credential, which the migration file "
+                "would keep in version control; configure the stack in SNAPSHOTS and pass "
+                "no storage (prefix= may stay), or give the FileField a callable that "
+                "returns the storage"
+            )
+        return path, args, kwargs
+
+    return checked
+
+
+# Option names whose values are credentials or secret keys.
+_SECRET_NAME = re.compile(
+    r"secret|password|passwd|token|credential|identit|private|session|sas|service_account",
+    re.IGNORECASE,
+)
+
+
+def _secret_option(value: object) -> str | None:
+    """The first mapping key under *value* that names a secret, if any."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and _SECRET_NAME.search(key):
+                return key
+            found = _secret_option(item)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            found = _secret_option(item)
+            if found is not None:
+                return found
+    return None
+
+
 class SnapshotFile(_BinaryFile):
     """A file of a :class:`SnapshotFileStorage`, open for reading.
 
@@ -345,7 +393,9 @@ class _ObjectReader(io.RawIOBase):
         self._position = 0  # where the caller is
         self._offset = 0  # where the source is (short of _position past the end)
         self._size: int | None = None
-        # Once reopening the object failed, every later call raises it again.
+        # Once reading, skipping or reopening failed, every later call raises
+        # it again: a position that is no longer known must never read as
+        # the end of the object.
         self._failure: BaseException | None = None
 
     def readable(self) -> bool:
@@ -363,7 +413,11 @@ class _ObjectReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if not view or self._position != self._offset:
             return 0  # past the end
-        n = _read_into(self._source, view)
+        try:
+            n = _read_into(self._source, view)
+        except BaseException as exc:
+            self._failure = exc
+            raise
         if not n:
             self._size = self._offset
         self._offset += n
@@ -382,15 +436,15 @@ class _ObjectReader(io.RawIOBase):
             raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
         if target < 0:
             raise ValueError(f"negative seek position {target}")
-        if target < self._offset:
-            self._source.close()
-            self._offset = self._position = 0
-            try:
+        try:
+            if target < self._offset:
+                self._source.close()
+                self._offset = self._position = 0
                 self._source = self._read()
-            except BaseException as exc:
-                self._failure = exc
-                raise
-        self._skip(target - self._offset)
+            self._skip(target - self._offset)
+        except BaseException as exc:
+            self._failure = exc
+            raise
         self._position = target
         return target
 
@@ -436,6 +490,50 @@ class _Buffered(io.BufferedReader):
 
     def __init__(self, raw: _ObjectReader) -> None:
         super().__init__(raw, buffer_size=CHUNK_SIZE)
+        self._seek_failure: BaseException | None = None
+
+    # A seek that failed leaves the buffer of the old position in place: it
+    # must not be handed out as if it were at the new one.
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_seek()
+        try:
+            return super().seek(offset, whence)
+        except BaseException as exc:
+            self._seek_failure = exc
+            raise
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._check_seek()
+        return super().read(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        self._check_seek()
+        return super().read1(size)
+
+    def readinto(self, buffer: Any) -> int:
+        self._check_seek()
+        return super().readinto(buffer)
+
+    def readinto1(self, buffer: Any) -> int:
+        self._check_seek()
+        return super().readinto1(buffer)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        self._check_seek()
+        return super().readline(size)
+
+    def peek(self, size: int = 0) -> bytes:
+        self._check_seek()
+        return super().peek(size)
+
+    def __next__(self) -> bytes:
+        self._check_seek()
+        return super().__next__()
+
+    def _check_seek(self) -> None:
+        if self._seek_failure is not None:
+            raise self._seek_failure
 
 
 class _Content(ReadableStream):
@@ -536,3 +634,9 @@ def _count(source: IO[bytes]) -> int:
     while n := _read_into(source, buffer):
         total += n
     return total
+
+
+# @deconstructible sets ``deconstruct`` on the class, over any of the class body.
+SnapshotFileStorage.deconstruct = _deconstruct_without_secrets(  # type: ignore[attr-defined]
+    SnapshotFileStorage.deconstruct  # type: ignore[attr-defined]
+)

@@ -838,3 +838,55 @@ def _tmp() -> Path:
     import tempfile
 
     return Path(tempfile.mkdtemp(prefix="test-files-"))
+
+
+# A failed seek never turns into a clean end, and secrets never reach migrations.
+
+
+def _corrupt_stack() -> tuple[SnapshotFileStorage, MemoryBackend]:
+    inner = MemoryBackend()
+    files = SnapshotFileStorage(storage=Checksum(inner))
+    files.save("d.dump", ContentFile(b"A" * 3 * CHUNK_SIZE))
+    inner.write("d.dump", io.BytesIO(b"B" * 3 * CHUNK_SIZE))  # the sidecar stays
+    return files, inner
+
+
+def test_reading_after_a_failed_forward_seek_raises_again() -> None:
+    files, _ = _corrupt_stack()
+    with files.open("d.dump") as file:
+        with pytest.raises(SnapshotIntegrityError):
+            file.seek(4 * CHUNK_SIZE)
+        for read in (file.read, lambda: file.read(10), file.readline):
+            with pytest.raises(SnapshotIntegrityError):
+                read()
+
+
+def test_a_failed_seek_never_hands_out_the_old_buffer() -> None:
+    files, _ = _corrupt_stack()
+    with files.open("d.dump") as file:
+        assert file.read(10) == b"B" * 10  # handed out as it streams, checked at the end
+        with pytest.raises(SnapshotIntegrityError):
+            file.seek(4 * CHUNK_SIZE)
+        with pytest.raises(SnapshotIntegrityError):
+            file.read()
+        with pytest.raises(SnapshotIntegrityError):
+            file.seek(0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"config": {"secret_access_key": "s3cr3t"}},
+        {"identities": ["AGE-SECRET-KEY-1..."]},
+        {"config": {"sas_key": "sig"}},
+        {"password": "hunter2"},
+    ],
+)
+def test_stack_data_with_credentials_is_never_written_into_a_migration(
+    options: dict[str, Any],
+) -> None:
+    data = {"BACKEND": LOCAL, "OPTIONS": options}
+    field = models.FileField(storage=SnapshotFileStorage(storage=data))
+    with pytest.raises(ValueError, match="may hold a credential") as raised:
+        MigrationWriter.serialize(field)
+    assert all(str(value) not in str(raised.value) for value in options.values())
