@@ -93,6 +93,7 @@ from django_snapshots.storage.protocols import AdvancedSnapshotStorage, Snapshot
 from django_snapshots.storage.streams import (
     ChunkReader,
     ReadableStream,
+    StickyChunks,
     _start_of,
     buffered,
     check_binary_content,
@@ -630,32 +631,19 @@ class _HashingReader(ReadableStream):
         return offset
 
 
-class _Closing(Iterator[bytes]):
-    """*chunks*, with a ``close`` that also runs *close* (a generator closed
-    before it started never runs its ``finally``), staying failed once it
-    raised."""
+class _Closing(StickyChunks):
+    """*chunks*, staying failed once they raised (a generator that raised
+    would end the iteration next time, as if the object were complete and
+    verified), with a ``close`` that also runs *close* (a generator closed
+    before it started never runs its ``finally``)."""
 
     def __init__(self, chunks: Generator[bytes, None, None], close: Callable[[], object]) -> None:
-        self._chunks = chunks
+        super().__init__(chunks)
         self._close = close
-        self._failure: BaseException | None = None
-
-    def __next__(self) -> bytes:
-        if self._failure is not None:
-            # A generator that raised would end the iteration next time, as
-            # if the object were complete and verified.
-            raise self._failure
-        try:
-            return next(self._chunks)
-        except StopIteration:
-            raise
-        except BaseException as exc:
-            self._failure = exc
-            raise
 
     def close(self) -> None:
         try:
-            self._chunks.close()
+            super().close()
         finally:
             self._close()
 
