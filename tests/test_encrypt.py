@@ -1076,3 +1076,28 @@ def test_verify_through_a_write_only_stack_checks_the_ciphertext_without_a_key()
     inner.write("k", io.BytesIO(stored[:-1] + bytes([stored[-1] ^ 1])))
     with pytest.raises(SnapshotIntegrityError):
         writer.verify("k")
+
+
+def test_the_documented_restore_pipeline_opens_a_compressed_encrypted_object(
+    tmp_path: Path,
+) -> None:
+    # Compress(Encrypt(Checksum(Local))) stores an age file of a zstd frame;
+    # "age -d | zstd -d" is done here by independent implementations: the
+    # age decoder written from the specification, and zstandard.
+    import zstandard
+
+    from django_snapshots.storage import Compress
+
+    key = SpecKey()
+    data = noise(3 * CHUNK + 11) + b"\n" * 70_000
+    stack = Compress(
+        Encrypt(Checksum(LocalFileSystemBackend(tmp_path)), recipients=[key.recipient])
+    )
+    stack.write("db/latest.dump", io.BytesIO(data))
+    stored = (tmp_path / "db" / "latest.dump").read_bytes()
+    frame = spec_decrypt(stored, key)
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(frame) == data
+    check = subprocess.run(
+        ["sha256sum", "-c", "latest.dump.sha256"], cwd=tmp_path / "db", capture_output=True
+    )
+    assert check.returncode == 0, check.stdout
