@@ -348,6 +348,165 @@ def test_a_writer_killed_mid_upload_leaves_no_visible_object(s3_bucket: S3Bucket
 
 
 # --------------------------------------------------------------------------
+# Listings past what other tools store
+
+
+def put_raw(bucket: S3Bucket, key: str, body: bytes = b"") -> None:
+    bucket.server.client().put_object(Bucket=bucket.name, Key=key, Body=body)
+
+
+@pytest.fixture
+def folder_markers(s3_bucket: S3Bucket) -> S3Bucket:
+    """Objects of a bucket that the S3 console's "Create folder" and other
+    tools also wrote to: zero-byte "dir/" markers, one with objects below
+    it, one above an object of the same name, next to a real empty object."""
+    put_raw(s3_bucket, "backups/src/archive/")
+    put_raw(s3_bucket, "backups/src/db/")
+    put_raw(s3_bucket, "backups/src/db/good.dump", b"dump")
+    put_raw(s3_bucket, "backups/src/both", b"data")
+    put_raw(s3_bucket, "backups/src/both/")
+    put_raw(s3_bucket, "backups/src/empty")
+    return s3_bucket
+
+
+def test_folder_markers_are_never_listed_as_keys(folder_markers: S3Bucket) -> None:
+    storage = s3_backend(folder_markers)
+    keys = ["src/both", "src/db/good.dump", "src/empty"]
+    assert storage.list("src/") == keys
+    assert storage.recursive_list("src/") == keys
+    assert storage.list("") == keys
+    assert storage.list("src/a") == []
+    assert not storage.exists("src/archive")
+    with pytest.raises(FileNotFoundError):
+        storage.read("src/archive")
+    assert storage.exists("src/empty")
+    with storage.read("src/empty") as file:
+        assert file.read() == b""
+
+
+def test_sync_mirrors_past_folder_markers_and_then_copies_nothing(
+    folder_markers: S3Bucket,
+) -> None:
+    storage = s3_backend(folder_markers)
+    storage.sync("src/", "dst/")
+    assert storage.list("dst/") == ["dst/both", "dst/db/good.dump", "dst/empty"]
+    with storage.read("dst/both") as file:
+        assert file.read() == b"data"
+    client = folder_markers.server.client()
+
+    def modified() -> list[object]:
+        return [
+            client.head_object(Bucket=folder_markers.name, Key="backups/" + key)["LastModified"]
+            for key in storage.list("dst/")
+        ]
+
+    first = modified()
+    time.sleep(1.1)  # S3 times have one-second resolution
+    storage.sync("src/", "dst/")
+    assert modified() == first
+
+
+def test_sync_reports_a_listed_object_it_cannot_read_as_permanent(s3_bucket: S3Bucket) -> None:
+    # A "folder marker" holding bytes is listed under the name without its
+    # slash, where no object can be read: no later run could copy it.
+    put_raw(s3_bucket, "backups/src/good", b"good")
+    put_raw(s3_bucket, "backups/src/odd/", b"bytes")
+    storage = s3_backend(s3_bucket)
+    with pytest.raises(SnapshotStorageError, match=r"'src/odd' is listed but") as caught:
+        storage.sync("src/", "dst/")
+    assert not caught.value.transient
+
+
+def test_sync_reports_an_object_deleted_while_being_copied_as_transient(
+    s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = s3_backend(s3_bucket)
+    storage.write("src/a", io.BytesIO(b"a"))
+    storage.write("src/b", io.BytesIO(b"b"))
+    copy = storage._copy
+
+    def copy_after_a_deletion(src: str, dst: str, size: int) -> None:
+        storage.delete(src)  # another process prunes the source meanwhile
+        copy(src, dst, size)
+
+    monkeypatch.setattr(storage, "_copy", copy_after_a_deletion)
+    with pytest.raises(SnapshotStorageError, match=r"'src/a' was deleted while") as caught:
+        storage.sync("src/", "dst/")
+    assert caught.value.transient
+    monkeypatch.undo()
+    storage.sync("src/", "dst/")
+    assert storage.list("dst/") == ["dst/b"]
+
+
+ODD_NAMES = ["src//double", "src/a/./b", "src/a/../b", "src/tab\tkey", "src/dir\x01/x"]
+
+
+@pytest.mark.parametrize("odd", ODD_NAMES)
+def test_an_object_obstore_cannot_list_is_named_in_a_permanent_error(
+    s3_bucket: S3Bucket, odd: str
+) -> None:
+    storage = s3_backend(s3_bucket)
+    storage.write("src/good", io.BytesIO(b"good"))
+    storage.write("other/good", io.BytesIO(b"good"))
+    put_raw(s3_bucket, "backups/" + odd, b"odd")
+    for operation in (
+        lambda: storage.list("src/"),
+        lambda: storage.recursive_list(""),
+        lambda: storage.sync("src/", "dst/"),
+    ):
+        with pytest.raises(SnapshotStorageError) as caught:
+            operation()
+        message = str(caught.value)
+        assert repr("backups/" + odd) in message  # the full object name, escaped
+        assert f"bucket {s3_bucket.name!r}" in message
+        assert "remove it" in message
+        assert not caught.value.transient
+    assert storage.list("other/") == ["other/good"]  # other directories still list
+    assert stored_on_s3(s3_bucket) == sorted(["backups/other/good", "backups/src/good",
+                                              "backups/" + odd])  # fmt: skip
+
+
+LOCAL_ODD_NAMES = ["bad\tname", "db/bad\nname", "ctl\x01dir/x.dump", "back\\slash"]
+
+
+def test_files_whose_names_are_no_keys_are_skipped_in_a_local_directory(tmp_path: Path) -> None:
+    storage = local_backend(tmp_path / "store")
+    storage.write("db/good.dump", io.BytesIO(b"good"))
+    storage.write("top", io.BytesIO(b"top"))
+    for name in LOCAL_ODD_NAMES:
+        path = tmp_path / "store" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"odd")
+    storage.write("other/x", io.BytesIO(b"x"))
+    os.symlink(tmp_path / "store" / "other", tmp_path / "store" / "db" / "linked")
+    os.symlink(tmp_path / "nowhere", tmp_path / "store" / "dangling")
+    expected = ["db/good.dump", "db/linked/x", "other/x", "top"]
+    assert storage.list("") == expected
+    assert storage.recursive_list("db/") == ["db/good.dump", "db/linked/x"]
+    assert storage.list("t") == ["top"]
+    storage.sync("db/", "mirror/")
+    assert storage.list("mirror/") == ["mirror/good.dump", "mirror/linked/x"]
+
+
+def test_a_local_sync_copies_nothing_again_once_an_odd_name_appears(tmp_path: Path) -> None:
+    storage = local_backend(tmp_path / "store")
+    storage.write("src/a", io.BytesIO(b"a"))
+    storage.write("src/b", io.BytesIO(b"b"))
+    storage.sync("src/", "dst/")
+    mirror = tmp_path / "store" / "dst"
+
+    def stamps() -> dict[str, tuple[int, int]]:
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in mirror.iterdir()}
+
+    first = stamps()
+    (tmp_path / "store" / "src" / "bad\tname").write_bytes(b"odd")
+    time.sleep(0.01)
+    storage.sync("src/", "dst/")
+    assert stamps() == first
+    assert storage.list("") == ["dst/a", "dst/b", "src/a", "src/b"]
+
+
+# --------------------------------------------------------------------------
 # sync
 
 

@@ -27,7 +27,9 @@ What each operation maps to:
                               *max_concurrency* in flight, completed only once
                               every part is stored (aborted on any failure)
 ``list``, ``recursive_list``  a paginated listing of the prefix's directory,
-                              filtered by the prefix and sorted
+                              filtered by the prefix and sorted; a ``HEAD``
+                              of each zero-byte object, so that folder
+                              markers (``dir/``) are never listed as keys
 ``exists``                    ``HEAD``
 ``delete``                    ``DELETE`` (missing is fine)
 ``atomic_move``               a rename on a local directory and in memory; a
@@ -41,8 +43,11 @@ Errors: a missing key is :class:`FileNotFoundError`; throttling, server
 errors (5xx), timeouts and connection failures are
 :class:`~django_snapshots.exceptions.SnapshotStorageError` with
 ``transient=True``; refused credentials or permissions, and a bucket that
-does not exist, are permanent.  Credentials given in *config* or
-*client_options* never appear in ``repr``, in error messages or in logs.
+does not exist, are permanent, and so is an object whose name obstore cannot
+list (an empty, ``.`` or ``..`` segment, a control character) on S3, GCS or
+Azure: the error names it; in a local directory such names are skipped.
+Credentials given in *config* or *client_options* never appear in ``repr``,
+in error messages or in logs.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ import datetime
 import json
 import os
 import re
+import stat
 import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
@@ -171,6 +177,13 @@ _TRANSIENT_TEXT = re.compile(
 _BYTE_LIST = re.compile(r"\[\d{1,3}(?:, ?\d{1,3}){3,}\]")
 _QUERY = re.compile(r"(https?://[^\s?\"']*)\?[^\s\"']*")
 _MESSAGE_LIMIT = 1000
+# obstore's error for a listed name it cannot parse as a path, and the name.
+_INVALID_PATH = re.compile(r"Encountered object with invalid path")
+_INVALID_NAME = re.compile(
+    r'Encountered object with invalid path: (?:Path "(.*)" contained empty path segment'
+    r'|Error parsing Path "(.*?)": Encountered illegal)',
+    re.DOTALL,
+)
 
 
 class _Entry(NamedTuple):
@@ -452,17 +465,14 @@ class ObjectStoreBackend:
             if not _same(entry, target.get(name), state.get(name))
         )
         failure: BaseException | None = None
+        copying = ""
         try:
             if stale:
                 self._delete_many(stale)
-            for name in changed:
-                self._copy(src_prefix + name, dst_prefix + name, source[name].size)
+            for copying in changed:
+                self._copy(src_prefix + copying, dst_prefix + copying, source[copying].size)
         except FileNotFoundError:
-            failure = SnapshotStorageError(
-                f"sync of {src_prefix!r} to {dst_prefix!r} on {self!r}: an object vanished "
-                "while being copied; run it again",
-                transient=True,
-            )
+            failure = self._copy_missing(src_prefix, dst_prefix, copying)
         except Exception as exc:
             failure = self._mapped(exc, "sync", dst_prefix)
         if failure is not None:
@@ -635,26 +645,102 @@ class ObjectStoreBackend:
         """The keys starting with *prefix* (and a few more), with their size
         and ETag.  obstore lists whole path segments, so the directory part
         of *prefix* is listed."""
-        import obstore
-
         directory = prefix[: prefix.rfind("/")] if "/" in prefix else ""
-        found: dict[str, _Entry] = {}
+        walk = False
         failure: BaseException | None = None
         try:
-            store = self._client()
-            for page in obstore.list(store, directory or None, chunk_size=1000):
-                for meta in page:
-                    key = str(meta["path"])
-                    if key.startswith(prefix) and _is_key(key):
-                        found[key] = _Entry(int(meta["size"]), str(meta.get("e_tag") or ""))
+            found = self._listed(directory, prefix)
         except FileNotFoundError:
             return {}
         except Exception as exc:
-            failure = self._mapped(exc, "list", prefix)
+            # obstore stops at a file name it cannot parse: a local directory
+            # is then walked here, where such names are merely not keys.
+            walk = self._kind == "local" and _is_invalid_path(exc)
+            if not walk:
+                failure = self._unlistable(exc, prefix) or self._mapped(exc, "list", prefix)
         if failure is not None:
             raise failure
+        if walk:
+            try:
+                found = self._walked(directory, prefix)
+            except Exception as exc:
+                failure = self._mapped(exc, "list", prefix)
+            if failure is not None:
+                raise failure
         self._bucket_exists = True
         return found
+
+    def _listed(self, directory: str, prefix: str) -> dict[str, _Entry]:
+        import obstore
+
+        found: dict[str, _Entry] = {}
+        # obstore names a folder marker ("dir/", as the S3 console's "Create
+        # folder" makes) without its slash, like an object "dir": a zero-byte
+        # entry, or a name listed twice, is looked up without the slash.
+        doubtful: set[str] = set()
+        store = self._client()
+        for page in obstore.list(store, directory or None, chunk_size=1000):
+            for meta in page:
+                key = str(meta["path"])
+                if key.startswith(prefix) and self._is_addressable(key):
+                    size = int(meta["size"])
+                    if self._kind not in ("local", "memory") and (size == 0 or key in found):
+                        doubtful.add(key)
+                    found[key] = _Entry(size, str(meta.get("e_tag") or ""))
+        for key in sorted(doubtful):
+            try:
+                meta = obstore.head(store, key)
+            except FileNotFoundError:
+                del found[key]  # only a folder marker holds that name
+            else:
+                found[key] = _Entry(int(meta["size"]), str(meta.get("e_tag") or ""))
+        return found
+
+    def _walked(self, directory: str, prefix: str) -> dict[str, _Entry]:
+        """What :meth:`_listed` finds in a local directory, read from the
+        file system: the same keys, sizes and ETags, but names that are not
+        keys are skipped instead of failing the listing."""
+        found: dict[str, _Entry] = {}
+        start = os.path.join(self._root, *directory.split("/")) if directory else self._root
+        pending: builtins.list[tuple[str, str, frozenset[tuple[int, int]]]] = [
+            (start, directory, frozenset())
+        ]
+        while pending:
+            path, base, ancestors = pending.pop()
+            try:
+                info = os.stat(path)
+                entries = builtins.list(os.scandir(path))
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed since, or the directory is a file
+            here = (info.st_dev, info.st_ino)
+            if here in ancestors:
+                continue  # a link to a directory above it: endless
+            for entry in entries:
+                key = f"{base}/{entry.name}" if base else entry.name
+                if not _is_key(key):
+                    continue  # a name no key can spell, nor anything below it
+                try:
+                    info = entry.stat()  # through links, as obstore does
+                except FileNotFoundError:
+                    continue  # removed since, or a dangling link
+                if stat.S_ISDIR(info.st_mode):
+                    pending.append((entry.path, key, ancestors | {here}))
+                elif (
+                    stat.S_ISREG(info.st_mode)
+                    and key.startswith(prefix)
+                    and self._is_addressable(key)
+                ):
+                    found[key] = _Entry(info.st_size, _local_etag(info))
+        return found
+
+    def _is_addressable(self, key: str) -> bool:
+        """Tell whether *key* is a key this store can read, so a listing may
+        show it."""
+        try:
+            self._check_key(key)
+        except SnapshotStoragePathError:
+            return False
+        return True
 
     def _copy(self, src: str, dst: str, size: int) -> None:
         import obstore
@@ -676,6 +762,28 @@ class ObjectStoreBackend:
                     obstore.delete(self._client(), key)
             return
         obstore.delete(self._client(), keys)
+
+    def _copy_missing(self, src_prefix: str, dst_prefix: str, name: str) -> BaseException:
+        """What a missing source means to sync: an object deleted while sync
+        ran (transient: the next run lists without it) if a new listing no
+        longer shows it, else an object that is listed but cannot be read,
+        which no run can copy (permanent)."""
+        key = src_prefix + name
+        try:
+            listed = key in self._entries(src_prefix)
+        except Exception as exc:
+            return exc
+        if listed:
+            return SnapshotStorageError(
+                f"sync of {src_prefix!r} to {dst_prefix!r} on {self!r} failed: {key!r} is "
+                "listed but the store finds no object to copy there; remove it with the "
+                "provider's own tools"
+            )
+        return SnapshotStorageError(
+            f"sync of {src_prefix!r} to {dst_prefix!r} on {self!r}: {key!r} was deleted "
+            "while being copied; run it again",
+            transient=True,
+        )
 
     def _sync_state(self, dst_prefix: str) -> dict[str, builtins.list[str]]:
         """The copies a previous sync made into *dst_prefix*: key -> [source
@@ -721,6 +829,25 @@ class ObjectStoreBackend:
                 f"write of {path!r} on {self!r} failed: the store reported a missing object"
             )
         return None if quiet else FileNotFoundError(f"no object at {path!r} in {self!r}")
+
+    def _unlistable(self, exc: BaseException, prefix: str) -> SnapshotStorageError | None:
+        """The error for a listing that obstore stopped at an object it cannot
+        name (None if *exc* is another failure): permanent, since obstore
+        fails on that object at every attempt."""
+        text = str(exc).split("\n\nDebug source:", 1)[0]
+        if not _INVALID_PATH.search(text):
+            return None
+        match = _INVALID_NAME.search(text)
+        name = next((group for group in match.groups() if group is not None), "") if match else ""
+        shown = f"the object {_show(name)}" if name else "an object"
+        where = "container" if self._kind == "azure" else "bucket"
+        return SnapshotStorageError(
+            f"list of {prefix!r} on {self!r} failed: {shown} in the {where} "
+            f"{self._bucket!r} has a name that is no path (an empty, '.' or '..' segment, "
+            "or a control character), and obstore cannot list a directory past it: "
+            "rename or remove it with the provider's own tools (the console, or e.g. "
+            "aws s3api delete-object)"
+        )
 
     def _bucket_problem(self) -> SnapshotStorageError | None:
         if self._bucket_exists or self._kind in ("local", "memory"):
@@ -801,6 +928,18 @@ def _same(source: _Entry, target: _Entry | None, copied: builtins.list[str] | No
     if target is None or target.size != source.size or not source.etag or not target.etag:
         return False
     return target.etag == source.etag or copied == [source.etag, target.etag]
+
+
+def _is_invalid_path(exc: BaseException) -> bool:
+    from obstore.exceptions import InvalidPathError
+
+    return isinstance(exc, InvalidPathError) or bool(_INVALID_PATH.search(str(exc)))
+
+
+def _local_etag(info: os.stat_result) -> str:
+    """The ETag obstore gives a local file: its inode, modification time in
+    microseconds and size."""
+    return f'"{info.st_ino:x}-{info.st_mtime_ns // 1000:x}-{info.st_size:x}"'
 
 
 def _from_obstore(exc: BaseException) -> bool:
