@@ -815,6 +815,38 @@ def test_credentials_never_appear_in_repr_errors_or_logs(provider: str) -> None:
     assert not [text for text in seen if leaks(text)]
 
 
+@pytest.mark.parametrize(
+    ("url", "option"),
+    [("s3://bucket/x", "endpoint"), ("s3://bucket/x", "AWS_ENDPOINT_URL"),
+     ("gs://bucket/x", "base_url"), ("az://container/x", "endpoint")],
+)  # fmt: skip
+def test_credentials_in_a_url_option_are_refused_without_showing_them(
+    url: str, option: str
+) -> None:
+    with pytest.raises(ValueError, match=f"config option '{option}' must not hold") as caught:
+        ObjectStoreBackend(url, config={option: f"https://minio:{SECRET}@minio.example.com"})
+    assert SECRET not in str(caught.value)
+    assert "minio.example.com" not in str(caught.value)
+
+
+def test_credentials_in_the_endpoint_of_a_given_store_never_appear_in_errors() -> None:
+    from obstore.store import S3Store
+
+    store = S3Store(
+        "bucket",
+        config={"endpoint": f"http://minio:{SECRET}@127.0.0.1:{closed_port()}",
+                "access_key_id": "k", "secret_access_key": "s", "region": "us-east-1"},
+        client_options={"allow_http": True},
+        retry_config={"max_retries": 0},
+    )  # fmt: skip
+    storage = ObjectStoreBackend(store)
+    with pytest.raises(SnapshotStorageError, match=r"127\.0\.0\.1") as caught:
+        storage.exists("k")
+    assert caught.value.transient
+    assert not leaks(str(caught.value))
+    assert not leaks(repr(storage))
+
+
 # --------------------------------------------------------------------------
 # Settings and system checks
 
@@ -828,6 +860,10 @@ BACKEND = "django_snapshots.storage.objectstore.ObjectStoreBackend"
         ({"url": "ftp://bucket/x"}, "unsupported URL scheme"),
         ({"url": "s3://bucket/x", "config": {"secret_acces_key": SECRET}}, "secret_acces_key"),
         ({"url": "s3://bucket/x", "chunk_size": 1024}, "chunk_size"),
+        (
+            {"url": "s3://bucket/x", "config": {"endpoint": f"https://u:{SECRET}@host"}},
+            "'endpoint'",
+        ),
         ({"uri": "s3://bucket/x"}, "OPTIONS"),
     ],
 )

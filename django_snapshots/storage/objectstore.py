@@ -47,7 +47,7 @@ does not exist, are permanent, and so is an object whose name obstore cannot
 list (an empty, ``.`` or ``..`` segment, a control character) on S3, GCS or
 Azure: the error names it; in a local directory such names are skipped.
 Credentials given in *config* or *client_options* never appear in ``repr``,
-in error messages or in logs.
+in error messages or in logs; a URL option holding some is refused.
 """
 
 from __future__ import annotations
@@ -967,6 +967,13 @@ def _check_options(what: str, options: Mapping[str, Any] | None) -> dict[str, An
     for name, value in options.items():
         if not isinstance(name, str) or not _OPTION_NAME.fullmatch(name):
             raise ValueError(f"{what} option name {_show(name)} is not an option name")
+        if _is_public(name) and _url_credentials(value):
+            # Public options are shown in repr, on health pages and in
+            # telemetry; no object store takes its credentials from there.
+            raise ValueError(
+                f"{what} option {name!r} must not hold credentials (user:password@) in its "
+                "URL; pass them in their own options"
+            )
         checked[name.lower()] = value
     return checked
 
@@ -986,10 +993,27 @@ def _shown_options(config: dict[str, Any], client: dict[str, Any]) -> str:
     return shown
 
 
+def _url_credentials(value: object) -> str:
+    """The ``user:password`` part of *value* if it is a URL holding one,
+    else ``""``."""
+    if not isinstance(value, str) or "://" not in value:
+        return ""
+    netloc = urllib.parse.urlsplit(value).netloc
+    return netloc.rpartition("@")[0]
+
+
 def _secret_values(options: Mapping[str, Any]) -> tuple[str, ...]:
     forms: set[str] = set()
     for name, value in options.items():
         if _is_public(str(name)):
+            # A store built elsewhere may still carry them in a public URL.
+            userinfo = _url_credentials(value)
+            password = userinfo.partition(":")[2]
+            forms.update(
+                part
+                for part in (userinfo, password, urllib.parse.unquote(password))
+                if len(part) >= 4
+            )
             continue
         texts = [value] if isinstance(value, (str, bytes)) else []
         if isinstance(value, Mapping):
