@@ -18,6 +18,7 @@ from django_snapshots.storage import AdvancedSnapshotStorage, MemoryBackend, Sna
 from django_snapshots.storage.django_storage import DjangoStorageBackend
 from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.storage.wrappers.chaos import AdvancedChaos
+from django_snapshots.storage.wrappers.retry import Retry
 from django_snapshots.testing import Chaos, assert_intercepts_every_method
 
 PAYLOAD = bytes(range(256)) * 256  # 64 KiB, every prefix distinct
@@ -99,16 +100,17 @@ def test_repr_shows_every_setting_and_the_storage_underneath() -> None:
     chaos = Chaos(
         MemoryBackend(),
         failure_rate=0.25,
+        ack_loss_rate=0.125,
         seed=3,
         latency=0.5,
         errors=(ConnectionError, TimeoutError),
     )
     assert repr(chaos) == (
-        "Chaos(MemoryBackend(), failure_rate=0.25, seed=3, latency=0.5, "
+        "Chaos(MemoryBackend(), failure_rate=0.25, ack_loss_rate=0.125, seed=3, latency=0.5, "
         "errors=(ConnectionError, TimeoutError))"
     )
     assert repr(Chaos(MemoryBackend())) == (
-        "Chaos(MemoryBackend(), failure_rate=0.1, seed=None, latency=0.0, "
+        "Chaos(MemoryBackend(), failure_rate=0.1, ack_loss_rate=0.0, seed=None, latency=0.0, "
         "errors=(ConnectionError,))"
     )
 
@@ -124,6 +126,11 @@ def test_repr_shows_every_setting_and_the_storage_underneath() -> None:
         ({"failure_rate": math.nan}, ValueError),
         ({"failure_rate": "0.1"}, TypeError),
         ({"failure_rate": True}, TypeError),
+        ({"ack_loss_rate": -0.1}, ValueError),
+        ({"ack_loss_rate": 1.5}, ValueError),
+        ({"ack_loss_rate": math.inf}, ValueError),
+        ({"ack_loss_rate": "0.1"}, TypeError),
+        ({"ack_loss_rate": False}, TypeError),
         ({"latency": -1}, ValueError),
         ({"latency": math.inf}, ValueError),
         ({"latency": None}, TypeError),
@@ -146,6 +153,8 @@ def test_invalid_options_are_refused_when_the_wrapper_is_built(
 def test_options_are_keyword_only() -> None:
     with pytest.raises(TypeError):
         Chaos(MemoryBackend(), 0.5)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Chaos(MemoryBackend(), 0.0, 0.5)  # type: ignore[misc]
     with pytest.raises(TypeError, match="failure_ratio"):
         Chaos(MemoryBackend(), failure_ratio=0.5)  # type: ignore[call-overload]
 
@@ -361,6 +370,24 @@ def test_the_same_seed_gives_the_same_faults_at_the_same_places() -> None:
     assert any(entry[0] == "error" for entry in first)
 
 
+def test_the_same_seed_gives_the_same_lost_acknowledgements() -> None:
+    def lossy() -> Chaos:
+        return Chaos(MemoryBackend(), failure_rate=0.2, ack_loss_rate=0.3, seed=42)
+
+    first, second = run_scenario(lossy()), run_scenario(lossy())
+    assert first == second
+    assert any("acknowledgement was lost" in entry[-1] for entry in first)
+    assert first != run_scenario(Chaos(MemoryBackend(), failure_rate=0.2, seed=42))
+
+
+def test_without_ack_loss_a_seed_gives_the_faults_it_always_gave() -> None:
+    # Lost acknowledgements draw from the generator only when enabled, so
+    # replaying a seed recorded before they existed meets the same faults.
+    plain = run_scenario(Chaos(MemoryBackend(), failure_rate=0.3, seed=42))
+    explicit = run_scenario(Chaos(MemoryBackend(), failure_rate=0.3, ack_loss_rate=0.0, seed=42))
+    assert plain == explicit
+
+
 def test_different_seeds_give_different_faults() -> None:
     first = run_scenario(Chaos(MemoryBackend(), failure_rate=0.3, seed=1))
     second = run_scenario(Chaos(MemoryBackend(), failure_rate=0.3, seed=2))
@@ -404,3 +431,119 @@ def test_latency_delays_every_operation() -> None:
         chaos.exists("k")
     # A sleep never ends early, so this lower bound cannot flake.
     assert time.monotonic() - start >= 0.2
+
+
+# Lost acknowledgements.
+
+ACK_LOST = "failed after it took effect (the acknowledgement was lost)"
+
+
+def test_a_write_whose_acknowledgement_is_lost_stored_everything() -> None:
+    inner = MemoryBackend()
+    inner.write("k", io.BytesIO(b"old"))
+    chaos = Chaos(inner, failure_rate=0.0, ack_loss_rate=1.0, seed=1)
+    source = OneShotStream(PAYLOAD)
+    with pytest.raises(ConnectionError, match=re.escape(f"write 'k' {ACK_LOST}")):
+        chaos.write("k", source)  # type: ignore[arg-type]
+    assert source.consumed == len(PAYLOAD)
+    with inner.read("k") as file:
+        assert file.read() == PAYLOAD
+    with pytest.raises(ConnectionError, match=re.escape(f"stream_write 'k' {ACK_LOST}")):
+        chaos.stream_write("k", iter([b"new ", b"object"]))
+    with inner.read("k") as file:
+        assert file.read() == b"new object"
+
+
+def test_every_mutation_whose_acknowledgement_is_lost_took_effect() -> None:
+    inner = MemoryBackend()
+    for key in ("a", "d/x", "d/y"):
+        inner.write(key, io.BytesIO(key.encode()))
+    chaos = Chaos(inner, failure_rate=0.0, ack_loss_rate=1.0, seed=2)
+    with pytest.raises(ConnectionError, match=re.escape(ACK_LOST)):
+        chaos.atomic_move("a", "b")
+    assert inner.list("") == ["b", "d/x", "d/y"]
+    with pytest.raises(ConnectionError, match=re.escape(ACK_LOST)):
+        chaos.sync("d/", "e/")
+    assert inner.list("e/") == ["e/x", "e/y"]
+    with pytest.raises(ConnectionError, match=re.escape(ACK_LOST)):
+        chaos.delete("b")
+    assert not inner.exists("b")
+
+
+def test_a_query_whose_acknowledgement_is_lost_asked_the_storage() -> None:
+    asked: list[str] = []
+
+    class Spy(MemoryBackend):
+        def list(self, prefix: str) -> list[str]:
+            asked.append(f"list {prefix}")
+            return super().list(prefix)
+
+        def recursive_list(self, prefix: str) -> list[str]:
+            asked.append(f"recursive_list {prefix}")
+            return super().recursive_list(prefix)
+
+        def exists(self, path: str) -> bool:
+            asked.append(f"exists {path}")
+            return super().exists(path)
+
+    chaos = Chaos(Spy(), failure_rate=0.0, ack_loss_rate=1.0, seed=3)
+    for call in (
+        lambda: chaos.list("d/"),
+        lambda: chaos.recursive_list("d/"),
+        lambda: chaos.exists("k"),
+    ):
+        with pytest.raises(ConnectionError, match=re.escape(ACK_LOST)):
+            call()
+    assert {"list d/", "recursive_list d/", "exists k"} <= set(asked)
+
+
+def test_a_read_whose_acknowledgement_is_lost_delivers_everything_then_fails() -> None:
+    inner = MemoryBackend()
+    inner.write("k", io.BytesIO(PAYLOAD))
+    chaos = Chaos(inner, failure_rate=0.0, ack_loss_rate=1.0, seed=4)
+    for reader in (chaos.read("k"), chaos.stream_read("k")):
+        received, error = read_all(reader)  # type: ignore[arg-type]
+        assert received == PAYLOAD
+        assert error is not None
+        assert str(error).endswith(
+            f"failed after all {len(PAYLOAD)} bytes (the end of the stream was lost)"
+        )
+        # It keeps failing: the end is never reported afterwards.
+        with pytest.raises(ConnectionError):
+            reader.read() if isinstance(reader, io.IOBase) else next(iter(reader))
+
+
+def test_an_operation_that_fails_by_itself_loses_no_acknowledgement() -> None:
+    chaos = Chaos(MemoryBackend(), failure_rate=0.0, ack_loss_rate=1.0, seed=5)
+    with pytest.raises(FileNotFoundError):
+        chaos.read("missing")
+    with pytest.raises(FileNotFoundError):
+        chaos.atomic_move("missing", "elsewhere")
+
+
+def test_ack_loss_rate_is_the_share_of_otherwise_successful_operations() -> None:
+    chaos = Chaos(MemoryBackend(), failure_rate=0.2, ack_loss_rate=0.5, seed=6)
+    messages = [outcome(lambda: chaos.exists("k"))[-1] for _ in range(4000)]
+    before = sum(m.endswith("before it started") for m in messages) / 4000
+    lost = sum(m.endswith("(the acknowledgement was lost)") for m in messages) / 4000
+    assert 0.17 < before < 0.23
+    assert 0.37 < lost < 0.43  # half of the 80% that did not fail before
+
+
+def test_retry_turns_lost_acknowledgements_into_successes() -> None:
+    inner = MemoryBackend()
+    stack = Retry(
+        Chaos(inner, failure_rate=0.0, ack_loss_rate=0.5, seed=7),
+        attempts=20,
+        wait_initial=0,
+        wait_max=0,
+        wait_jitter=0,
+    )
+    for i in range(30):
+        stack.write(f"k{i}", io.BytesIO(PAYLOAD[:i]))
+        with stack.read(f"k{i}") as file:
+            assert file.read() == PAYLOAD[:i]
+        stack.atomic_move(f"k{i}", f"moved/k{i}")
+    assert stack.list("moved/") == sorted(f"moved/k{i}" for i in range(30))
+    stack.sync("moved/", "copy/")
+    assert inner.list("copy/") == sorted(f"copy/k{i}" for i in range(30))

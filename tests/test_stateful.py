@@ -3,8 +3,9 @@
 ``MemoryBackend``, ``LocalFileSystemBackend``, ``DjangoStorageBackend`` (basic
 tier, over ``FileSystemStorage``) and ``RcloneBackend`` (local remote).
 
-Chaos makes a share of the calls fail (before they start, or in the middle
-of a transfer), Retry retries them with no waits, and hypothesis drives the
+Chaos makes a share of the calls fail (before they start, in the middle of
+a transfer, or, in half of the examples, after they took effect: a lost
+acknowledgement), Retry retries them with no waits, and hypothesis drives the
 stack and a model side by side.  The model knows, for every key, the set of
 states it may be in: the bytes of a complete object, ``ABSENT``, or
 ``CORRUPT`` (data and sidecar disagree, so a read raises
@@ -108,10 +109,12 @@ class StackMachine(RuleBasedStateMachine):
         self.stack: Any = None
         self.advanced = False
 
-    @initialize(seed=st.integers(0, 2**32 - 1))
-    def build_stack(self, seed: int) -> None:
+    @initialize(seed=st.integers(0, 2**32 - 1), ack_loss_rate=st.sampled_from([0.0, 0.15]))
+    def build_stack(self, seed: int, ack_loss_rate: float) -> None:
         backend = self.make_backend(self.directory)
-        chaos = Chaos(backend, failure_rate=0.2, seed=seed, errors=INJECTED)
+        chaos = Chaos(
+            backend, failure_rate=0.2, ack_loss_rate=ack_loss_rate, seed=seed, errors=INJECTED
+        )
         self.stack = Retry(Checksum(chaos), attempts=3, wait_initial=0, wait_max=0, wait_jitter=0)
         self.advanced = hasattr(self.stack, "stream_read")
 

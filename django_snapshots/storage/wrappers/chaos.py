@@ -11,7 +11,7 @@ code survives such failures::
     >>> from django_snapshots.testing import Chaos
     >>> flaky = Chaos(MemoryBackend(), failure_rate=0.5, seed=7)
     >>> flaky
-    Chaos(MemoryBackend(), failure_rate=0.5, seed=7, latency=0.0, errors=(ConnectionError,))
+    Chaos(MemoryBackend(), failure_rate=0.5, ack_loss_rate=0.0, seed=7, latency=0.0, errors=...)
     >>> outcomes = []
     >>> for attempt in range(6):
     ...     try:
@@ -22,6 +22,18 @@ code survives such failures::
     >>> sorted(set(outcomes))
     ['failed', 'ok']
 
+*ack_loss_rate* adds the failure that retrying code gets wrong most often:
+the operation took effect, and only its answer was lost.  Code that retries
+must then find the work already done, not fail on it nor do it twice::
+
+    >>> lossy = Chaos(MemoryBackend(), failure_rate=0.0, ack_loss_rate=1.0, seed=1)
+    >>> lossy.write("db.dump", io.BytesIO(b"payload"))
+    Traceback (most recent call last):
+      ...
+    ConnectionError: Chaos injected ConnectionError: write 'db.dump' failed after it took effect ...
+    >>> lossy.__wrapped__.exists("db.dump")
+    True
+
 The same seed gives the same faults at the same places for the same
 sequence of calls, so a failing test can be replayed.
 """
@@ -31,6 +43,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import sys
 import threading
 import time
 from collections.abc import Generator, Iterable, Iterator
@@ -68,9 +81,28 @@ class Chaos(StorageWrapper):
       the caller's content was consumed, exactly like a dropped connection,
       so the wrapped storage sees its input fail.
 
-    The other operations fail before they start.  Keys and prefixes are
-    validated first, so invalid input is always reported as such, never
-    hidden behind an injected fault.  An injected
+    The other operations fail before they start.
+
+    Each operation that no fault stopped then loses its acknowledgement with
+    probability *ack_loss_rate*: the wrapped storage carries it out
+    completely, and the error is raised instead of its answer, as when a
+    connection drops after the server acted but before its reply arrived:
+
+    - ``write``, ``stream_write``, ``delete``, ``atomic_move`` and ``sync``
+      took effect (the whole content is stored, the key deleted, the object
+      moved, the prefix mirrored), then raise;
+    - ``list``, ``recursive_list`` and ``exists`` asked the storage, then
+      raise instead of returning its answer;
+    - ``read`` and ``stream_read`` open the object and deliver every byte of
+      it, then raise where the end of the stream would be reported, so a
+      caller cannot tell the transfer was complete.
+
+    Code that retries must therefore find its earlier success (or repeat an
+    idempotent operation), never report a failure for work that was done,
+    nor take bytes for a whole object without the end of the stream.
+
+    Keys and prefixes are validated first, so invalid input is always
+    reported as such, never hidden behind an injected fault.  An injected
     :class:`~django_snapshots.SnapshotStorageError` is marked transient.
 
     *seed* makes the faults reproducible: the same seed and the same
@@ -83,9 +115,12 @@ class Chaos(StorageWrapper):
     *storage* is of the advanced tier.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       *ack_loss_rate*.
     """
 
     _self_failure_rate: float
+    _self_ack_loss_rate: float
     _self_seed: int | str | bytes | None
     _self_latency: float
     _self_errors: tuple[type[Exception], ...]
@@ -101,6 +136,7 @@ class Chaos(StorageWrapper):
             /,
             *,
             failure_rate: float = ...,
+            ack_loss_rate: float = ...,
             seed: int | str | bytes | None = ...,
             latency: float = ...,
             errors: type[Exception] | tuple[type[Exception], ...] = ...,
@@ -113,6 +149,7 @@ class Chaos(StorageWrapper):
             /,
             *,
             failure_rate: float = ...,
+            ack_loss_rate: float = ...,
             seed: int | str | bytes | None = ...,
             latency: float = ...,
             errors: type[Exception] | tuple[type[Exception], ...] = ...,
@@ -128,6 +165,7 @@ class Chaos(StorageWrapper):
             super().__init__(storage)
             (
                 self._self_failure_rate,
+                self._self_ack_loss_rate,
                 self._self_seed,
                 self._self_latency,
                 self._self_errors,
@@ -141,6 +179,7 @@ class Chaos(StorageWrapper):
             names += ","
         return [
             f"failure_rate={self._self_failure_rate!r}",
+            f"ack_loss_rate={self._self_ack_loss_rate!r}",
             f"seed={self._self_seed!r}",
             f"latency={self._self_latency!r}",
             f"errors=({names})",
@@ -149,7 +188,7 @@ class Chaos(StorageWrapper):
     # The five operations of the basic tier.
 
     def read(self, path: str) -> IO[bytes]:
-        """Return the object at *path*, possibly failing before or while it is read."""
+        """Return the object at *path*, possibly failing before, while or after it is read."""
         validate_key(path)
         fault = self._draw(f"read {path!r}", streaming=True)
         reader = self.__wrapped__.read(path)
@@ -158,12 +197,13 @@ class Chaos(StorageWrapper):
         return cast(IO[bytes], _FaultyReader(reader, fault))
 
     def write(self, path: str, content: IO[bytes]) -> None:
-        """Store *content* at *path*, possibly failing before or while it is consumed."""
+        """Store *content* at *path*, possibly failing before, while or after it is stored."""
         validate_key(path)
         check_binary_content(content)
         fault = self._draw(f"write {path!r}", streaming=True)
-        if fault is None:
+        if fault is None or fault.ack_lost:
             self.__wrapped__.write(path, content)
+            _lose_ack(fault)
             return
         # The storage pulls the caller's content through a reader that stops
         # at the fault: nothing beyond it is consumed, as on a dropped upload.
@@ -174,31 +214,44 @@ class Chaos(StorageWrapper):
             faulty.close()
 
     def list(self, prefix: str) -> list[str]:
-        """Return the keys under *prefix*, or fail before asking."""
+        """Return the keys under *prefix*, or fail before asking or after the answer."""
         validate_prefix(prefix)
-        self._draw(f"list {prefix!r}")
-        return self.__wrapped__.list(prefix)
+        fault = self._draw(f"list {prefix!r}")
+        keys = self.__wrapped__.list(prefix)
+        _lose_ack(fault)
+        return keys
 
     def delete(self, path: str) -> None:
-        """Delete *path*, or fail before asking."""
+        """Delete *path*, or fail before or after deleting it."""
         validate_key(path)
-        self._draw(f"delete {path!r}")
+        fault = self._draw(f"delete {path!r}")
         self.__wrapped__.delete(path)
+        _lose_ack(fault)
 
     def exists(self, path: str) -> bool:
-        """Tell whether *path* exists, or fail before asking."""
+        """Tell whether *path* exists, or fail before asking or after the answer."""
         validate_key(path)
-        self._draw(f"exists {path!r}")
-        return self.__wrapped__.exists(path)
+        fault = self._draw(f"exists {path!r}")
+        found = self.__wrapped__.exists(path)
+        _lose_ack(fault)
+        return found
 
     def _draw(self, operation: str, *, streaming: bool = False) -> _Fault | None:
         # Sleep and decide before any I/O.  A fault that strikes before the
-        # start is raised here; a mid-stream fault is returned to the caller.
+        # start is raised here; a mid-stream fault or a lost acknowledgement
+        # is returned to the caller.
         if self._self_latency:
             time.sleep(self._self_latency)
         rng = self._self_random
         with self._self_lock:
             if rng.random() >= self._self_failure_rate:
+                # Drawn only when enabled, so that adding the option left the
+                # faults of every seed without it where they were.
+                if self._self_ack_loss_rate and rng.random() < self._self_ack_loss_rate:
+                    error = rng.choice(self._self_errors)
+                    # A read delivers everything, then loses the end of stream.
+                    end = sys.maxsize if streaming else None
+                    return _Fault(operation=operation, error=error, offset=end, ack_lost=True)
                 return None
             error = rng.choice(self._self_errors)
             offset = None
@@ -219,7 +272,7 @@ class AdvancedChaos(Chaos, tier="advanced"):
     __wrapped__: AdvancedSnapshotStorage
 
     def stream_read(self, path: str) -> Iterator[bytes]:
-        """Yield the object at *path*, possibly failing before or while it is read."""
+        """Yield the object at *path*, possibly failing before, while or after it is read."""
         validate_key(path)
         fault = self._draw(f"stream_read {path!r}", streaming=True)
         chunks = self.__wrapped__.stream_read(path)
@@ -228,11 +281,12 @@ class AdvancedChaos(Chaos, tier="advanced"):
         return StickyChunks(_faulty_chunks(chunks, fault))
 
     def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
-        """Store *chunks* at *path*, possibly failing before or while they are consumed."""
+        """Store *chunks* at *path*, possibly failing before, while or after they are stored."""
         validate_key(path)
         fault = self._draw(f"stream_write {path!r}", streaming=True)
-        if fault is None:
+        if fault is None or fault.ack_lost:
             self.__wrapped__.stream_write(path, chunks)
+            _lose_ack(fault)
             return
         faulty = _faulty_chunks(chunks, fault)
         try:
@@ -241,33 +295,39 @@ class AdvancedChaos(Chaos, tier="advanced"):
             faulty.close()
 
     def atomic_move(self, src: str, dst: str) -> None:
-        """Move *src* to *dst*, or fail before asking."""
+        """Move *src* to *dst*, or fail before or after moving it."""
         validate_key(src)
         validate_key(dst)
-        self._draw(f"atomic_move {src!r} -> {dst!r}")
+        fault = self._draw(f"atomic_move {src!r} -> {dst!r}")
         self.__wrapped__.atomic_move(src, dst)
+        _lose_ack(fault)
 
     def recursive_list(self, prefix: str) -> list[str]:
-        """Return the keys under *prefix*, or fail before asking."""
+        """Return the keys under *prefix*, or fail before asking or after the answer."""
         validate_prefix(prefix)
-        self._draw(f"recursive_list {prefix!r}")
-        return self.__wrapped__.recursive_list(prefix)
+        fault = self._draw(f"recursive_list {prefix!r}")
+        keys = self.__wrapped__.recursive_list(prefix)
+        _lose_ack(fault)
+        return keys
 
     def sync(self, src_prefix: str, dst_prefix: str) -> None:
-        """Mirror *src_prefix* to *dst_prefix*, or fail before asking."""
+        """Mirror *src_prefix* to *dst_prefix*, or fail before or after mirroring it."""
         validate_sync_prefixes(src_prefix, dst_prefix)
-        self._draw(f"sync {src_prefix!r} -> {dst_prefix!r}")
+        fault = self._draw(f"sync {src_prefix!r} -> {dst_prefix!r}")
         self.__wrapped__.sync(src_prefix, dst_prefix)
+        _lose_ack(fault)
 
 
 @dataclass(frozen=True)
 class _Fault:
-    """One injected failure: which operation, which error, and for a
-    mid-stream fault the number of bytes that get through first."""
+    """One injected failure: which operation, which error, for a
+    mid-stream fault the number of bytes that get through first, and
+    whether the operation completes before it fails (*ack_lost*)."""
 
     operation: str
     error: type[Exception]
     offset: int | None
+    ack_lost: bool = False
 
     def exception(self, when: str) -> Exception:
         message = f"Chaos injected {self.error.__name__}: {self.operation} failed {when}"
@@ -276,7 +336,15 @@ class _Fault:
         return self.error(message)
 
     def mid_stream(self, transferred: int) -> Exception:
+        if self.ack_lost:
+            return self.exception(f"after all {transferred} bytes (the end of the stream was lost)")
         return self.exception(f"after {transferred} bytes")
+
+
+def _lose_ack(fault: _Fault | None) -> None:
+    """Raise the error of *fault*, for an operation that took effect."""
+    if fault is not None:
+        raise fault.exception("after it took effect (the acknowledgement was lost)")
 
 
 def _faulty_chunks(chunks: Iterable[bytes], fault: _Fault) -> Generator[bytes, None, None]:
@@ -342,20 +410,27 @@ class _FaultyReader(ObservedReader):
 def _settings(
     *,
     failure_rate: float = 0.1,
+    ack_loss_rate: float = 0.0,
     seed: int | str | bytes | None = None,
     latency: float = 0.0,
     errors: type[Exception] | tuple[type[Exception], ...] = (ConnectionError,),
-) -> tuple[float, int | str | bytes | None, float, tuple[type[Exception], ...]]:
+) -> tuple[float, float, int | str | bytes | None, float, tuple[type[Exception], ...]]:
     """Validate the options of :class:`Chaos` and return them normalized."""
-    rate = _check_number("failure_rate", failure_rate)
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"Chaos failure_rate must be between 0 and 1, got {failure_rate!r}")
+    rate = _check_rate("failure_rate", failure_rate)
+    lost = _check_rate("ack_loss_rate", ack_loss_rate)
     delay = _check_number("latency", latency)
     if delay < 0:
         raise ValueError(f"Chaos latency must be >= 0 seconds, got {latency!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, str, bytes))):
         raise TypeError(f"Chaos seed must be an int, str, bytes or None, not {type(seed).__name__}")
-    return rate, seed, delay, _check_errors(errors)
+    return rate, lost, seed, delay, _check_errors(errors)
+
+
+def _check_rate(name: str, value: object) -> float:
+    rate = _check_number(name, value)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"Chaos {name} must be between 0 and 1, got {value!r}")
+    return rate
 
 
 def _check_number(name: str, value: object) -> float:
