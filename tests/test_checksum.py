@@ -7,6 +7,7 @@ import hashlib
 import io
 import itertools
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -109,6 +110,8 @@ def run_tool(tool: str, sidecar: Path) -> subprocess.CompletedProcess[str]:
         ({"algorithm": ""}, ValueError, "not available in hashlib"),
         ({"strict": "yes"}, TypeError, "strict must be a bool"),
         ({"strict": None}, TypeError, "strict must be a bool"),
+        ({"lock_dir": 3}, TypeError, "lock_dir must be a str or a path"),
+        ({"lock_dir": "/nonexistent/locks"}, ValueError, "'/nonexistent/locks' is not a directory"),
     ],
 )
 def test_bad_options_are_refused_when_the_wrapper_is_built(
@@ -982,3 +985,143 @@ def test_a_key_whose_sidecar_would_not_fit_under_a_prefix_below_is_refused_befor
         storage.write(too_long, content)
     assert content.tell() == 0
     assert inner.list("") == sorted([f"tenant/{fitting}", f"tenant/{fitting}.sha256"])
+
+
+class _PausingSidecars(LocalFileSystemBackend):
+    """A local backend that waits for *proceed* before storing a sidecar, once
+    *armed*: a writer paused between its data and its sidecar."""
+
+    def __init__(self, location: Path) -> None:
+        super().__init__(location)
+        self.armed = False
+        self.paused = threading.Event()
+        self.proceed = threading.Event()
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        if self.armed and path.endswith(".sha256"):
+            self.armed = False
+            self.paused.set()
+            assert self.proceed.wait(10)
+        super().write(path, content)
+
+
+@pytest.mark.parametrize("through_prefix", [False, True], ids=["same-stack", "other-prefix"])
+def test_writers_with_separate_stacks_leave_one_object_and_its_own_sidecar(
+    tmp_path: Path, through_prefix: bool
+) -> None:
+    # Two stacks share no lock in memory, as in two processes: only the lock
+    # file orders them, also when one reaches the key through a Prefix.
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    first_inner = _PausingSidecars(tmp_path / "data")
+    first = Checksum(first_inner, lock_dir=locks)
+    second = (
+        Checksum(Prefix(LocalFileSystemBackend(tmp_path / "data"), "t"), lock_dir=locks)
+        if through_prefix
+        else Checksum(LocalFileSystemBackend(tmp_path / "data"), lock_dir=locks)
+    )
+    key = "t/k"
+    second_key = "k" if through_prefix else key
+    first.write(key, io.BytesIO(b"old"))
+    first_inner.armed = True
+    writer = threading.Thread(target=first.write, args=(key, io.BytesIO(b"first")))
+    writer.start()
+    assert first_inner.paused.wait(10)  # "first" is stored, its sidecar is not
+    results: dict[str, object] = {}
+
+    def read() -> None:
+        try:
+            results["read"] = second.read(second_key).read()
+        except BaseException as exc:  # reported by the assertion below
+            results["read"] = exc
+
+    def write() -> None:
+        second.write(second_key, io.BytesIO(b"second"))
+        results["wrote"] = True
+
+    others = [threading.Thread(target=read), threading.Thread(target=write)]
+    for thread in others:
+        thread.start()
+    for thread in others:
+        thread.join(0.3)
+    assert results == {}, "a reader or writer did not wait for the first writer's sidecar"
+    first_inner.proceed.set()
+    for thread in [writer, *others]:
+        thread.join(10)
+    assert results["read"] in (b"first", b"second")
+    assert results["wrote"] is True
+    assert first.read(key).read() == b"second"
+    assert first.verify(key) == hashlib.sha256(b"second").hexdigest()
+
+
+def test_lock_files_live_in_lock_dir_and_name_no_secret(tmp_path: Path) -> None:
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    secret = "s3cr3t-token-in-a-key"
+    inner = MemoryBackend()
+    storage = Checksum(inner, lock_dir=locks)
+    storage.write(f"db/{secret}", io.BytesIO(b"x"))
+    assert storage.read(f"db/{secret}").read() == b"x"
+    assert inner.list("") == [f"db/{secret}", f"db/{secret}.sha256"]
+    names = [path.name for path in locks.iterdir()]
+    assert len(names) == 1
+    assert names[0].startswith("django-snapshots-")
+    assert names[0].endswith(".lock")
+    assert secret not in names[0]
+    assert "Memory" not in names[0]
+    shown = f"lock_dir={str(locks)!r}"
+    assert repr(storage) == f"Checksum(MemoryBackend(), algorithm='sha256', {shown})"
+
+
+def test_an_unusable_lock_dir_fails_before_the_storage_is_touched(tmp_path: Path) -> None:
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    inner = AdvancedScripted(MemoryBackend())
+    storage = Checksum(inner, lock_dir=locks)
+    locks.rmdir()
+    with pytest.raises(FileNotFoundError, match=r"cannot open its lock file .*pass lock_dir"):
+        storage.write("k", io.BytesIO(b"x"))
+    assert not inner.calls
+
+
+def test_a_process_killed_while_holding_a_key_releases_its_lock(tmp_path: Path) -> None:
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_HOLDER, str(tmp_path / "data"), str(locks)],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"holding\n"
+        storage = Checksum(LocalFileSystemBackend(tmp_path / "data"), lock_dir=locks)
+        done = threading.Event()
+        writer = threading.Thread(
+            target=lambda: (storage.write("k", io.BytesIO(b"after")), done.set())
+        )
+        writer.start()
+        assert not done.wait(0.3), "the write did not wait for the child's lock"
+        child.kill()
+        assert done.wait(10)
+        writer.join()
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()  # type: ignore[union-attr]
+    assert storage.read("k").read() == b"after"
+
+
+# Holds the lock of "k" (between its data and its sidecar) until killed.
+KILLED_HOLDER = """
+import io, sys, time
+from django_snapshots.storage import Checksum, LocalFileSystemBackend
+
+class Holding(LocalFileSystemBackend):
+    def write(self, path, content):
+        if path.endswith(".sha256"):
+            print("holding", flush=True)
+            time.sleep(600)
+        super().write(path, content)
+
+Checksum(Holding(sys.argv[1]), lock_dir=sys.argv[2]).write("k", io.BytesIO(b"held"))
+"""

@@ -58,13 +58,23 @@ checks it without Python.  What the wrapper guarantees:
   *dst* failing verification, and running the move again (as ``Retry``
   does) completes it; interrupted after, *dst* is already complete.
   ``sync`` mirrors sidecars with their objects (basenames do not change).
-- **Consistent under threads.**  Within one process, an object and its
-  sidecar change together: a write, delete or move holds a per-key lock
+- **Consistent across threads and processes of one host.**  An object and
+  its sidecar change together: a write, delete or move holds the key's lock
   from the data to the sidecar, and a read takes the sidecar and opens the
-  data under the same lock, so threads sharing a stack never see a new
-  object with an old sidecar.  Across processes writing the same key at
-  the same time, a reader may see such a pair: it then gets a
-  :class:`~django_snapshots.SnapshotIntegrityError`, never wrong data.
+  data under the same lock (shared with other readers), so that a reader
+  never pairs a new object with an old sidecar, and once concurrent writers
+  of a key have finished, the key holds the last one's object and sidecar.
+  The lock is a per-key lock in the process, and an advisory ``flock`` on a
+  lock file in *lock_dir* (the system's temporary directory by default),
+  named after the storage at the bottom of the stack (its ``repr``) and the
+  key it receives: every process of the host whose stack reaches the same
+  storage takes the same lock, and a process that dies releases it.
+  Processes on *different hosts* share no lock: writing one key from two
+  hosts at once may leave the data of one writer and the sidecar of the
+  other, which every read reports as a
+  :class:`~django_snapshots.SnapshotIntegrityError` (never wrong data) until
+  the key is written again.  Where ``fcntl`` is missing (Windows), only the
+  threads of one process are coordinated.
 
 Any fixed-length :mod:`hashlib` algorithm works (``sha256``, ``sha512``,
 ``blake2b``, ``sha3_256``, ``md5``...); ``md5sum``, ``sha1sum``,
@@ -79,8 +89,11 @@ import contextlib
 import hashlib
 import io
 import itertools
+import os
 import queue
 import re
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any, cast, overload
@@ -133,6 +146,12 @@ _KNOWN_ALGORITHMS = (
 # Keys are guarded by a fixed set of locks (a key's lock is picked by its
 # hash): bounded memory whatever the number of keys, and rare contention.
 _LOCK_STRIPES = 64
+# The same, across processes: lock files per storage, picked by a stable
+# hash of the key (Python's hash() differs from one process to the next).
+_FILE_LOCK_STRIPES = 64
+
+if sys.platform != "win32":
+    import fcntl
 
 
 class Checksum(StorageWrapper):
@@ -152,6 +171,8 @@ class Checksum(StorageWrapper):
     _self_hex_length: int
     _self_strict: bool
     _self_locks: tuple[threading.Lock, ...]
+    _self_lock_dir: str | None
+    _self_lock_files: str | None
 
     _checks_digests = True
 
@@ -162,20 +183,33 @@ class Checksum(StorageWrapper):
         # signature from __init__ rather than __new__ when a class defines both.
         @overload
         def __new__(
-            cls, storage: AdvancedSnapshotStorage, /, *, algorithm: str = ..., strict: bool = ...
+            cls,
+            storage: AdvancedSnapshotStorage,
+            /,
+            *,
+            algorithm: str = ...,
+            strict: bool = ...,
+            lock_dir: str | os.PathLike[str] | None = ...,
         ) -> AdvancedChecksum: ...
         @overload
         def __new__(
-            cls, storage: SnapshotStorage, /, *, algorithm: str = ..., strict: bool = ...
+            cls,
+            storage: SnapshotStorage,
+            /,
+            *,
+            algorithm: str = ...,
+            strict: bool = ...,
+            lock_dir: str | os.PathLike[str] | None = ...,
         ) -> Checksum: ...
         def __new__(cls, storage: SnapshotStorage, /, **options: Any) -> Any: ...
 
     else:
 
-        def __init__(self, storage, /, *, algorithm="sha256", strict=True):
+        def __init__(self, storage, /, *, algorithm="sha256", strict=True, lock_dir=None):
             name, size = _check_algorithm(algorithm)
             if not isinstance(strict, bool):
                 raise TypeError(f"Checksum strict must be a bool, not {type(strict).__name__}")
+            directory = _check_lock_dir(lock_dir)
             below = storage
             while isinstance(below, StorageWrapper):
                 if isinstance(below, Checksum):
@@ -190,13 +224,15 @@ class Checksum(StorageWrapper):
             self._self_hex_length = 2 * size
             self._self_strict = strict
             self._self_locks = tuple(threading.Lock() for _ in range(_LOCK_STRIPES))
+            self._self_lock_dir = None if lock_dir is None else directory
+            self._self_lock_files = _lock_files(directory, below)
 
     # The five operations of the basic tier.
 
     def read(self, path: str) -> IO[bytes]:
         """Open *path*; the stream raises on a digest mismatch before its last chunk."""
         verification = _verification_for(self, path)
-        with self._self_locked(path):
+        with self._self_locked(path, shared=True):
             expected = self._self_expected(
                 path, strict=verification is not None or self._self_strict
             )
@@ -259,7 +295,7 @@ class Checksum(StorageWrapper):
 
         .. versionadded:: 0.1
         """
-        with self._self_locked(path):
+        with self._self_locked(path, shared=True):
             expected = self._self_expected(path, strict=True)
             assert expected is not None
             if isinstance(self.__wrapped__, AdvancedSnapshotStorage):
@@ -277,20 +313,44 @@ class Checksum(StorageWrapper):
         options = [f"algorithm={self._self_algorithm!r}"]
         if not self._self_strict:
             options.append("strict=False")
+        if self._self_lock_dir is not None:
+            options.append(f"lock_dir={self._self_lock_dir!r}")
         return options
 
     @contextlib.contextmanager
-    def _self_locked(self, *paths: str) -> Iterator[None]:
+    def _self_locked(self, *paths: str, shared: bool = False) -> Iterator[None]:
         """Hold the locks of *paths* (all locks when none is given), so that
-        an object and its sidecar change, and are read, together."""
+        an object and its sidecar change, and are read, together: first the
+        locks of this process, then those of the host (lock files, *shared*
+        with other readers when reading).  Both sets are taken in one order,
+        so that no two callers wait for each other."""
         locks = self._self_locks
         if paths:
             indices = sorted({hash(path) % len(locks) for path in paths})
-            locks = tuple(locks[i] for i in indices)  # one order: no deadlock
+            locks = tuple(locks[i] for i in indices)
         with contextlib.ExitStack() as held:
             for lock in locks:
                 held.enter_context(lock)
+            if self._self_lock_files is not None:
+                if paths:
+                    stripes = sorted({self._self_file_stripe(path) for path in paths})
+                else:
+                    stripes = list(range(_FILE_LOCK_STRIPES))
+                for stripe in stripes:
+                    held.enter_context(
+                        _file_locked(f"{self._self_lock_files}-{stripe:02x}.lock", shared=shared)
+                    )
             yield
+
+    def _self_file_stripe(self, path: str) -> int:
+        """The lock file of *path*, by the key the bottom storage receives, so
+        that stacks reaching one storage through different prefixes agree."""
+        try:
+            key = validate_key_through(self.__wrapped__, path)
+        except (SnapshotStoragePathError, TypeError):
+            key = repr(path)  # the operation refuses it before any I/O
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        return int.from_bytes(digest, "big") % _FILE_LOCK_STRIPES
 
     # Sidecars.
 
@@ -450,7 +510,7 @@ class AdvancedChecksum(Checksum, tier="advanced"):
     def stream_read(self, path: str) -> Iterator[bytes]:
         """Yield the chunks of *path*, raising on a digest mismatch before the last one."""
         verification = _verification_for(self, path)
-        with self._self_locked(path):
+        with self._self_locked(path, shared=True):
             expected = self._self_expected(
                 path, strict=verification is not None or self._self_strict
             )
@@ -671,6 +731,62 @@ def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
         if chunk:
             return chunk
     return None
+
+
+# Locks across processes.
+
+
+def _check_lock_dir(lock_dir: object) -> str:
+    """Return the directory of the lock files for *lock_dir*, or raise."""
+    if lock_dir is None:
+        return tempfile.gettempdir()
+    if not isinstance(lock_dir, (str, os.PathLike)):
+        raise TypeError(f"Checksum lock_dir must be a str or a path, not {type(lock_dir).__name__}")
+    directory = os.path.abspath(os.fspath(lock_dir))
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"Checksum lock_dir {directory!r} is not a directory; create it, or leave "
+            "lock_dir out to use the system's temporary directory"
+        )
+    return str(directory)
+
+
+def _lock_files(directory: str, bottom: object) -> str | None:
+    """The common start of the lock files' paths for the storage *bottom*
+    (None where ``flock`` is missing): its ``repr``, hashed, names what it
+    stores the same way in every process, and never holds a secret."""
+    if sys.platform == "win32":  # pragma: no cover - no flock there
+        return None
+    name = hashlib.blake2b(repr(bottom).encode(), digest_size=12).hexdigest()
+    return os.path.join(directory, f"django-snapshots-{name}")
+
+
+@contextlib.contextmanager
+def _file_locked(path: str, *, shared: bool) -> Iterator[None]:
+    """Hold an advisory ``flock`` on the lock file *path*, which the kernel
+    releases when the descriptor is closed or the process dies.  Each call
+    opens its own descriptor: locks then exclude each other between threads
+    too, and a child made by ``fork`` shares none of its parent's."""
+    # Read-only, so that processes of other users can open the same file;
+    # no O_CREAT for an existing file, which a sticky temporary directory may
+    # refuse for a file of another user.
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            fd = os.open(path, flags | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise type(exc)(
+            exc.errno,
+            f"Checksum cannot open its lock file {path!r} ({exc.strerror}); pass lock_dir, "
+            "a directory every process writing this storage can write",
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 # Small helpers.
