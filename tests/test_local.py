@@ -11,6 +11,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -868,3 +869,145 @@ def test_reads_racing_deletes_and_rewrites_see_the_object_or_file_not_found(
     for thread in churners:
         thread.join()
     assert unexpected == []
+
+
+# Incremental sync
+
+HOUR_NS = 3600 * 10**9
+
+
+def _age(root: Path, key: str, *, by_ns: int = HOUR_NS) -> int:
+    """Set the modification time of *key* *by_ns* into the past; return it."""
+    mtime = time.time_ns() - by_ns
+    os.utime(root / key, ns=(mtime, mtime))
+    return mtime
+
+
+def _identity(root: Path, key: str) -> tuple[int, int]:
+    info = os.stat(root / key)
+    return info.st_ino, info.st_mtime_ns
+
+
+def _mirror(storage: LocalFileSystemBackend, root: Path, count: int = 5) -> list[str]:
+    """Store *count* settled objects under src/ and sync them to dst/."""
+    keys = [f"src/{n}/object" for n in range(count)]
+    for n, key in enumerate(keys):
+        storage.write(key, io.BytesIO(b"object %d" % n))
+        _age(root, key)
+    storage.sync("src/", "dst/")
+    return keys
+
+
+def test_sync_copies_carry_the_modification_time_of_their_source(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    keys = _mirror(storage, root)
+    for key in keys:
+        copy = "dst/" + key[len("src/") :]
+        assert os.stat(root / copy).st_mtime_ns == os.stat(root / key).st_mtime_ns
+        assert storage.read(copy).read() == storage.read(key).read()
+
+
+def test_sync_leaves_an_unchanged_mirror_untouched(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    _mirror(storage, root)
+    before = {key: _identity(root, key) for key in storage.list("dst/")}
+    storage.sync("src/", "dst/")
+    assert {key: _identity(root, key) for key in storage.list("dst/")} == before
+    assert _temporary_files(root) == []
+
+
+def test_sync_copies_a_change_that_kept_the_size(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    _mirror(storage, root)
+    untouched = _identity(root, "dst/1/object")
+    storage.write("src/0/object", io.BytesIO(b"OBJECT 0"))  # same size, other bytes
+    _age(root, "src/0/object", by_ns=HOUR_NS // 2)
+    storage.sync("src/", "dst/")
+    assert storage.read("dst/0/object").read() == b"OBJECT 0"
+    assert _identity(root, "dst/1/object") == untouched
+
+
+def test_sync_copies_a_change_made_within_one_tick_of_the_file_system_clock(
+    storage: LocalFileSystemBackend, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a file system with coarse times, a source rewritten at the same size
+    # right after a sync copied it keeps its modification time: the copy
+    # made while the source was that recent must not count as up to date.
+    from django_snapshots.storage import local
+
+    tick = time.time_ns() - HOUR_NS
+    storage.write("src/a", io.BytesIO(b"first"))
+    os.utime(root / "src/a", ns=(tick, tick))
+    monkeypatch.setattr(local.time, "time_ns", lambda: tick + 10**9 // 2)
+    storage.sync("src/", "dst/")
+    storage.write("src/a", io.BytesIO(b"again"))
+    os.utime(root / "src/a", ns=(tick, tick))  # the same tick
+    monkeypatch.setattr(local.time, "time_ns", lambda: tick + 60 * 10**9)
+    storage.sync("src/", "dst/")
+    assert storage.read("dst/a").read() == b"again"
+    assert os.stat(root / "dst/a").st_mtime_ns == tick
+    # Now settled, the copy is trusted and left alone.
+    settled = _identity(root, "dst/a")
+    storage.sync("src/", "dst/")
+    assert _identity(root, "dst/a") == settled
+
+
+def test_sync_copies_a_recent_source_even_when_size_and_time_match(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    storage.write("src/a", io.BytesIO(b"recent"))
+    storage.write("dst/a", io.BytesIO(b"stale!"))
+    mtime = os.stat(root / "src/a").st_mtime_ns
+    os.utime(root / "dst/a", ns=(mtime, mtime))
+    storage.sync("src/", "dst/")
+    assert storage.read("dst/a").read() == b"recent"
+
+
+def test_sync_compares_only_size_and_time_of_settled_objects(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    # The documented limit, as with rsync's quick check: a copy changed
+    # behind the backend's back, with its size and time restored, is kept.
+    storage.write("src/a", io.BytesIO(b"source"))
+    mtime = _age(root, "src/a")
+    storage.write("dst/a", io.BytesIO(b"edited"))
+    os.utime(root / "dst/a", ns=(mtime, mtime))
+    storage.sync("src/", "dst/")
+    assert storage.read("dst/a").read() == b"edited"
+    os.utime(root / "dst/a", ns=(mtime + 1, mtime + 1))
+    storage.sync("src/", "dst/")
+    assert storage.read("dst/a").read() == b"source"
+
+
+def test_incremental_sync_removes_deleted_keys_and_keeps_the_rest(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    keys = _mirror(storage, root)
+    kept = {key: _identity(root, key) for key in storage.list("dst/") if key != "dst/2/object"}
+    storage.delete(keys[2])
+    storage.sync("src/", "dst/")
+    assert storage.list("dst/") == sorted(kept)
+    assert {key: _identity(root, key) for key in kept} == kept
+    assert not (root / "dst/2").exists()
+
+
+def test_a_sync_copy_that_fails_keeps_the_old_copy_and_leaves_no_temporary_file(
+    storage: LocalFileSystemBackend, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_snapshots.storage import local
+
+    _mirror(storage, root)
+    storage.write("src/0/object", io.BytesIO(b"changed!"))
+    before = _tree(root / "dst")
+
+    def broken_utime(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(local.os, "utime", broken_utime)
+    with pytest.raises(SnapshotStorageError, match="Input/output error"):
+        storage.sync("src/", "dst/")
+    assert _tree(root / "dst") == before
+    assert _temporary_files(root) == []

@@ -70,6 +70,7 @@ import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, cast
 
@@ -89,6 +90,12 @@ from django_snapshots.storage.wrappers.base import validate_key_through
 from django_snapshots.storage.wrappers.retry import is_transient
 
 __all__ = ["LocalFileSystemBackend"]
+
+# How long an object must have been left unchanged before ``sync`` trusts its
+# modification time to tell whether a copy is up to date.  File systems
+# record modification times with a granularity of up to 2 seconds (FAT), so
+# an object rewritten at the same size within one tick keeps its time.
+_TRUSTED_AGE_NS = 2_000_000_000
 
 # Keys may not contain U+007F, while POSIX file systems, FAT/exFAT, NTFS and
 # SMB shares all accept it in names (a backslash would not survive the last
@@ -236,6 +243,13 @@ class LocalFileSystemBackend:
 
         Only the directory that *prefix* names is walked.
         """
+        return self._listing(prefix)
+
+    def _listing(
+        self, prefix: str, stats: dict[str, os.stat_result] | None = None
+    ) -> builtins.list[str]:
+        """Return the keys :meth:`list` returns, and with *stats* put the
+        status of each object found in the same walk there."""
         validate_prefix(prefix)
         base, _, start = prefix.rpartition("/")
         segments = base.split("/") if base else []
@@ -244,7 +258,7 @@ class LocalFileSystemBackend:
         keys: list[str] = []
         with self._directories(prefix, segments, create=False) as fds:
             if fds is not None:
-                self._collect(prefix, fds[-1], base, start, keys)
+                self._collect(prefix, fds[-1], base, start, keys, stats)
         keys.sort()
         return keys
 
@@ -299,18 +313,31 @@ class LocalFileSystemBackend:
     def sync(self, src_prefix: str, dst_prefix: str) -> None:
         """Make the keys under *dst_prefix* mirror those under *src_prefix*.
 
-        Each object is copied atomically; stale keys under *dst_prefix* are
-        deleted after the copies, except those a copy needs out of the way
-        (an object ``d/a`` where a directory ``d/a/`` must go, or the reverse).
-        Nothing is deleted unless both listings were complete, and every
-        destination key is checked before the first change.
+        Each object is copied atomically, and its copy carries the source's
+        modification time; a copy whose size and modification time (to the
+        nanosecond) already match its source is left alone, unless the
+        source changed less than 2 seconds before the sync began (see
+        :doc:`/backends/local`).  Stale keys under *dst_prefix* are deleted
+        after the copies, except those a copy needs out of the way (an
+        object ``d/a`` where a directory ``d/a/`` must go, or the reverse).  Nothing is deleted
+        unless both listings were complete, and every destination key is
+        checked before the first change.
+
+        .. versionchanged:: 0.2
+           Unchanged objects are no longer copied again.
         """
         src_prefix, dst_prefix = validate_sync_prefixes(src_prefix, dst_prefix)
+        # A source modified after this moment may change again without its
+        # modification time changing (the file system's clock ticks coarsely),
+        # so its copy is never trusted to be up to date.
+        trusted_before = time.time_ns() - _TRUSTED_AGE_NS
+        sources: dict[str, os.stat_result] = {}
+        copies: dict[str, os.stat_result] = {}
         plan = {
             validate_key_through(self, dst_prefix + key[len(src_prefix) :]): key
-            for key in self.list(src_prefix)
+            for key in self._listing(src_prefix, sources)
         }
-        stale = [key for key in self.list(dst_prefix) if key not in plan]
+        stale = [key for key in self._listing(dst_prefix, copies) if key not in plan]
         needed_directories = {parent for target in plan for parent in _parents(target)}
         in_the_way = [
             key
@@ -320,12 +347,36 @@ class LocalFileSystemBackend:
         for key in in_the_way:
             self.delete(key)
         for target, source in plan.items():
-            with self.read(source) as content:
-                self.write(target, content)
+            if not _up_to_date(sources.get(source), copies.get(target), trusted_before):
+                self._sync_object(source, target, trusted_before)
         for key in set(stale).difference(in_the_way):
             self.delete(key)
 
-    def _write_once(self, path: str, chunks: Iterable[bytes]) -> None:
+    def _sync_object(self, source: str, target: str, trusted_before: int) -> None:
+        """Copy *source* to *target* with the source's times, or, for a source
+        changed since *trusted_before*, a modification time that no later
+        version of the source can have."""
+        with self.read(source) as content:
+            try:
+                # The times of the file being read, whatever replaces it meanwhile.
+                origin = os.fstat(content.fileno())
+            except OSError as exc:
+                raise self._failure("read", source, exc) from exc
+            mtime = origin.st_mtime_ns
+            if mtime >= trusted_before:
+                # A nanosecond earlier: a rewrite of the source within the same
+                # tick keeps the source's time, and must not look like this
+                # copy at the next sync.
+                mtime -= 1
+            times = (origin.st_atime_ns, mtime)
+            chunks = iter_chunks(content)
+            self._retry_vanished(
+                "write", target, lambda: self._write_once(target, chunks, times=times)
+            )
+
+    def _write_once(
+        self, path: str, chunks: Iterable[bytes], *, times: tuple[int, int] | None = None
+    ) -> None:
         *parents, name = segments = path.split("/")
         with self._directories(path, parents, create=True) as fds:
             assert fds is not None
@@ -337,7 +388,7 @@ class LocalFileSystemBackend:
                 _raise_if_vanished(exc, directory)
                 raise self._failure("write", path, exc) from exc
             try:
-                self._fill(path, fd, chunks)
+                self._fill(path, fd, chunks, times=times)
                 try:
                     os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
                 except FileNotFoundError as exc:
@@ -528,11 +579,18 @@ class LocalFileSystemBackend:
         _fsync_directory(parent)
 
     def _collect(
-        self, prefix: str, directory: int, base: str, start: str, keys: builtins.list[str]
+        self,
+        prefix: str,
+        directory: int,
+        base: str,
+        start: str,
+        keys: builtins.list[str],
+        stats: dict[str, os.stat_result] | None,
     ) -> None:
         """Append to *keys* every object below *directory* (whose key prefix is
-        *base*) in an entry whose name starts with *start*; a directory that
-        cannot be read raises, so a listing is never silently partial."""
+        *base*) in an entry whose name starts with *start*, and put its status
+        in *stats* if given; a directory that cannot be read raises, so a
+        listing is never silently partial."""
         try:
             found = _scan(directory, start)
         except OSError as exc:
@@ -543,6 +601,13 @@ class LocalFileSystemBackend:
                 continue  # a temporary file, or a name no key can spell
             if is_file:
                 keys.append(key)
+                if stats is not None:
+                    try:
+                        stats[key] = os.stat(name, dir_fd=directory, follow_symlinks=False)
+                    except FileNotFoundError:
+                        pass  # removed since the scan: listed, with no status
+                    except OSError as exc:
+                        raise self._unlisted(prefix, base, exc) from exc
             elif is_dir:
                 try:
                     child = os.open(name, _DIR_FLAGS, dir_fd=directory)
@@ -555,7 +620,7 @@ class LocalFileSystemBackend:
                         continue
                     raise self._unlisted(prefix, key, exc) from exc
                 try:
-                    self._collect(prefix, child, key, "", keys)
+                    self._collect(prefix, child, key, "", keys, stats)
                 finally:
                     os.close(child)
 
@@ -567,7 +632,11 @@ class LocalFileSystemBackend:
             transient=is_transient(exc),
         )
 
-    def _fill(self, key: str, fd: int, chunks: Iterable[bytes]) -> None:
+    def _fill(
+        self, key: str, fd: int, chunks: Iterable[bytes], *, times: tuple[int, int] | None = None
+    ) -> None:
+        """Write *chunks* to the temporary file *fd*, set its access and
+        modification *times* (nanoseconds) if given, and sync it."""
         with os.fdopen(fd, "wb") as file:
             # Errors raised by *chunks* are the caller's and pass through
             # untouched; only the file's own errors become storage errors.
@@ -578,6 +647,8 @@ class LocalFileSystemBackend:
                     raise self._failure("write", key, exc) from exc
             try:
                 file.flush()
+                if times is not None:
+                    os.utime(file.fileno(), ns=times)
                 os.fsync(file.fileno())
             except OSError as exc:
                 raise self._failure("write", key, exc) from exc
@@ -725,6 +796,23 @@ def _name_max(location: str) -> tuple[int, bool]:
         except (OSError, ValueError):
             return _DEFAULT_NAME_MAX, False
         return (limit if limit > 0 else _DEFAULT_NAME_MAX), path == location
+
+
+def _up_to_date(
+    source: os.stat_result | None, copy: os.stat_result | None, trusted_before: int
+) -> bool:
+    """Tell whether *copy* was made from *source* as it is now: both regular
+    files of the same size and modification time, and the source unchanged
+    since *trusted_before*."""
+    return (
+        source is not None
+        and copy is not None
+        and stat.S_ISREG(source.st_mode)
+        and stat.S_ISREG(copy.st_mode)
+        and source.st_size == copy.st_size
+        and source.st_mtime_ns == copy.st_mtime_ns
+        and source.st_mtime_ns < trusted_before
+    )
 
 
 def _create_temp(directory: int) -> tuple[str, int]:
