@@ -21,7 +21,7 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from boto3.s3.transfer import TransferConfig
@@ -1115,11 +1115,15 @@ def test_a_read_that_failed_fails_again(local: RcloneBackend) -> None:
         # What rclone had already written into the pipe may still come out
         # before the failure does; after it, every read fails again.
         with pytest.raises(SnapshotStorageError, match="signal 9"):
-            while reader.read(CHUNK_SIZE):
-                pass
+            _read_to_the_end(reader)
         for _ in range(3):
             with pytest.raises(SnapshotStorageError, match="signal 9"):
                 reader.read(CHUNK_SIZE)
+
+
+def _read_to_the_end(reader: IO[bytes]) -> None:
+    while reader.read(CHUNK_SIZE):
+        pass
 
 
 def test_a_stream_read_that_failed_fails_again(local: RcloneBackend) -> None:
