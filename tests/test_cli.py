@@ -1011,3 +1011,45 @@ def test_get_into_the_store_through_a_symbolic_link_is_refused_too(
     message = fails("get", "--force", "db/b.dump", str(tmp_path / "alias" / "a.dump"))
     assert "inside the storage's own directory" in message
     assert storage.read("db/a.dump").read() == b"backup a"
+
+
+def test_a_project_made_by_django_admin_startproject_runs_every_command(
+    tmp_path: Path, artifact: Path
+) -> None:
+    # The project Django itself generates, with the README's stack added to
+    # its settings: the commands an operator runs, end to end.
+    made = subprocess.run(
+        [sys.executable, "-m", "django", "startproject", "mysite", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    settings = tmp_path / "mysite" / "settings.py"
+    store = tmp_path / "backups"
+    settings.write_text(
+        settings.read_text().replace(
+            "INSTALLED_APPS = [", "INSTALLED_APPS = [\n    'django_snapshots',", 1
+        )
+        + "\nfrom django_snapshots.storage import "
+        "Checksum, LocalFileSystemBackend, Logging, Retry\n"
+        f"BACKUPS = LocalFileSystemBackend({str(store)!r})\n"
+        "SNAPSHOTS = {'STORAGE': Logging(Retry(Checksum(BACKUPS)))}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+
+    def manage(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=tmp_path, env=env, input=input, capture_output=True, timeout=120,
+        )  # fmt: skip
+
+    assert manage("check").returncode == 0
+    assert manage("snapshots", "put", str(artifact), "db/a.dump").returncode == 0
+    assert manage("snapshots", "put", "-", "db/b.dump", input=b"from stdin").returncode == 0
+    listed = manage("snapshots", "ls")
+    assert listed.stdout == b"db/a.dump\ndb/b.dump\n"  # keys only: the audit log is on stderr
+    assert b"snapshots.storage.list" in listed.stderr
+    restored = manage("snapshots", "get", "db/a.dump", "-")
+    assert restored.stdout == artifact.read_bytes()
+    assert manage("snapshots", "verify").returncode == 0
+    assert manage("snapshots", "rm", "db/b.dump").returncode == 0
+    assert manage("snapshots", "ls", "--settings", "mysite.settings").stdout == b"db/a.dump\n"
