@@ -22,6 +22,8 @@ from typing import IO, Any, cast
 __all__ = [
     "CHUNK_SIZE",
     "ChunkReader",
+    "MeteredChunks",
+    "MeteredReader",
     "ObservedReader",
     "ReadableStream",
     "StickyChunks",
@@ -201,6 +203,168 @@ class ObservedReader(io.RawIOBase):
         """Called once when the reader is closed."""
 
 
+#: What a metered stream reports once it ends: the error that ended it (None
+#: for the end of the stream or a close), the bytes delivered, and whether
+#: the consumer reached the end of the object.
+Finish = Callable[[BaseException | None, int, bool], object]
+
+
+class MeteredReader(ObservedReader):
+    """*source* as the consumer reads it, counted: *finish* is called exactly
+    once, at the end of the stream, at the first failure, or at close
+    (``complete`` is true only when the end was reached).  It stays failed
+    once it raised.
+
+    ``read`` and ``readline`` go straight to the source, which keeps its
+    full reads and its fast lines; a short read that is not the end is
+    completed here, so reads stay full whatever the source.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, source: IO[bytes], finish: Finish) -> None:
+        super().__init__(source)
+        self._finish = finish
+        self._bytes = 0
+        self._ended = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._failure is not None:
+            raise self._failure
+        if self._eof or size == 0:
+            return b""
+        want = -1 if size is None or size < 0 else size
+        whole = want < 0
+        try:
+            data = self._source.read(want)
+            if data and 0 < len(data) < want:
+                data = self._fill(data, want)
+        except BaseException as exc:
+            self._failure = exc
+            self._end_with(exc)
+            raise
+        if data:
+            self._bytes += len(data)
+            if whole or self._eof:  # the source read to its end
+                self._eof = True
+                self._end_with(None)
+        elif data is not None:  # b"": end of stream; None: nothing ready yet
+            self._eof = True
+            self._end_with(None)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if self._failure is not None:
+            raise self._failure
+        if self._eof or size == 0:
+            return b""
+        try:
+            line = self._source.readline(-1 if size is None else size)
+        except BaseException as exc:
+            self._failure = exc
+            self._end_with(exc)
+            raise
+        if line:
+            self._bytes += len(line)
+        else:
+            self._eof = True
+            self._end_with(None)
+        return line
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return super().readinto(buffer)
+        except BaseException as exc:
+            self._end_with(exc)
+            raise
+
+    def _fill(self, data: bytes, size: int) -> bytes:
+        """Read on after a short read until *size* bytes or the end."""
+        pieces = [data]
+        missing = size - len(data)
+        while missing > 0:
+            more = self._source.read(missing)
+            if more is None:
+                continue
+            if not more:
+                self._eof = True
+                break
+            pieces.append(more)
+            missing -= len(more)
+        return b"".join(pieces)
+
+    def _on_data(self, chunk: memoryview) -> None:
+        self._bytes += len(chunk)
+
+    def _on_eof(self) -> None:
+        self._end_with(None)
+
+    def _on_close(self) -> None:
+        self._end_with(None)
+
+    def _end_with(self, exc: BaseException | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._finish(exc, self._bytes, self._eof and exc is None)
+
+
+class MeteredChunks(Iterator[bytes]):
+    """*chunks*, counted: *finish* is called exactly once, when they are
+    exhausted, fail, are closed, or are dropped unfinished (an abandoned
+    generator would never report if it was closed before its first chunk).
+    Once it raised, every later ``next`` raises the same exception.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, chunks: Iterable[bytes], finish: Finish) -> None:
+        self._chunks = iter(chunks)
+        self._finish = finish
+        self._bytes = 0
+        self._ended = False
+        self._exhausted = False
+        self._failure: BaseException | None = None
+
+    def __next__(self) -> bytes:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            self._exhausted = True
+            self._end_with(None)
+            raise
+        except BaseException as exc:
+            self._failure = exc
+            self._end_with(exc)
+            raise
+        self._bytes += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        """Stop reading: close the underlying iterator, and report."""
+        try:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._end_with(None)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_ended", True):
+            self.close()
+
+    def _end_with(self, exc: BaseException | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._finish(exc, self._bytes, self._exhausted)
+
+
 class StickyChunks(Iterator[bytes]):
     """*chunks*, as an iterator that stays failed once it raised: every later
     ``next`` raises the same exception, where a generator would end the
@@ -296,3 +460,53 @@ def check_binary_content(content: object) -> None:
             f"content must be a binary file object with a read() method, not "
             f"{type(content).__name__}: for instance open(path, 'rb') or io.BytesIO(data)"
         )
+
+
+class _CountedContent(ReadableStream):
+    """Passes the caller's content to the storage, counting the bytes taken.
+
+    ``high`` is the furthest point read, so a storage that rewinds and reads
+    again (a retry) is not counted twice.  Seeking is passed through when
+    the content supports it, and the content is never closed: it belongs
+    to the caller.
+    """
+
+    def __init__(self, content: IO[bytes]) -> None:
+        super().__init__()
+        self._content = content
+        self._position = 0
+        self._origin: int | None = None
+        self.high = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._content.read(-1 if size is None else size)
+        if data:
+            self._position += len(data)
+            self.high = max(self.high, self._position)
+        return data
+
+    def seekable(self) -> bool:
+        return bool(self._content.seekable())
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if self._origin is None:
+            self._origin = self._content.tell() - self._position
+        where = self._content.seek(offset, whence)
+        self._position = where - self._origin
+        return where
+
+    def tell(self) -> int:
+        return self._content.tell()
+
+
+class _Counter:
+    __slots__ = ("bytes",)
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+
+def _counted(chunks: Iterator[bytes], counter: _Counter) -> Iterator[bytes]:
+    for chunk in chunks:
+        counter.bytes += len(chunk)
+        yield chunk

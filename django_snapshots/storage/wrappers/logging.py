@@ -29,7 +29,6 @@ or one that failed).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from time import perf_counter
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
@@ -37,7 +36,15 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
 import structlog
 
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
-from django_snapshots.storage.streams import ObservedReader, ReadableStream, check_binary_content
+from django_snapshots.storage.streams import (
+    Finish,
+    MeteredChunks,
+    MeteredReader,
+    _counted,
+    _CountedContent,
+    _Counter,
+    check_binary_content,
+)
 from django_snapshots.storage.wrappers.base import StorageWrapper
 
 __all__ = ["AdvancedLogging", "Logging"]
@@ -100,7 +107,7 @@ class Logging(StorageWrapper):
         except BaseException as exc:
             _log_error(self, "read", start, exc, path=path, bytes=0, complete=False)
             raise
-        return cast("IO[bytes]", _LoggedReader(self, source, path, start))
+        return cast("IO[bytes]", MeteredReader(source, _entry_end(self, "read", start, path)))
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path* and log the bytes taken from it."""
@@ -150,7 +157,7 @@ class AdvancedLogging(Logging, tier="advanced"):
         except BaseException as exc:
             _log_error(self, "stream_read", start, exc, path=path, bytes=0, complete=False)
             raise
-        return _LoggedChunks(self, chunks, path, start)
+        return MeteredChunks(chunks, _entry_end(self, "stream_read", start, path))
 
     def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
         """Store *chunks* at *path* and log the bytes taken from them."""
@@ -185,6 +192,18 @@ def _configure(wrapper: Logging, storage: SnapshotStorage, logger: Any) -> None:
     # configuration, whenever that happens.
     wrapper._self_logger = structlog.get_logger(LOGGER_NAME) if logger is None else logger
     wrapper._self_storage = repr(storage)
+
+
+def _entry_end(wrapper: Logging, op: str, start: float, path: str) -> Finish:
+    """What logs the entry of a stream *op* handed out, once it ends."""
+
+    def finish(exc: BaseException | None, delivered: int, complete: bool) -> None:
+        if exc is None:
+            _log_ok(wrapper, op, start, path=path, bytes=delivered, complete=complete)
+        else:
+            _log_error(wrapper, op, start, exc, path=path, bytes=delivered, complete=False)
+
+    return finish
 
 
 def _since(start: float) -> float:
@@ -228,205 +247,3 @@ def _logged_list(
         raise
     _log_ok(wrapper, op, start, prefix=prefix, count=len(keys))
     return keys
-
-
-class _LoggedReader(ObservedReader):
-    """The stream ``Logging.read`` hands out: logs once, at EOF, error or close."""
-
-    def __init__(self, wrapper: Logging, source: IO[bytes], path: str, start: float) -> None:
-        super().__init__(source)
-        self._wrapper = wrapper
-        self._path = path
-        self._start = start
-        self._bytes = 0
-        self._logged = False
-
-    def read(self, size: int | None = -1) -> bytes:
-        # The common calls, read() and read(n), go straight to the source
-        # rather than through readinto and a buffer of the base class.
-        if self._failure is not None:
-            raise self._failure
-        if self._eof or size == 0:
-            return b""
-        try:
-            data = self._source.read(-1 if size is None else size)
-        except BaseException as exc:
-            self._failure = exc
-            self._log_error(exc)
-            raise
-        if data:
-            self._bytes += len(data)
-            if size is None or size < 0:  # the source read to its end
-                self._eof = True
-                self._log_ok()
-        elif data is not None:  # b"": end of stream; None: nothing ready yet
-            self._eof = True
-            self._log_ok()
-        return data
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        # The source's own readline: the one of the base class would read
-        # one byte at a time.  Iteration goes through here too.
-        if self._failure is not None:
-            raise self._failure
-        if self._eof or size == 0:
-            return b""
-        try:
-            line = self._source.readline(-1 if size is None else size)
-        except BaseException as exc:
-            self._failure = exc
-            self._log_error(exc)
-            raise
-        if line:
-            self._bytes += len(line)
-        else:
-            self._eof = True
-            self._log_ok()
-        return line
-
-    def readinto(self, buffer: Any) -> int:
-        try:
-            return super().readinto(buffer)
-        except BaseException as exc:
-            self._log_error(exc)
-            raise
-
-    def _on_data(self, chunk: memoryview) -> None:
-        self._bytes += len(chunk)
-
-    def _on_eof(self) -> None:
-        self._log_ok()
-
-    def _on_close(self) -> None:
-        self._log_ok()
-
-    def _log_ok(self) -> None:
-        if self._logged:
-            return
-        self._logged = True
-        _log_ok(
-            self._wrapper, "read", self._start,
-            path=self._path, bytes=self._bytes, complete=self._eof,
-        )  # fmt: skip
-
-    def _log_error(self, exc: BaseException) -> None:
-        if not self._logged:
-            self._logged = True
-            _log_error(
-                self._wrapper, "read", self._start, exc,
-                path=self._path, bytes=self._bytes, complete=False,
-            )  # fmt: skip
-
-
-class _LoggedChunks(Iterator[bytes]):
-    """The iterator ``Logging.stream_read`` hands out: logs once, when it is
-    exhausted, fails, is closed, or is dropped unfinished (an abandoned
-    generator would never log if it was closed before its first chunk).
-    Once it raised, every later ``next`` raises the same exception."""
-
-    def __init__(self, wrapper: Logging, chunks: Iterator[bytes], path: str, start: float) -> None:
-        self._wrapper = wrapper
-        self._chunks = chunks
-        self._path = path
-        self._start = start
-        self._bytes = 0
-        self._logged = False
-        self._exhausted = False
-        self._failure: BaseException | None = None
-
-    def __next__(self) -> bytes:
-        if self._failure is not None:
-            raise self._failure
-        try:
-            chunk = next(self._chunks)
-        except StopIteration:
-            self._exhausted = True
-            self._finish(None)
-            raise
-        except BaseException as exc:
-            self._failure = exc
-            self._finish(exc)
-            raise
-        self._bytes += len(chunk)
-        return chunk
-
-    def close(self) -> None:
-        """Stop reading: close the storage's iterator and log the bytes delivered so far."""
-        try:
-            close = getattr(self._chunks, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._finish(None)
-
-    def __del__(self) -> None:
-        if not getattr(self, "_logged", True):
-            self.close()
-
-    def _finish(self, exc: BaseException | None) -> None:
-        if self._logged:
-            return
-        self._logged = True
-        if exc is None:
-            _log_ok(
-                self._wrapper, "stream_read", self._start,
-                path=self._path, bytes=self._bytes, complete=self._exhausted,
-            )  # fmt: skip
-        else:
-            _log_error(
-                self._wrapper, "stream_read", self._start, exc,
-                path=self._path, bytes=self._bytes, complete=False,
-            )  # fmt: skip
-
-
-class _CountedContent(ReadableStream):
-    """Passes the caller's content to the storage, counting the bytes taken.
-
-    ``high`` is the furthest point read, so a storage that rewinds and reads
-    again (a retry) is not counted twice.  Seeking is passed through when
-    the content supports it, and the content is never closed: it belongs
-    to the caller.
-    """
-
-    def __init__(self, content: IO[bytes]) -> None:
-        super().__init__()
-        self._content = content
-        self._position = 0
-        self._origin: int | None = None
-        self.high = 0
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = self._content.read(-1 if size is None else size)
-        if data:
-            self._position += len(data)
-            self.high = max(self.high, self._position)
-        return data
-
-    def seekable(self) -> bool:
-        return bool(self._content.seekable())
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if self._origin is None:
-            self._origin = self._content.tell() - self._position
-        where = self._content.seek(offset, whence)
-        self._position = where - self._origin
-        return where
-
-    def tell(self) -> int:
-        return self._content.tell()
-
-
-class _Counter:
-    __slots__ = ("bytes",)
-
-    def __init__(self) -> None:
-        self.bytes = 0
-
-
-def _counted(chunks: Iterator[bytes], counter: _Counter) -> Iterator[bytes]:
-    for chunk in chunks:
-        counter.bytes += len(chunk)
-        yield chunk

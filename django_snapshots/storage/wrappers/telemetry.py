@@ -72,9 +72,16 @@ from time import perf_counter
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
-from django_snapshots.storage.streams import ObservedReader, check_binary_content
+from django_snapshots.storage.streams import (
+    Finish,
+    MeteredChunks,
+    MeteredReader,
+    _counted,
+    _CountedContent,
+    _Counter,
+    check_binary_content,
+)
 from django_snapshots.storage.wrappers.base import StorageWrapper
-from django_snapshots.storage.wrappers.logging import _counted, _CountedContent, _Counter
 
 try:
     from opentelemetry import context as _context
@@ -244,7 +251,7 @@ class Telemetry(StorageWrapper):
             raise
         finally:
             _leave(token)
-        return cast("IO[bytes]", _TracedReader(self, span, start, source))
+        return cast("IO[bytes]", MeteredReader(source, _span_end(self, span, "read", start)))
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path*, recording the bytes taken from it."""
@@ -315,7 +322,7 @@ class AdvancedTelemetry(Telemetry, tier="advanced"):
             raise
         finally:
             _leave(token)
-        return _TracedChunks(self, span, start, chunks)
+        return MeteredChunks(chunks, _span_end(self, span, "stream_read", start))
 
     def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
         """Store *chunks* at *path*, recording the bytes taken from them."""
@@ -551,164 +558,14 @@ def _traced_list(
     return keys
 
 
-class _TracedReader(ObservedReader):
-    """The stream ``Telemetry.read`` hands out: ends its span once, at the
-    end of the stream, at a failure or at close.
+def _span_end(wrapper: Telemetry, span: Span, op: str, start: float) -> Finish:
+    """What ends the span of a stream *op* handed out, once it ends."""
 
-    ``read`` and ``readline`` go straight to the source, which keeps its
-    full reads and its fast lines; a short read that is not the end is
-    completed here, so reads stay full whatever the source."""
-
-    def __init__(self, wrapper: Telemetry, span: Span, start: float, source: IO[bytes]) -> None:
-        super().__init__(source)
-        self._wrapper = wrapper
-        self._span = span
-        self._start = start
-        self._bytes = 0
-        self._ended = False
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self._failure is not None:
-            raise self._failure
-        if self._eof or size == 0:
-            return b""
-        want = -1 if size is None or size < 0 else size
-        whole = want < 0
-        try:
-            data = self._source.read(want)
-            if data and 0 < len(data) < want:
-                data = self._fill(data, want)
-        except BaseException as exc:
-            self._failure = exc
-            self._end_with(exc)
-            raise
-        if data:
-            self._bytes += len(data)
-            if whole or self._eof:  # the source read to its end
-                self._eof = True
-                self._end_with(None)
-        elif data is not None:  # b"": end of stream; None: nothing ready yet
-            self._eof = True
-            self._end_with(None)
-        return data
-
-    def _fill(self, data: bytes, size: int) -> bytes:
-        """Read on after a short read until *size* bytes or the end."""
-        pieces = [data]
-        missing = size - len(data)
-        while missing > 0:
-            more = self._source.read(missing)
-            if more is None:
-                continue
-            if not more:
-                self._eof = True
-                break
-            pieces.append(more)
-            missing -= len(more)
-        return b"".join(pieces)
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        if self._failure is not None:
-            raise self._failure
-        if self._eof or size == 0:
-            return b""
-        try:
-            line = self._source.readline(-1 if size is None else size)
-        except BaseException as exc:
-            self._failure = exc
-            self._end_with(exc)
-            raise
-        if line:
-            self._bytes += len(line)
-        else:
-            self._eof = True
-            self._end_with(None)
-        return line
-
-    def readinto(self, buffer: Any) -> int:
-        try:
-            return super().readinto(buffer)
-        except BaseException as exc:
-            self._end_with(exc)
-            raise
-
-    def _on_data(self, chunk: memoryview) -> None:
-        self._bytes += len(chunk)
-
-    def _on_eof(self) -> None:
-        self._end_with(None)
-
-    def _on_close(self) -> None:
-        self._end_with(None)
-
-    def _end_with(self, exc: BaseException | None) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        attributes = {BYTES: self._bytes, COMPLETE: self._eof and exc is None}
+    def finish(exc: BaseException | None, delivered: int, complete: bool) -> None:
+        attributes = {BYTES: delivered, COMPLETE: complete}
         if exc is None:
-            _succeed(self._wrapper, self._span, "read", self._start, attributes, self._bytes)
+            _succeed(wrapper, span, op, start, attributes, delivered)
         else:
-            _fail(self._wrapper, self._span, "read", self._start, exc, attributes, self._bytes)
+            _fail(wrapper, span, op, start, exc, attributes, delivered)
 
-
-class _TracedChunks(Iterator[bytes]):
-    """The iterator ``Telemetry.stream_read`` hands out: ends its span once,
-    when it is exhausted, fails, is closed, or is dropped unfinished.  Once
-    it raised, every later ``next`` raises the same exception."""
-
-    def __init__(
-        self, wrapper: Telemetry, span: Span, start: float, chunks: Iterator[bytes]
-    ) -> None:
-        self._wrapper = wrapper
-        self._span = span
-        self._start = start
-        self._chunks = chunks
-        self._bytes = 0
-        self._ended = False
-        self._exhausted = False
-        self._failure: BaseException | None = None
-
-    def __next__(self) -> bytes:
-        if self._failure is not None:
-            raise self._failure
-        try:
-            chunk = next(self._chunks)
-        except StopIteration:
-            self._exhausted = True
-            self._end_with(None)
-            raise
-        except BaseException as exc:
-            self._failure = exc
-            self._end_with(exc)
-            raise
-        self._bytes += len(chunk)
-        return chunk
-
-    def close(self) -> None:
-        """Stop reading: close the storage's iterator and end the span."""
-        try:
-            close = getattr(self._chunks, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._end_with(None)
-
-    def __del__(self) -> None:
-        if not getattr(self, "_ended", True):
-            self.close()
-
-    def _end_with(self, exc: BaseException | None) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        attributes = {BYTES: self._bytes, COMPLETE: self._exhausted}
-        if exc is None:
-            _succeed(self._wrapper, self._span, "stream_read", self._start, attributes, self._bytes)
-        else:
-            _fail(
-                self._wrapper, self._span, "stream_read", self._start, exc, attributes, self._bytes
-            )
+    return finish
