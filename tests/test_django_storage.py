@@ -1452,3 +1452,31 @@ def test_concurrent_writes_of_prefixes_and_keys_below_them_never_lose_an_object(
         sys.setswitchinterval(switching)
     assert errors == []
     assert backend.list("") == [f"d/{n}-last/x" for n in range(6)]
+
+
+def test_a_directory_pruned_while_it_is_created_is_created_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # os.makedirs raises FileExistsError when a concurrent delete prunes the
+    # directory between its mkdir and its check that the directory is there.
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path))
+    real = os.makedirs
+    raced: list[str] = []
+
+    def makedirs(name: Any, *args: Any, **kwargs: Any) -> None:
+        if not raced:
+            raced.append(str(name))
+            raise FileExistsError(17, "File exists", str(name))
+        real(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    backend.write("shared/dir/k", io.BytesIO(b"landed"))
+    assert raced
+    assert read_all(backend, "shared/dir/k") == b"landed"
+
+
+def test_a_file_where_a_directory_is_needed_is_still_refused(tmp_path: Path) -> None:
+    backend = DjangoStorageBackend(FileSystemStorage(location=tmp_path))
+    (tmp_path / "shared").write_bytes(b"not a directory")
+    with pytest.raises(SnapshotStorageError):
+        backend.write("shared/dir/k", io.BytesIO(b"x"))

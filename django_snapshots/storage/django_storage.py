@@ -742,11 +742,26 @@ def _tree_lock(storage: Storage) -> AbstractContextManager[object]:
 def _make_directories(storage: FileSystemStorage, directory: str) -> None:
     """Create *directory* and its parents as FileSystemStorage.save does."""
     mode = storage.directory_permissions_mode
-    if mode is not None:
-        # os.makedirs does not apply its mode to intermediate directories.
-        safe_makedirs(directory, mode, exist_ok=True)
-    else:
-        os.makedirs(directory, exist_ok=True)
+    for attempt in range(_MKDIR_ATTEMPTS):
+        try:
+            if mode is not None:
+                # os.makedirs does not apply its mode to intermediate directories.
+                safe_makedirs(directory, mode, exist_ok=True)
+            else:
+                os.makedirs(directory, exist_ok=True)
+            return
+        except FileExistsError:
+            # makedirs found a directory in place, then a concurrent delete
+            # pruned it before makedirs could see it was one: create it
+            # again.  A file standing there is a real conflict.
+            if attempt == _MKDIR_ATTEMPTS - 1 or (
+                os.path.lexists(directory) and not os.path.isdir(directory)
+            ):
+                raise
+
+
+# Tries at creating a directory that concurrent deletes keep pruning.
+_MKDIR_ATTEMPTS = 8
 
 
 def _fsync_directory(directory: str) -> None:
