@@ -85,11 +85,30 @@ def bech32(hrp: str, data: bytes) -> str:
     return hrp + "1" + "".join(_BECH32[w] for w in words + checksum)
 
 
+def bech32_decode(text: str) -> tuple[str, bytes]:
+    """The human-readable part and the data of a Bech32 string, checksum checked."""
+    text = text.lower()
+    hrp, _, rest = text.rpartition("1")
+    words = [_BECH32.index(c) for c in rest]
+    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+    if _bech32_polymod(expanded + words) != 1:
+        raise ValueError("bad Bech32 checksum")
+    bits = "".join(f"{word:05b}" for word in words[:-6])
+    return hrp, bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits) - 7, 8))
+
+
 class SpecKey:
     """An X25519 key pair, with its age encodings."""
 
-    def __init__(self) -> None:
-        self.private = x25519.X25519PrivateKey.generate()
+    @classmethod
+    def from_identity(cls, identity: str) -> SpecKey:
+        """The key pair of an ``AGE-SECRET-KEY-1...`` identity."""
+        hrp, secret = bech32_decode(identity)
+        assert hrp == "age-secret-key-"
+        return cls(x25519.X25519PrivateKey.from_private_bytes(secret))
+
+    def __init__(self, private: x25519.X25519PrivateKey | None = None) -> None:
+        self.private = private or x25519.X25519PrivateKey.generate()
         raw = serialization.Encoding.Raw
         self.secret_bytes = self.private.private_bytes(
             raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()

@@ -746,7 +746,10 @@ def test_connections_cut_mid_transfer_are_retried_and_deliver_every_byte_once(
         storage = Retry(inner, attempts=5, wait_initial=0, wait_max=0, wait_jitter=0)
         storage.write("k", io.BytesIO(data))
         assert stored_on_s3(s3_bucket) == ["backups/k"]
-        assert incomplete_uploads(s3_bucket) == []
+        # Each failed try aborted its upload, unless the proxy cut the abort
+        # request too (pooled connections): then it is left for a lifecycle
+        # rule, as the backend page says, and never for another key.
+        assert set(incomplete_uploads(s3_bucket)) <= {"backups/k"}
         proxy.cut, proxy.cuts = 0, 1
         with storage.read("k") as file:
             assert file.read() == data
