@@ -1,0 +1,120 @@
+"""What a crashed write leaves behind, and how old it must be to go.
+
+A write killed midway (``SIGKILL``, a lost machine, a dropped network) can
+leave pieces that are not keys: a local temporary file, rclone's temporary
+or partial name, an incomplete multipart upload on S3.  They hold no backup
+anyone can read, yet they take space (and, on S3, are billed).  A backend
+that can leave such pieces offers::
+
+    cleanup(prefix: str = "", *, older_than=DEFAULT_OLDER_THAN, dry_run=False)
+        -> list[Leftover]
+
+It removes each leftover under *prefix* that nobody has written to for at
+least *older_than* (a :class:`~datetime.timedelta`, or seconds), and returns
+what it removed; with ``dry_run=True`` it removes nothing and returns what
+it would remove.  It never touches a key, nor a write younger than the
+limit: a write in progress keeps its leftover fresh.  Every wrapper passes
+``cleanup`` on with its prefix mapped, so ``Prefix`` confines it to the
+tenant's leftovers and names them relative to the tenant:
+
+.. code-block:: python
+
+    from datetime import timedelta
+
+    from django_snapshots.storage import LocalFileSystemBackend, Prefix
+
+    tenant = Prefix(LocalFileSystemBackend("/var/backups"), "acme")
+    for leftover in tenant.cleanup(older_than=timedelta(days=1), dry_run=True):
+        print(leftover.name, leftover.kind)
+
+On the command line: ``snapshots cleanup [PREFIX] [--older-than 24h] [--dry-run]``.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
+
+__all__ = ["DEFAULT_OLDER_THAN", "Leftover", "check_older_than", "parse_duration"]
+
+#: How long a leftover must have been left alone before ``cleanup`` removes
+#: it, unless told otherwise: long enough that no write still running on a
+#: slow link loses its temporary piece.
+DEFAULT_OLDER_THAN = timedelta(hours=24)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(?:(\d+)([smhdw]))+")
+_PART = re.compile(r"(\d+)([smhdw])")
+
+
+class Leftover(NamedTuple):
+    """One piece a crashed write left behind.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Where it is, relative to the storage's root (through ``Prefix``, to
+    #: the tenant's root).  Not a key: leftovers are named so that no key
+    #: can name them, so show it with care (``repr``).
+    name: str
+    #: What it is: ``"temporary file"``, ``"partial upload"`` or
+    #: ``"multipart upload"``.
+    kind: str
+    #: When it was last written to (for a multipart upload, its newest part,
+    #: or its start), in UTC.
+    modified: datetime
+    #: Its size in bytes, when the storage tells.
+    size: int | None = None
+
+    def age(self, now: datetime | None = None) -> timedelta:
+        """Return how long ago it was last written to."""
+        return (now or datetime.now(timezone.utc)) - self.modified
+
+
+def parse_duration(text: str) -> timedelta:
+    """Return the duration that *text* spells as a number and a unit, or
+    several: ``90s``, ``30m``, ``24h``, ``7d``, ``2w``, ``1h30m``.
+
+    Raises :class:`ValueError` with a message fit for a command line on
+    anything else (no unit, a negative number, a fraction, spaces).
+
+    .. versionadded:: 0.1
+    """
+    if not isinstance(text, str) or not _DURATION.fullmatch(text.strip().lower()):
+        raise ValueError(
+            f"not a duration: {text!r}; give a whole number and a unit "
+            "(s, m, h, d or w), e.g. 90s, 30m, 24h, 7d or 1h30m"
+        )
+    seconds = sum(
+        int(number) * _UNITS[unit] for number, unit in _PART.findall(text.strip().lower())
+    )
+    return timedelta(seconds=seconds)
+
+
+def check_older_than(older_than: object) -> timedelta:
+    """Return *older_than* as a :class:`~datetime.timedelta`, or raise
+    :class:`TypeError`/:class:`ValueError` before any I/O: it must be a
+    ``timedelta``, a number of seconds, or a duration such as ``"24h"``,
+    and not negative.
+
+    .. versionadded:: 0.1
+    """
+    if isinstance(older_than, bool):
+        raise TypeError("older_than must be a timedelta or a number of seconds, not a bool")
+    if isinstance(older_than, str):
+        older_than = parse_duration(older_than)
+    elif isinstance(older_than, (int, float)):
+        if older_than != older_than or older_than in (float("inf"), float("-inf")):
+            raise ValueError(f"older_than must be a finite number of seconds, not {older_than!r}")
+        older_than = timedelta(seconds=older_than)
+    elif not isinstance(older_than, timedelta):
+        raise TypeError(
+            "older_than must be a timedelta, a number of seconds or a duration such as "
+            f"'24h', not {type(older_than).__name__}"
+        )
+    if older_than < timedelta(0):
+        raise ValueError(f"older_than must not be negative, got {older_than}")
+    return older_than
