@@ -42,6 +42,7 @@ from django_snapshots._inspect import (
 )
 from django_snapshots.conf import InvalidStorageSettingError, get_storage
 from django_snapshots.exceptions import SnapshotError
+from django_snapshots.storage.cleanup import parse_duration
 from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
 from django_snapshots.storage.protocols import requires_advanced_storage
 from django_snapshots.storage.streams import ObservedReader, iter_chunks
@@ -51,6 +52,11 @@ __all__ = ["CommandFailed", "Console", "add_program_options", "add_subcommands",
 
 #: What ``-`` stands for in ``put`` and ``get``.
 STANDARD_STREAM = "-"
+
+# A write can go quiet for a while (a slow link, a paused database dump)
+# without having crashed: ``cleanup`` never takes a shorter age from an operator.
+_MIN_CLEANUP_AGE = datetime.timedelta(minutes=1)
+_MIN_CLEANUP_AGE_TEXT = "1m"
 
 
 class CommandFailed(Exception):
@@ -203,6 +209,21 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
                         help="only keys starting with this (default: all keys)")  # fmt: skip
     verify.add_argument("--allow-empty", action="store_true",
                         help="succeed when no object is found under PREFIX")  # fmt: skip
+    cleanup = add("cleanup", "Remove what crashed writes left behind",
+                  "Finds the pieces that writes killed midway left in the storage (temporary "
+                  "files, partial uploads, incomplete multipart uploads), never a stored key, "
+                  "and removes each one under PREFIX that nothing has written to for --older-than "
+                  "(default 24h): a write still running keeps its piece fresh.  Prints one line "
+                  "per leftover and a count.  With --dry-run, prints what would be removed and "
+                  "changes nothing.")  # fmt: skip
+    cleanup.add_argument("prefix", nargs="?", default="", metavar="PREFIX",
+                         help="only leftovers under this (default: everywhere)")  # fmt: skip
+    cleanup.add_argument("--older-than", default="24h", metavar="DURATION",
+                         help="how long a leftover must have been left alone, as a whole number "
+                         "and a unit: 90s, 30m, 24h, 7d or 2w (default: 24h; at least "
+                         f"{_MIN_CLEANUP_AGE_TEXT})")  # fmt: skip
+    cleanup.add_argument("-n", "--dry-run", action="store_true",
+                         help="only print what would be removed")  # fmt: skip
     keygen = add("keygen", "Make a new age identity for Encrypt",
                  "Writes a new secret key to FILE, created readable and writable by its owner "
                  "only (mode 0600), in the format of age-keygen, and prints its public key, the "
@@ -364,6 +385,54 @@ def _verify(options: dict[str, Any], console: Console) -> None:
     console.print(f"verified {len(keys)} {noun}: all intact")
 
 
+def _cleanup(options: dict[str, Any], console: Console) -> None:
+    prefix = validate_prefix(options["prefix"])
+    try:
+        older_than = parse_duration(options.get("older_than", "24h"))
+    except ValueError as exc:
+        raise CommandFailed(f"--older-than: {exc}") from None
+    if older_than < _MIN_CLEANUP_AGE:
+        raise CommandFailed(
+            f"--older-than {options['older_than']} would remove the pieces of writes that are "
+            f"still running; give at least {_MIN_CLEANUP_AGE_TEXT}"
+        )
+    dry_run = bool(options.get("dry_run", False))
+    storage = get_storage()
+    clean = getattr(storage, "cleanup", None)
+    if not callable(clean):
+        raise CommandFailed(
+            f"cannot clean up {storage!r}: {type(storage).__name__} has no cleanup(), so "
+            "nothing tells what a crashed write leaves in it"
+        )
+    now = datetime.datetime.now(datetime.timezone.utc)
+    leftovers = clean(prefix, older_than=older_than, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for leftover in leftovers:
+        details = [leftover.kind, f"last written {_age(leftover.age(now))} ago"]
+        if leftover.size is not None:
+            details.append(f"{leftover.size} bytes")
+        # repr: leftovers are named so that no key can name them (a DEL, a
+        # backslash), and an operator needs the exact name, never a shortened one.
+        console.print(f"{verb} {leftover.name!r} ({', '.join(details)})")
+    noun = "leftover" if len(leftovers) == 1 else "leftovers"
+    where = f" under {prefix!r}" if prefix else ""
+    older = f"older than {options.get('older_than', '24h')}"
+    if dry_run:
+        console.print(
+            f"would remove {len(leftovers)} {noun}{where} {older} (dry run: nothing changed)"
+        )
+    else:
+        console.print(f"removed {len(leftovers)} {noun}{where} {older}")
+
+
+def _age(age: datetime.timedelta) -> str:
+    seconds = max(0, int(age.total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _keygen(options: dict[str, Any], console: Console) -> None:
     output = options["output"]
     if output == STANDARD_STREAM:
@@ -428,6 +497,7 @@ _COMMANDS: dict[str, Callable[[dict[str, Any], Console], None]] = {
     "rm": _rm,
     "sync": _sync,
     "verify": _verify,
+    "cleanup": _cleanup,
     "keygen": _keygen,
     "demo": _demo,
 }

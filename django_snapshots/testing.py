@@ -19,6 +19,7 @@ from typing import IO, Any, NoReturn, cast
 import pytest
 
 from django_snapshots.exceptions import SnapshotStorageCapabilityError, SnapshotStoragePathError
+from django_snapshots.storage.cleanup import Leftover
 from django_snapshots.storage.keys import MAX_KEY_BYTES
 from django_snapshots.storage.memory import MemoryBackend as _Memory
 from django_snapshots.storage.protocols import (
@@ -636,6 +637,36 @@ class StorageConformance:
             _ensure_listed(storage, "", [])
 
         distinct_keys_round_trip()
+
+    def test_cleanup_never_touches_a_key(self, storage: SnapshotStorage) -> None:
+        clean = getattr(storage, "cleanup", None)
+        if clean is None:
+            return  # it offers no cleanup, so it promises nothing about one
+        keys = ["a", "db/latest.dump", "db/2026/11/30.dump", "db.partial", "tmp/x.tmp"]
+        for index, key in enumerate(keys):
+            storage.write(key, io.BytesIO(_payload(index, key)))
+        for bad in ("/abs", "a/../b", "a\x00"):
+            _ensure_raises(
+                SnapshotStoragePathError,
+                f"cleanup({bad!r})",
+                lambda: clean(bad),  # noqa: B023
+            )
+        _ensure_raises(ValueError, "cleanup(older_than=-1)", lambda: clean(older_than=-1))
+        _ensure_raises(TypeError, "cleanup(dry_run='no')", lambda: clean(dry_run="no"))
+        try:
+            planned = clean(older_than=0, dry_run=True)
+        except SnapshotStorageCapabilityError:
+            _ensure_listed(storage, "", sorted(keys))
+            return  # the storage at the bottom offers none: said before any I/O
+        removed = clean("db/", older_than=0) + clean(older_than=0)
+        for leftover in planned + removed:
+            _ensure(
+                isinstance(leftover, Leftover) and leftover.name not in keys,
+                f"cleanup() reported {leftover!r}, which is a key or not a Leftover",
+            )
+        _ensure_listed(storage, "", sorted(keys))
+        for index, key in enumerate(keys):
+            _ensure_stored(storage, key, _payload(index, key))
 
     def test_a_closed_stream_never_reads_as_complete(self, storage: SnapshotStorage) -> None:
         storage.write("k", io.BytesIO(_noise(10_000)))

@@ -42,7 +42,7 @@ from tests.test_conf import fresh_storage_cache
 
 pytestmark = pytest.mark.usefixtures(fresh_storage_cache.__name__)
 
-SUBCOMMANDS = ["check", "ls", "put", "get", "rm", "sync", "verify", "keygen", "demo"]
+SUBCOMMANDS = ["check", "ls", "put", "get", "rm", "sync", "verify", "cleanup", "keygen", "demo"]
 
 
 def snapshots(*args: str, stdin: Any = None) -> str:
@@ -1053,3 +1053,105 @@ def test_a_project_made_by_django_admin_startproject_runs_every_command(
     assert manage("snapshots", "verify").returncode == 0
     assert manage("snapshots", "rm", "db/b.dump").returncode == 0
     assert manage("snapshots", "ls", "--settings", "mysite.settings").stdout == b"db/a.dump\n"
+
+
+def leave_temporary_file(root: Path, directory: str, *, hours_old: float, size: int = 10) -> Path:
+    """Put the very file LocalFileSystemBackend writes into before it
+    renames it, as a write killed midway leaves it, last written
+    *hours_old* hours ago."""
+    path = root / directory / f".snapshots-write-{os.urandom(8).hex()}\x7f"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    when = path.stat().st_mtime - hours_old * 3600
+    os.utime(path, (when, when))
+    return path
+
+
+def test_cleanup_removes_old_leftovers_and_keeps_keys_and_young_writes(
+    storage: Any, root: Path
+) -> None:
+    storage.write("db/latest.dump", io.BytesIO(b"dump"))
+    old = leave_temporary_file(root, "db", hours_old=49, size=123)
+    young = leave_temporary_file(root, "db", hours_old=1)
+    out = snapshots("cleanup", "--older-than", "24h")
+    name = f"db/{old.name}"
+    assert out.splitlines() == [
+        f"removed {name!r} (temporary file, last written 2d ago, 123 bytes)",
+        "removed 1 leftover older than 24h",
+    ]
+    assert not old.exists()
+    assert young.exists()
+    assert snapshots("verify") == "verified 1 object: all intact\n"
+
+
+def test_cleanup_dry_run_changes_nothing(storage: Any, root: Path) -> None:
+    old = leave_temporary_file(root, "db", hours_old=25)
+    out = snapshots("cleanup", "--dry-run")
+    assert out.splitlines()[-1] == (
+        "would remove 1 leftover older than 24h (dry run: nothing changed)"
+    )
+    assert out.startswith(f"would remove {'db/' + old.name!r} (temporary file")
+    assert old.exists()
+
+
+def test_cleanup_under_a_prefix_leaves_a_sibling_prefix_alone(storage: Any, root: Path) -> None:
+    ours = leave_temporary_file(root, "acme/db", hours_old=30)
+    theirs = leave_temporary_file(root, "acmecorp/db", hours_old=30)
+    out = snapshots("cleanup", "acme/", "--older-than", "1d")
+    assert out.splitlines()[-1] == "removed 1 leftover under 'acme/' older than 1d"
+    assert not ours.exists()
+    assert theirs.exists()
+
+
+def test_cleanup_through_a_tenant_prefix_names_leftovers_as_the_tenant_sees_them(
+    root: Path,
+) -> None:
+    ours = leave_temporary_file(root, "acme/db", hours_old=30)
+    theirs = leave_temporary_file(root, "other/db", hours_old=30)
+    with override_settings(SNAPSHOTS={"STORAGE": Prefix(LocalFileSystemBackend(root), "acme")}):
+        out = snapshots("cleanup")
+    assert out.splitlines()[0].startswith(f"removed {'db/' + ours.name!r} (temporary file")
+    assert not ours.exists()
+    assert theirs.exists()
+
+
+@pytest.mark.parametrize("duration", ["24", "-1h", "1.5h", "24 h", "day", ""])
+def test_cleanup_refuses_a_duration_it_cannot_read(storage: Any, duration: str) -> None:
+    assert "--older-than: not a duration" in fails("cleanup", "--older-than", duration)
+
+
+@pytest.mark.parametrize("duration", ["0s", "59s"])
+def test_cleanup_refuses_an_age_that_would_catch_running_writes(
+    storage: Any, root: Path, duration: str
+) -> None:
+    young = leave_temporary_file(root, "db", hours_old=0)
+    message = fails("cleanup", "--older-than", duration)
+    assert "still running; give at least 1m" in message
+    assert young.exists()
+
+
+def test_cleanup_of_a_storage_without_cleanup_says_so(tmp_path: Path) -> None:
+    class Minimal:
+        """A third-party backend with the five methods and nothing more."""
+
+        def __init__(self) -> None:
+            self._inner = MemoryBackend()
+
+        def read(self, path: str) -> Any:
+            return self._inner.read(path)
+
+        def write(self, path: str, content: Any) -> None:
+            self._inner.write(path, content)
+
+        def list(self, prefix: str) -> list[str]:
+            return self._inner.list(prefix)
+
+        def delete(self, path: str) -> None:
+            self._inner.delete(path)
+
+        def exists(self, path: str) -> bool:
+            return self._inner.exists(path)
+
+    with override_settings(SNAPSHOTS={"STORAGE": Logging(Minimal())}):
+        message = fails("cleanup")
+    assert "Minimal has no cleanup()" in message

@@ -7,6 +7,7 @@ import io
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,6 +22,7 @@ from opentelemetry.trace import StatusCode
 
 from django_snapshots.exceptions import SnapshotStorageError, SnapshotStoragePathError
 from django_snapshots.storage import MemoryBackend, Prefix, RcloneBackend
+from django_snapshots.storage.cleanup import Leftover
 from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage
 from django_snapshots.storage.wrappers.telemetry import (
@@ -138,6 +140,10 @@ OPERATIONS: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
     "sync": (
         lambda s: s.sync("db/", "copy/"),
         {NS + "source.prefix": "db/", NS + "destination.prefix": "copy/"},
+    ),
+    "cleanup": (
+        lambda s: s.cleanup("db/", older_than=0, dry_run=True),
+        {NS + "prefix": "db/", NS + "count": 0, NS + "dry_run": True},
     ),
 }
 BASIC = ("read", "write", "list", "delete", "exists")
@@ -803,6 +809,51 @@ def test_the_documented_attribute_table_lists_every_attribute_recorded(otel: Ote
         otel.wrap(stored()).read("missing")
     recorded = {name for span in otel.spans() for name in (span.attributes or {})}
     assert recorded == set(ATTRIBUTES)
+
+
+class Leaving(MemoryBackend):
+    """A backend whose crashed writes left two pieces under tenant acme/
+    and one under acmecorp/."""
+
+    def cleanup(self, prefix: str = "", *, older_than: Any, dry_run: bool = False) -> list[Any]:
+        names = ["acme/db/x\\tmp", "acme/y\\partial", "acmecorp/z\\tmp"]
+        when = datetime.now(timezone.utc)
+        return [Leftover(n, "temporary file", when) for n in names if n.startswith(prefix)]
+
+
+def test_cleanup_records_how_many_leftovers_it_removed(otel: Otel) -> None:
+    storage = otel.wrap(Prefix(Leaving(), "acme"))
+    leftovers = storage.cleanup(older_than=0)
+    assert [leftover.name for leftover in leftovers] == ["db/x\\tmp", "y\\partial"]
+    span = otel.only_span()
+    assert span.name == "snapshots.storage.cleanup"
+    assert dict(span.attributes or {}) == {
+        NS + "operation": "cleanup",
+        NS + "outcome": "ok",
+        NS + "stack": "Prefix(Leaving(), 'acme')",
+        NS + "prefix": "",
+        NS + "count": 2,
+        NS + "dry_run": False,
+    }
+
+
+def test_cleanup_without_keys_records_no_prefix(otel: Otel) -> None:
+    storage = otel.wrap(Prefix(Leaving(), "acme"), record_keys=False)
+    storage.cleanup("db/", older_than=0, dry_run=True)
+    attributes = dict(otel.only_span().attributes or {})
+    assert NS + "prefix" not in attributes
+    assert "acme" not in repr(attributes)
+    assert attributes[NS + "count"] == 1
+
+
+def test_a_refused_cleanup_is_recorded_as_an_error(otel: Otel) -> None:
+    storage = otel.wrap(Leaving())
+    with pytest.raises(ValueError, match="must not be negative"):
+        storage.cleanup(older_than=-5)
+    span = otel.only_span()
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "ValueError"
+    assert span.attributes[NS + "outcome"] == "error"
 
 
 # The storage contract holds through the wrapper.

@@ -48,6 +48,7 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeGuard, TypeVar, cast
 
@@ -56,8 +57,10 @@ import wrapt
 from django_snapshots.exceptions import (
     SnapshotError,
     SnapshotStorageCapabilityError,
+    SnapshotStorageError,
     SnapshotStoragePathError,
 )
+from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_older_than
 from django_snapshots.storage.keys import _show, validate_key, validate_prefix
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 from django_snapshots.storage.streams import iter_chunks
@@ -351,6 +354,51 @@ class StorageWrapper(_Proxy):
                 "its Checksum layer's check"
             )
         return verification.digest
+
+    def cleanup(
+        self,
+        prefix: str = "",
+        *,
+        older_than: timedelta | float = DEFAULT_OLDER_THAN,
+        dry_run: bool = False,
+    ) -> list[Leftover]:
+        """Remove what crashed writes left under *prefix* in the storage at
+        the bottom of this stack, if nobody wrote to it for *older_than*,
+        and return what was removed (with *dry_run*, remove nothing and
+        return what would be); see :mod:`django_snapshots.storage.cleanup`.
+
+        The call goes down through every layer with *prefix* mapped as for
+        ``list`` (``Prefix`` confines it to the tenant's own leftovers) and
+        the leftovers come back named as this stack names things (relative
+        to the tenant's root).  Keys are never touched.  A stack whose
+        bottom storage has no ``cleanup`` (it leaves no leftovers it knows
+        of) raises :class:`~django_snapshots.SnapshotStorageCapabilityError`
+        before any I/O, and so do a bad prefix or a bad *older_than*.
+
+        .. versionadded:: 0.1
+        """
+        older_than = check_older_than(older_than)
+        if not isinstance(dry_run, bool):
+            raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
+        below = self._self_storage_prefix(prefix)
+        root = self._self_storage_prefix("")
+        storage = self.__wrapped__
+        clean = getattr(storage, "cleanup", None)
+        if not callable(clean):
+            raise SnapshotStorageCapabilityError(
+                f"cannot clean up {self!r}: {type(storage).__name__} has no cleanup(), so "
+                "nothing tells what a crashed write leaves in it"
+            )
+        leftovers = clean(below, older_than=older_than, dry_run=dry_run)
+        for leftover in leftovers:
+            # The storage below is trusted with nothing: a name outside what
+            # was asked for would tell a tenant of another tenant's uploads.
+            if not (isinstance(leftover, Leftover) and leftover.name.startswith(below)):
+                raise SnapshotStorageError(
+                    f"{storage!r} reported a leftover outside prefix {below!r}: "
+                    f"{_show(getattr(leftover, 'name', leftover))}"
+                )
+        return [leftover._replace(name=leftover.name[len(root) :]) for leftover in leftovers]
 
     if not TYPE_CHECKING:
         # Hidden from type checkers: they would take a __getattr__ as

@@ -68,9 +68,11 @@ wrapper costs next to nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
 from time import perf_counter
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
 
+from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 from django_snapshots.storage.streams import (
     Finish,
@@ -117,6 +119,7 @@ DESTINATION_PREFIX = _NS + "destination.prefix"
 BYTES = _NS + "bytes"
 COUNT = _NS + "count"
 FOUND = _NS + "found"
+DRY_RUN = _NS + "dry_run"
 COMPLETE = _NS + "complete"
 DIRECTION = _NS + "direction"
 ERROR_TYPE = "error.type"
@@ -127,13 +130,14 @@ ATTRIBUTES = {
     OUTCOME: '"ok" or "error"',
     STACK: "repr of the stack below (class names only with record_keys=False)",
     KEY: "the key (single-key operations)",
-    PREFIX: "the prefix (list, recursive_list)",
+    PREFIX: "the prefix (list, recursive_list, cleanup)",
     SOURCE_KEY: "the key moved (atomic_move)",
     DESTINATION_KEY: "where it was moved (atomic_move)",
     SOURCE_PREFIX: "the prefix mirrored (sync)",
     DESTINATION_PREFIX: "the prefix mirrored to (sync)",
     BYTES: "bytes delivered or taken (read, write, stream_read, stream_write)",
-    COUNT: "keys listed (list, recursive_list)",
+    COUNT: "keys listed (list, recursive_list); leftovers removed, or found (cleanup)",
+    DRY_RUN: "whether the cleanup only looked (cleanup)",
     FOUND: "whether the key exists (exists)",
     COMPLETE: "whether the stream was read to its end (read, stream_read)",
     ERROR_TYPE: "the exception's class name, on failure",
@@ -148,7 +152,7 @@ METRICS = {
 
 _OPERATIONS = (
     "read", "write", "list", "delete", "exists",
-    "stream_read", "stream_write", "atomic_move", "recursive_list", "sync",
+    "stream_read", "stream_write", "atomic_move", "recursive_list", "sync", "cleanup",
 )  # fmt: skip
 _SPAN_NAMES = {op: _NS + op for op in _OPERATIONS}
 _DIRECTIONS = {"read": "read", "stream_read": "read", "write": "write", "stream_write": "write"}
@@ -299,6 +303,30 @@ class Telemetry(StorageWrapper):
             _leave(token)
         _succeed(self, span, "exists", start, {FOUND: bool(found)})
         return found
+
+    def cleanup(
+        self,
+        prefix: str = "",
+        *,
+        older_than: timedelta | float = DEFAULT_OLDER_THAN,
+        dry_run: bool = False,
+    ) -> list[Leftover]:
+        """Remove crash leftovers under *prefix* (see
+        :meth:`StorageWrapper.cleanup`), recording how many."""
+        clean = super().cleanup
+        if _quiet(self):
+            return clean(prefix, older_than=older_than, dry_run=dry_run)
+        span, start = _start(self, "cleanup", {PREFIX: prefix})
+        token = _enter(span)
+        try:
+            leftovers = clean(prefix, older_than=older_than, dry_run=dry_run)
+        except BaseException as exc:
+            _fail(self, span, "cleanup", start, exc, {DRY_RUN: dry_run is True})
+            raise
+        finally:
+            _leave(token)
+        _succeed(self, span, "cleanup", start, {COUNT: len(leftovers), DRY_RUN: dry_run is True})
+        return leftovers
 
 
 class AdvancedTelemetry(Telemetry, tier="advanced"):
