@@ -15,6 +15,7 @@ import pickle
 import re
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,6 +25,7 @@ from structlog.testing import capture_logs
 from django_snapshots.exceptions import (
     SnapshotIntegrityError,
     SnapshotStorageCapabilityError,
+    SnapshotStorageError,
     SnapshotStoragePathError,
 )
 from django_snapshots.storage import (
@@ -37,6 +39,7 @@ from django_snapshots.storage import (
     StorageWrapper,
     requires_advanced_storage,
 )
+from django_snapshots.storage.cleanup import Leftover
 from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.storage.wrappers.base import (
     ADVANCED_METHODS,
@@ -46,6 +49,7 @@ from django_snapshots.storage.wrappers.base import (
     validate_key_through,
 )
 from django_snapshots.testing import Chaos, assert_intercepts_every_method
+from tests.test_retry import BasicMemory
 
 Options = dict[str, Any]
 
@@ -341,9 +345,10 @@ def test_passes_through_refuses_parameters_the_method_does_not_have() -> None:
 
 
 def _extra_methods(cls: type) -> list[str]:
-    # verify is the machinery's own, on every wrapper: it reads through the
-    # wrapper itself rather than passing a method of the storage below on.
-    served = set(BASIC_METHODS + ADVANCED_METHODS) | {"verify"}
+    # verify and cleanup are the machinery's own, on every wrapper: they go
+    # through the wrapper itself (its key and prefix mapping) rather than
+    # passing a method of the storage below on.
+    served = set(BASIC_METHODS + ADVANCED_METHODS) | {"verify", "cleanup"}
     return sorted(
         name
         for name, value in inspect.getmembers(cls)
@@ -1110,3 +1115,84 @@ def test_content_that_is_not_a_binary_file_is_refused_by_every_stack_before_any_
     with capture_logs(), pytest.raises(TypeError, match="binary file object"):
         stack.write("k", content)
     assert storage.list("") == []
+
+
+# cleanup through the whole stack.
+
+
+class Leaving(MemoryBackend):
+    """A backend whose crashed writes left a piece under tenant-a/ and one
+    under tenant-ab/; it records the prefixes it was asked for."""
+
+    def __init__(self, names: tuple[str, ...] = ("tenant-a/db/x\\tmp", "tenant-ab/y\\tmp")):
+        super().__init__()
+        self.names = names
+        self.asked: list[tuple[str, float, bool]] = []
+
+    def cleanup(
+        self, prefix: str = "", *, older_than: timedelta, dry_run: bool = False
+    ) -> list[Leftover]:
+        self.asked.append((prefix, older_than.total_seconds(), dry_run))
+        when = datetime.now(timezone.utc)
+        return [Leftover(n, "temporary file", when, 3) for n in self.names if n.startswith(prefix)]
+
+
+@pytest.mark.parametrize(("wrapper", "options"), WRAPPERS, ids=WRAPPER_IDS)
+def test_cleanup_reaches_the_bottom_through_every_wrapper_with_its_prefix_mapped(
+    wrapper: type[StorageWrapper], options: Options
+) -> None:
+    below = Leaving()
+    with capture_logs():
+        stack = wrapper(below, **options)
+        removed = stack.cleanup("", older_than="2h", dry_run=True)
+    if wrapper is Prefix:
+        assert below.asked == [("tenant-a/", 7200.0, True)]
+        assert [leftover.name for leftover in removed] == ["db/x\\tmp"]
+    else:
+        assert below.asked == [("", 7200.0, True)]
+        assert [leftover.name for leftover in removed] == list(below.names)
+
+
+def test_cleanup_through_a_stack_of_every_wrapper_scopes_it_to_the_tenant() -> None:
+    below = Leaving()
+    with capture_logs():
+        stack = Logging(Retry(Prefix(Checksum(Chaos(below, failure_rate=0.0)), "tenant-a")))
+        removed = stack.cleanup("db/", older_than=60)
+    assert below.asked == [("tenant-a/db/", 60.0, False)]
+    assert [(leftover.name, leftover.size) for leftover in removed] == [("db/x\\tmp", 3)]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ({"prefix": "../tenant-b/"}, SnapshotStoragePathError),
+        ({"prefix": "/etc/"}, SnapshotStoragePathError),
+        ({"older_than": -1}, ValueError),
+        ({"older_than": True}, TypeError),
+        ({"older_than": "soon"}, ValueError),
+        ({"older_than": float("nan")}, ValueError),
+        ({"dry_run": "yes"}, TypeError),
+    ],
+)
+def test_cleanup_refuses_bad_arguments_before_any_io(
+    arguments: dict[str, Any], error: type[Exception]
+) -> None:
+    below = Leaving()
+    with pytest.raises(error):
+        Prefix(Retry(below), "tenant-a").cleanup(**arguments)
+    assert below.asked == []
+
+
+def test_cleanup_refuses_a_leftover_outside_the_prefix_it_asked_for() -> None:
+    below = Leaving(names=("tenant-ab/y\\tmp",))
+    below.cleanup = lambda prefix="", **options: [  # type: ignore[method-assign]
+        Leftover("tenant-ab/y\\tmp", "temporary file", datetime.now(timezone.utc))
+    ]
+    with pytest.raises(SnapshotStorageError, match="outside prefix 'tenant-a/'"):
+        Prefix(below, "tenant-a").cleanup()
+
+
+def test_cleanup_of_a_stack_without_cleanup_below_is_a_capability_error() -> None:
+    stack = Retry(Prefix(BasicMemory(), "tenant-a"))
+    with pytest.raises(SnapshotStorageCapabilityError, match="BasicMemory has no cleanup"):
+        stack.cleanup(older_than=0)
