@@ -631,6 +631,61 @@ def test_entries_go_to_the_django_snapshots_storage_logger_by_default(
     assert records[1].error == "FileNotFoundError"  # type: ignore[attr-defined]
 
 
+def test_the_logger_is_assembled_once_per_configuration_not_per_entry(
+    memory: MemoryBackend, restore_structlog: None
+) -> None:
+    made: list[structlog.ReturnLogger] = []
+
+    def factory(*args: Any) -> structlog.ReturnLogger:
+        made.append(structlog.ReturnLogger())
+        return made[-1]
+
+    storage = Logging(memory)
+    structlog.configure(processors=[], logger_factory=factory)
+    storage.exists("db/a.dump")
+    storage.list("db/")
+    storage.read("db/a.dump").read()
+    assert len(made) == 1
+    structlog.configure(logger_factory=factory)  # the same factory, set again
+    storage.exists("db/a.dump")
+    assert len(made) == 1
+    structlog.configure(logger_factory=lambda *args: factory(*args))
+    storage.exists("db/a.dump")
+    storage.exists("db/b.dump")
+    assert len(made) == 2
+
+
+def test_a_configuration_changed_after_the_first_entry_takes_effect(
+    memory: MemoryBackend, restore_structlog: None
+) -> None:
+    first: list[dict[str, Any]] = []
+    second: list[dict[str, Any]] = []
+
+    def keep(entries: list[dict[str, Any]]) -> Any:
+        def processor(logger: Any, name: str, event: dict[str, Any]) -> Any:
+            entries.append(event)
+            raise structlog.DropEvent
+
+        return processor
+
+    storage = Logging(memory)
+    structlog.configure(processors=[keep(first)], wrapper_class=structlog.BoundLogger)
+    storage.exists("db/a.dump")
+    structlog.configure(processors=[keep(second)])
+    storage.exists("db/b.dump")
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    storage.exists("db/c.jpg")  # now dropped by level
+    with capture_logs() as captured:  # changes the processors in place
+        storage.exists("media/c.jpg")
+    assert [entry["path"] for entry in first] == ["db/a.dump"]
+    assert [entry["path"] for entry in second] == ["db/b.dump"]
+    assert captured == []  # still dropped by level: capture_logs keeps the wrapper class
+    structlog.configure(wrapper_class=structlog.BoundLogger)
+    with capture_logs() as captured:
+        storage.exists("media/c.jpg")
+    assert [entry["path"] for entry in captured] == ["media/c.jpg"]
+
+
 def test_the_library_never_configures_structlog(tmp_path: Path) -> None:
     code = (
         "import io, structlog, django_snapshots\n"
