@@ -8,12 +8,16 @@ import errno
 import io
 import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -602,9 +606,10 @@ def _unreadable_directory_scenario(location: Path) -> None:
     assert storage.list("mirror/") == ["mirror/a", "mirror/sub/b"]
 
 
-def test_an_unreadable_directory_fails_the_listing_and_sync_deletes_nothing() -> None:
-    # Root reads any directory whatever its mode: the scenario runs in a
-    # child process that is nobody, in a directory nobody may enter.
+def _run_as_nobody(scenario: Callable[[Path], None]) -> None:
+    """Run *scenario* with a fresh location, in a child process that is
+    nobody when the tests run as root: root reads and writes any directory
+    whatever its mode."""
     base = Path(tempfile.mkdtemp(prefix="snapshots-unreadable-"))
     try:
         as_root = os.geteuid() == 0
@@ -617,7 +622,7 @@ def test_an_unreadable_directory_fails_the_listing_and_sync_deletes_nothing() ->
                 if as_root:
                     os.setgid(NOBODY)
                     os.setuid(NOBODY)
-                _unreadable_directory_scenario(base / "root")
+                scenario(base / "root")
                 code = 0
             except BaseException:
                 traceback.print_exc()
@@ -626,9 +631,13 @@ def test_an_unreadable_directory_fails_the_listing_and_sync_deletes_nothing() ->
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            (base / "root" / "src" / "sub").chmod(0o700)
+        for directory, _, _ in os.walk(base):
+            os.chmod(directory, 0o700)
         shutil.rmtree(base)
+
+
+def test_an_unreadable_directory_fails_the_listing_and_sync_deletes_nothing() -> None:
+    _run_as_nobody(_unreadable_directory_scenario)
 
 
 @pytest.mark.parametrize(
@@ -1011,3 +1020,359 @@ def test_a_sync_copy_that_fails_keeps_the_old_copy_and_leaves_no_temporary_file(
         storage.sync("src/", "dst/")
     assert _tree(root / "dst") == before
     assert _temporary_files(root) == []
+
+
+# Crash leftovers
+
+DAY = 24 * 3600
+LEFTOVER = ".snapshots-write-0123456789abcdef\x7f"
+
+# Streams two MiB into a key, says so, then blocks until it is killed.
+KILLED_WRITER = """
+import sys, time
+from django_snapshots.storage.local import LocalFileSystemBackend
+
+def chunks():
+    yield b"x" * (1 << 20)
+    yield b"y" * (1 << 20)
+    print("writing", flush=True)  # both chunks are in the temporary file now
+    time.sleep(600)
+    yield b"never written"
+
+LocalFileSystemBackend(sys.argv[1]).stream_write(sys.argv[2], chunks())
+"""
+
+
+def _leave(path: Path, *, age: float = 2 * DAY, data: bytes = b"left by a crash") -> Path:
+    """Create the file *path* (and its directories), last written *age* seconds ago."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    when = time.time() - age
+    os.utime(path, (when, when))
+    return path
+
+
+def _modified(path: Path) -> datetime:
+    mtime_ns = path.stat(follow_symlinks=False).st_mtime_ns
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=mtime_ns // 1000)
+
+
+@pytest.mark.parametrize(
+    ("key", "after"),
+    [
+        ("db/big.dump", {"db": None, "db/kept.dump": b"kept"}),
+        ("new/deep/big.dump", {"db": None, "db/kept.dump": b"kept"}),
+    ],
+    ids=["beside-a-key", "in-new-directories"],
+)
+def test_cleanup_removes_the_temporary_file_of_a_writer_killed_mid_write(
+    storage: LocalFileSystemBackend, root: Path, key: str, after: dict[str, bytes | None]
+) -> None:
+    """The leftover is real: a child process streams an object through
+    stream_write from a generator that blocks, and is killed with SIGKILL."""
+    storage.write("db/kept.dump", io.BytesIO(b"kept"))
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(root), key],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stderr is not None
+        assert child.stdout.readline() == b"writing\n", child.stderr.read()
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        child.stdout.close()  # type: ignore[union-attr]
+        child.stderr.close()  # type: ignore[union-attr]
+    assert child.returncode == -signal.SIGKILL
+    directory = key.rpartition("/")[0]
+    [name] = _temporary_files(root / directory)
+    leftover = root / directory / name
+    assert leftover.stat().st_size == 2 << 20
+
+    assert storage.cleanup() == []  # younger than a day: maybe a slow write
+    assert leftover.exists()
+    when = time.time() - DAY - 60
+    os.utime(leftover, (when, when))
+    expected = [(f"{directory}/{name}", "temporary file", _modified(leftover), 2 << 20)]
+    assert storage.cleanup() == expected
+    assert _tree(root) == after
+    assert storage.cleanup(older_than=0) == []
+
+
+def test_cleanup_keeps_the_temporary_file_of_a_write_in_progress(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    found: list[object] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield b"first"
+        found.append(storage.cleanup(older_than=60))
+        found.append(storage.cleanup(older_than=60, dry_run=True))
+        yield b"second"
+
+    storage.stream_write("db/latest.dump", chunks())
+    assert found == [[], []]
+    assert _tree(root) == {"db": None, "db/latest.dump": b"firstsecond"}
+
+
+def test_a_write_idle_for_longer_than_the_limit_loses_its_file_and_fails_cleanly(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    storage.write("db/latest.dump", io.BytesIO(b"old"))
+    removed: list[list[str]] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield b"first"
+        [name] = _temporary_files(root / "db")
+        when = time.time() - 2 * 3600  # as if its source stalled for two hours
+        os.utime(root / "db" / name, (when, when))
+        removed.append([leftover.name for leftover in storage.cleanup(older_than=3600)])
+        yield b"second"
+
+    with pytest.raises(SnapshotStorageError, match="a cleanup removed its temporary file"):
+        storage.stream_write("db/latest.dump", chunks())
+    assert len(removed[0]) == 1
+    assert _tree(root) == {"db": None, "db/latest.dump": b"old"}
+
+
+@pytest.mark.parametrize("older_than", [timedelta(hours=3), 3 * 3600, 3 * 3600.0, "3h"])
+def test_cleanup_measures_age_by_the_last_write_to_the_file(
+    storage: LocalFileSystemBackend, root: Path, older_than: object
+) -> None:
+    young = _leave(root / "a" / LEFTOVER, age=2 * 3600)
+    old = _leave(root / "b" / LEFTOVER, age=4 * 3600)
+    assert [leftover.name for leftover in storage.cleanup(older_than=older_than)] == [  # type: ignore[arg-type]
+        f"b/{LEFTOVER}"
+    ]
+    assert young.exists()
+    assert not old.exists()
+    with young.open("ab") as file:  # written to again: young again, whatever came before
+        file.write(b"more")
+    assert storage.cleanup(older_than=3600) == []
+    assert young.exists()
+
+
+def test_cleanup_never_touches_keys_even_named_like_temporary_files(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    keys = [
+        ".snapshots-write-0123456789abcdef",
+        "db/.snapshots-write-0123456789abcdef",
+        "db/.snapshots-write-0123456789abcdef.sha256",
+        "db/latest.dump",
+    ]
+    for key in keys:
+        storage.write(key, io.BytesIO(key.encode()))
+        _leave(root / key, age=30 * DAY, data=key.encode())
+    before = _tree(root)
+    assert storage.cleanup(older_than=0, dry_run=True) == []
+    assert storage.cleanup(older_than=0) == []
+    assert _tree(root) == before
+    assert storage.list("") == sorted(keys)
+
+
+def test_cleanup_leaves_foreign_files_links_and_anything_outside_alone(
+    storage: LocalFileSystemBackend, root: Path, outside: Path, tmp_path: Path
+) -> None:
+    outside_leftover = _leave(outside / "d" / LEFTOVER)
+    _leave(root / "d" / ".snapshots-write-0123\x7f")  # not the name this backend makes
+    _leave(root / "d" / ".snapshots-write-0123456789ABCDEF\x7f")
+    _leave(root / "d" / LEFTOVER.removesuffix("\x7f"))
+    _leave(root / "ctl\x01dir" / LEFTOVER)  # in a directory no key can be in
+    _leave(root / "named-like-one" / LEFTOVER / LEFTOVER)  # in a directory so named
+    (root / "fifo").mkdir()
+    os.mkfifo(root / "fifo" / LEFTOVER)
+    (root / "links").mkdir()
+    (root / "links" / LEFTOVER).symlink_to(outside_leftover)
+    (root / "through").symlink_to(outside / "d")
+    before = _tree(tmp_path)
+    assert storage.cleanup(older_than=0) == []
+    assert _tree(tmp_path) == before
+    assert outside_leftover.exists()
+
+
+def test_a_dry_run_removes_nothing_and_reports_what_cleanup_then_removes(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    storage.write("db/latest.dump", io.BytesIO(b"dump"))
+    _leave(root / "db" / LEFTOVER)
+    _leave(root / "new" / "deep" / LEFTOVER.replace("0123", "4567"), data=b"12345")
+    before = _tree(root)
+    planned = storage.cleanup(dry_run=True)
+    assert [(leftover.name, leftover.size) for leftover in planned] == [
+        (f"db/{LEFTOVER}", 15),
+        (f"new/deep/{LEFTOVER.replace('0123', '4567')}", 5),
+    ]
+    assert _tree(root) == before
+    assert storage.cleanup(dry_run=True) == planned
+    assert storage.cleanup() == planned
+    assert _tree(root) == {"db": None, "db/latest.dump": b"dump"}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "found"),
+    [
+        ("acme/", ["acme/db/L", "acme/L"]),
+        ("acme/db/", ["acme/db/L"]),
+        ("acme", ["acme/db/L", "acme/L", "acmecorp/L"]),
+        ("acme/.snap", ["acme/L"]),
+        ("acme/.snapshots-write-9", []),
+        ("acme/d", ["acme/db/L"]),
+        ("", ["L", "acme/db/L", "acme/L", "acmecorp/L"]),
+    ],
+)
+def test_cleanup_is_confined_to_its_prefix(
+    storage: LocalFileSystemBackend, root: Path, prefix: str, found: list[str]
+) -> None:
+    for name in ["L", "acme/L", "acme/db/L", "acmecorp/L"]:
+        _leave(root / name.replace("L", LEFTOVER))
+    names = sorted(name.replace("L", LEFTOVER) for name in found)
+    assert [leftover.name for leftover in storage.cleanup(prefix, dry_run=True)] == names
+    assert [leftover.name for leftover in storage.cleanup(prefix)] == names
+    remaining = sorted(path for path, data in _tree(root).items() if data is not None)
+    assert remaining == sorted(
+        name.replace("L", LEFTOVER)
+        for name in {"L", "acme/L", "acme/db/L", "acmecorp/L"}.difference(found)
+    )
+
+
+def test_cleanup_removes_the_directories_it_empties_and_no_others(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    _leave(root / "a" / "b" / "c" / LEFTOVER)
+    storage.write("a/key", io.BytesIO(b"k"))
+    (root / "a" / "empty").mkdir()
+    (root / "untouched" / "empty").mkdir(parents=True)
+    _leave(root / "x" / "y" / LEFTOVER)
+    assert len(storage.cleanup("a/b/")) == 1
+    assert len(storage.cleanup()) == 1
+    assert _tree(root) == {
+        "a": None,
+        "a/empty": None,
+        "a/key": b"k",
+        "untouched": None,
+        "untouched/empty": None,
+    }
+
+
+def test_cleanup_of_a_missing_location_finds_nothing_and_creates_nothing(tmp_path: Path) -> None:
+    storage = LocalFileSystemBackend(tmp_path / "never" / "written")
+    assert storage.cleanup() == []
+    assert storage.cleanup("db/", older_than=0, dry_run=True) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"prefix": "../"}, SnapshotStoragePathError, "segment '..'"),
+        ({"prefix": "/abs"}, SnapshotStoragePathError, "must not start with '/'"),
+        ({"prefix": 3}, SnapshotStoragePathError, "must be a str"),
+        ({"older_than": -1}, ValueError, "must not be negative"),
+        ({"older_than": timedelta(seconds=-1)}, ValueError, "must not be negative"),
+        ({"older_than": float("nan")}, ValueError, "finite"),
+        ({"older_than": "soon"}, ValueError, "not a duration"),
+        ({"older_than": True}, TypeError, "not a bool"),
+        ({"older_than": None}, TypeError, "NoneType"),
+        ({"dry_run": "yes"}, TypeError, "dry_run must be a bool, not str"),
+        ({"dry_run": 1}, TypeError, "dry_run must be a bool, not int"),
+        ({"dry_run": None}, TypeError, "dry_run must be a bool, not NoneType"),
+    ],
+)
+def test_cleanup_refuses_bad_arguments_before_any_io(
+    tmp_path: Path, arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    # Any I/O on this location would raise SnapshotStorageError instead.
+    (tmp_path / "file").write_bytes(b"not a directory")
+    storage = LocalFileSystemBackend(tmp_path / "file")
+    with pytest.raises(error, match=message):
+        storage.cleanup(**arguments)
+    with pytest.raises(SnapshotStorageError, match="Not a directory"):
+        storage.cleanup()
+
+
+def test_cleanup_through_a_symlinked_directory_is_refused(
+    storage: LocalFileSystemBackend, root: Path, outside: Path
+) -> None:
+    leftover = _leave(outside / LEFTOVER)
+    (root / "link").symlink_to(outside)
+    with pytest.raises(SnapshotStoragePathError, match="symbolic link"):
+        storage.cleanup("link/", older_than=0)
+    assert storage.cleanup("li", older_than=0) == []
+    assert leftover.exists()
+
+
+def test_cleanup_works_in_a_location_that_is_a_symlink(tmp_path: Path) -> None:
+    _leave(tmp_path / "real" / "db" / LEFTOVER)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert [leftover.name for leftover in LocalFileSystemBackend(tmp_path / "link").cleanup()] == [
+        f"db/{LEFTOVER}"
+    ]
+    assert list((tmp_path / "real").iterdir()) == []
+
+
+def _cleanup_failure_scenario(location: Path) -> None:
+    storage = LocalFileSystemBackend(location)
+    storage.write("src/a", io.BytesIO(b"a"))
+    _leave(location / "src" / "sub" / LEFTOVER)
+    _leave(location / "locked" / LEFTOVER)
+    (location / "src" / "sub").chmod(0o300)  # may be entered, not listed
+    with pytest.raises(
+        SnapshotStorageError, match=r"cannot clean up 'src/'.*cannot read the directory 'src/sub/'"
+    ) as raised:
+        storage.cleanup("src/")
+    assert raised.value.transient is False
+    (location / "src" / "sub").chmod(0o700)
+    (location / "locked").chmod(0o500)  # may be listed, not changed
+    with pytest.raises(
+        SnapshotStorageError, match=r"cannot remove the leftover 'locked/.*Permission denied"
+    ):
+        storage.cleanup("locked/")
+    assert storage.cleanup("locked/", dry_run=True)[0].name == f"locked/{LEFTOVER}"
+    assert [leftover.name for leftover in storage.cleanup("src/")] == [f"src/sub/{LEFTOVER}"]
+
+
+def test_cleanup_fails_on_a_directory_it_cannot_read_or_change() -> None:
+    _run_as_nobody(_cleanup_failure_scenario)
+
+
+def test_writes_never_fail_while_a_cleanup_removes_the_directories_it_empties(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    # The cleanup removes an old leftover from each directory, then the
+    # directory if it is empty, while writers create, fill and empty the
+    # same directories; a write that loses the race opens them again.
+    errors: list[BaseException] = []
+
+    def clean() -> None:
+        try:
+            storage.cleanup()
+        except BaseException as exc:
+            errors.append(exc)
+
+    def churn(n: int) -> None:
+        try:
+            for i in range(DIRECTORIES):
+                storage.write(f"shared/{i}/dir/{n}", io.BytesIO(b"x"))
+                storage.delete(f"shared/{i}/dir/{n}")
+            storage.write(f"shared/last/{n}", io.BytesIO(b"x"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    for _ in range(5):
+        for i in range(DIRECTORIES):
+            _leave(root / "shared" / str(i) / "dir" / LEFTOVER)
+        threads = [threading.Thread(target=clean)]
+        threads += [threading.Thread(target=churn, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert storage.list("") == [f"shared/last/{n}" for n in range(3)]
+    assert _temporary_files(root) == []
+
+
+DIRECTORIES = 100

@@ -72,6 +72,7 @@ import secrets
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta, timezone
 from typing import IO, Any, cast
 
 from django_snapshots.exceptions import (
@@ -79,6 +80,7 @@ from django_snapshots.exceptions import (
     SnapshotStorageError,
     SnapshotStoragePathError,
 )
+from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_older_than
 from django_snapshots.storage.keys import (
     _is_key,
     _parents,
@@ -129,6 +131,12 @@ class LocalFileSystemBackend:
     missing; ``.location`` is its absolute path, resolved at construction.
     Construction does no I/O.  See the module documentation for what is
     atomic, durable and guaranteed about symbolic links.
+
+    **Crash leftovers.**  A write killed before it could clean up (``SIGKILL``,
+    a power cut) leaves its temporary file,
+    ``<directory>/.snapshots-write-<16 hex digits>\x7f``, in the key's
+    directory.  It is never listed and never in a key's way, but it takes
+    space until :meth:`cleanup` removes it.
 
     .. versionadded:: 0.1
     """
@@ -310,6 +318,52 @@ class LocalFileSystemBackend:
         """Return the same keys as :meth:`list`."""
         return self.list(prefix)
 
+    def cleanup(
+        self,
+        prefix: str = "",
+        *,
+        older_than: timedelta | float = DEFAULT_OLDER_THAN,
+        dry_run: bool = False,
+    ) -> builtins.list[Leftover]:
+        """Remove the temporary files that killed writes left under *prefix*
+        and that nobody has written to for at least *older_than*; return
+        them, sorted by name.  With *dry_run*, remove nothing and return what
+        would be removed.
+
+        A leftover is a regular file named as this backend names its
+        temporary files (``.snapshots-write-<16 hex digits>\x7f``, a name no
+        key can spell), in a directory a key could be in; its name is its
+        path relative to the location.  Its age is its modification time,
+        looked at again right before it is unlinked: a write that resumed
+        meanwhile keeps its file.  (A write idle for longer than
+        *older_than* that resumes after the unlink fails, leaving the old
+        object as it was.)  Keys, files of any other name, links and
+        anything outside the location are never touched, and links are
+        never followed.  A directory left empty by the removal is removed
+        too, as ``delete`` removes the directories it empties.
+
+        A missing location holds nothing to clean; a directory that cannot
+        be read raises :class:`~django_snapshots.exceptions.SnapshotStorageError`,
+        so nothing is missed silently.  *prefix* is a list prefix and
+        *older_than* a :class:`~datetime.timedelta` or a number of seconds
+        (default: a day), both checked before any I/O.
+
+        .. versionadded:: 0.1
+        """
+        prefix = validate_prefix(prefix)
+        limit = check_older_than(older_than)
+        if not isinstance(dry_run, bool):
+            raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
+        base, _, start = prefix.rpartition("/")
+        segments = base.split("/") if base else []
+        if any(len(segment.encode()) > self.max_segment_bytes for segment in segments):
+            return []  # no directory can have such a name
+        sweep = _Sweep(self, prefix, limit_ns=limit // timedelta(microseconds=1) * 1000)
+        with self._directories(prefix, segments, create=False) as fds:
+            if fds is not None and sweep.run(fds[-1], base, start, dry_run=dry_run):
+                _prune(fds, segments)
+        return sorted(sweep.found, key=lambda leftover: leftover.name)
+
     def sync(self, src_prefix: str, dst_prefix: str) -> None:
         """Make the keys under *dst_prefix* mirror those under *src_prefix*.
 
@@ -394,10 +448,13 @@ class LocalFileSystemBackend:
                 except FileNotFoundError as exc:
                     # Only a write or move that cleared a directory of no keys
                     # out of its way removes temporary files (or their
-                    # directory): the data is gone, so say so rather than retry.
+                    # directory), or a cleanup that found this one idle for
+                    # longer than its limit: the data is gone, so say so
+                    # rather than retry.
                     raise SnapshotStorageError(
                         f"cannot write {path!r} in {self._location!r}: a concurrent write "
-                        "or move removed the directory it was being written to",
+                        "or move removed the directory it was being written to, or a "
+                        "cleanup removed its temporary file",
                         transient=True,
                     ) from exc
                 except OSError as exc:
@@ -624,10 +681,12 @@ class LocalFileSystemBackend:
                 finally:
                     os.close(child)
 
-    def _unlisted(self, prefix: str, directory: str, exc: OSError) -> SnapshotStorageError:
+    def _unlisted(
+        self, prefix: str, directory: str, exc: OSError, *, action: str = "list"
+    ) -> SnapshotStorageError:
         where = f"the directory {directory + '/'!r}" if directory else "the location"
         return SnapshotStorageError(
-            f"cannot list {prefix!r} in {self._location!r}: cannot read {where}: "
+            f"cannot {action} {prefix!r} in {self._location!r}: cannot read {where}: "
             f"{exc.strerror or exc}",
             transient=is_transient(exc),
         )
@@ -665,6 +724,83 @@ class LocalFileSystemBackend:
             "removed by concurrent deletes",
             transient=True,
         )
+
+
+class _Sweep:
+    """One cleanup's walk: the temporary files below a directory that are
+    old enough to go, removed unless it is a dry run."""
+
+    def __init__(self, backend: LocalFileSystemBackend, prefix: str, *, limit_ns: int) -> None:
+        self._backend = backend
+        self._prefix = prefix
+        self._limit_ns = limit_ns
+        #: The leftovers removed (or, in a dry run, that would be).
+        self.found: builtins.list[Leftover] = []
+
+    def run(self, directory: int, base: str, start: str, *, dry_run: bool) -> bool:
+        """Sweep the entries of *directory* (whose path is *base*) whose
+        names start with *start*, and everything below them; tell whether
+        anything was removed, so that emptied directories can go too."""
+        try:
+            entries = _scan(directory, start)
+        except OSError as exc:
+            raise self._unreadable(base, exc) from exc
+        removed = False
+        for name, is_dir, is_file in entries:
+            path = f"{base}/{name}" if base else name
+            if is_file and _TEMP_NAME.fullmatch(name):
+                removed |= self._take(directory, name, path, dry_run=dry_run)
+            elif is_dir and _is_key(path):
+                # A directory no key can be in holds no temporary file of ours.
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=directory)
+                except OSError as exc:
+                    if isinstance(exc, FileNotFoundError) or exc.errno in (
+                        errno.ELOOP,
+                        errno.ENOTDIR,
+                    ):
+                        continue  # removed, or swapped for a link or a file, since the scan
+                    raise self._unreadable(path, exc) from exc
+                try:
+                    emptied = self.run(child, path, "", dry_run=dry_run)
+                finally:
+                    os.close(child)
+                if emptied:
+                    removed = True
+                    # Only an empty directory goes, as after a delete; a write
+                    # that opened it meanwhile opens its directories again.
+                    with contextlib.suppress(OSError):
+                        os.rmdir(name, dir_fd=directory)
+        return removed
+
+    def _take(self, directory: int, name: str, path: str, *, dry_run: bool) -> bool:
+        """Record the temporary file *name* if it is old enough, and remove
+        it unless *dry_run*; tell whether it was removed."""
+        try:
+            # Looked at right before the unlink: a write that resumed since
+            # the scan has made it young again.
+            status = os.stat(name, dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            return False  # its write ended, or another cleanup took it
+        except OSError as exc:
+            raise self._backend._failure("look at the leftover", path, exc) from exc
+        if not stat.S_ISREG(status.st_mode) or time.time_ns() - status.st_mtime_ns < self._limit_ns:
+            return False
+        leftover = Leftover(path, "temporary file", _utc(status.st_mtime_ns), status.st_size)
+        if dry_run:
+            self.found.append(leftover)
+            return False
+        try:
+            os.unlink(name, dir_fd=directory)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise self._backend._failure("remove the leftover", path, exc) from exc
+        self.found.append(leftover)
+        return True
+
+    def _unreadable(self, directory: str, exc: OSError) -> SnapshotStorageError:
+        return self._backend._unlisted(self._prefix, directory, exc, action="clean up")
 
 
 class _ObjectFile(io.RawIOBase):
@@ -813,6 +949,10 @@ def _up_to_date(
         and source.st_mtime_ns == copy.st_mtime_ns
         and source.st_mtime_ns < trusted_before
     )
+
+
+def _utc(ns: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ns // 1000)
 
 
 def _create_temp(directory: int) -> tuple[str, int]:
