@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
 
 import pytest
 
-from django_snapshots import AdvancedSnapshotStorage
+from django_snapshots import AdvancedSnapshotStorage, SnapshotStoragePathError
 from django_snapshots.storage import MemoryBackend
 from django_snapshots.testing import StorageConformance
 
@@ -103,3 +105,37 @@ def test_write_refuses_content_that_is_not_a_binary_file_object(
     with pytest.raises(TypeError, match=expected):
         storage.write("k", content)  # type: ignore[arg-type]
     assert storage.read("k").read() == b"old"
+
+
+# Crash leftovers
+
+
+def test_cleanup_finds_nothing_and_leaves_every_object() -> None:
+    storage = MemoryBackend()
+    keys = ["a", "db/.snapshots-write-0123456789abcdef", "db/latest.dump"]
+    for key in keys:
+        storage.write(key, io.BytesIO(key.encode()))
+    assert storage.cleanup() == []
+    assert storage.cleanup("db/", older_than=0) == []
+    assert storage.cleanup(older_than=timedelta(0), dry_run=True) == []
+    assert storage.list("") == keys
+    assert [storage.read(key).read() for key in keys] == [key.encode() for key in keys]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"prefix": "../"}, SnapshotStoragePathError, "segment '..'"),
+        ({"prefix": None}, SnapshotStoragePathError, "must be a str"),
+        ({"older_than": -1}, ValueError, "must not be negative"),
+        ({"older_than": "soon"}, ValueError, "not a duration"),
+        ({"older_than": False}, TypeError, "not a bool"),
+        ({"dry_run": "yes"}, TypeError, "dry_run must be a bool, not str"),
+        ({"dry_run": 0}, TypeError, "dry_run must be a bool, not int"),
+    ],
+)
+def test_cleanup_refuses_bad_arguments_as_every_backend_does(
+    arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        MemoryBackend().cleanup(**arguments)

@@ -19,8 +19,10 @@ import builtins
 import io
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import IO
 
+from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_older_than
 from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
 from django_snapshots.storage.streams import CHUNK_SIZE, check_binary_content, iter_chunks
 
@@ -29,6 +31,10 @@ __all__ = ["MemoryBackend"]
 
 class MemoryBackend:
     """Store objects in process memory (advanced tier, thread-safe).
+
+    **Crash leftovers.**  None: a write gathers its content before it
+    stores the object in one step, and nothing outlives the process anyway.
+    :meth:`cleanup` exists so that code written for any backend runs here.
 
     .. versionadded:: 0.1
     """
@@ -106,6 +112,25 @@ class MemoryBackend:
             for key in [k for k in self._objects if k.startswith(dst_prefix)]:
                 del self._objects[key]
             self._objects.update(mirrored)
+
+    def cleanup(
+        self,
+        prefix: str = "",
+        *,
+        older_than: timedelta | float = DEFAULT_OLDER_THAN,
+        dry_run: bool = False,
+    ) -> builtins.list[Leftover]:
+        """Return ``[]``: no write leaves anything behind here, and no
+        object is touched.  The arguments are checked as every backend's
+        ``cleanup`` checks them.
+
+        .. versionadded:: 0.1
+        """
+        validate_prefix(prefix)
+        check_older_than(older_than)
+        if not isinstance(dry_run, bool):
+            raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
+        return []
 
     def _get(self, path: str) -> bytes:
         validate_key(path)
