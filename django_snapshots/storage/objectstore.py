@@ -55,6 +55,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime
+import inspect
 import json
 import os
 import re
@@ -64,7 +65,12 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
-from django_snapshots.exceptions import SnapshotStorageError, SnapshotStoragePathError
+from django_snapshots.exceptions import (
+    SnapshotStorageCapabilityError,
+    SnapshotStorageError,
+    SnapshotStoragePathError,
+)
+from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_older_than
 from django_snapshots.storage.keys import (
     MAX_KEY_BYTES,
     _is_key,
@@ -88,6 +94,7 @@ if TYPE_CHECKING:
 __all__ = ["ObjectStoreBackend"]
 
 _INSTALL_HINT = 'install it with: pip install "django-snapshots[objectstore]"'
+_S3_CLEANUP_HINT = 'install it with: pip install "django-snapshots[objectstore-s3-cleanup]"'
 
 # URL scheme -> the kind of store it builds.
 _SCHEMES = {
@@ -162,6 +169,48 @@ _LOCAL_REFUSED_NAME = re.compile(r"#[0-9]+\Z|[:|]\Z")
 # backslash, which no key may contain, keeps it out of every listing.
 _SYNC_STATE = "\\snapshots-sync-state.json"
 
+# The staging file obstore's local store writes an object through, next to
+# it: "<name>#<n>", n counting up from 1 past the names already taken.
+_STAGING_NAME = re.compile(r"(.+)#[0-9]+\Z", re.DOTALL)
+
+# The S3 options obstore reads (from config, client_options or AWS_*
+# environment variables, by any of their names) that a botocore client for
+# cleanup needs, under one name each.
+_S3_OPTIONS = {
+    "aws_access_key_id": "access_key_id", "access_key_id": "access_key_id",
+    "aws_secret_access_key": "secret_access_key", "secret_access_key": "secret_access_key",
+    "aws_session_token": "token", "aws_token": "token", "session_token": "token",
+    "token": "token",
+    "aws_region": "region", "region": "region",
+    "aws_default_region": "default_region", "default_region": "default_region",
+    "aws_endpoint_url": "endpoint", "aws_endpoint": "endpoint", "endpoint_url": "endpoint",
+    "endpoint": "endpoint", "aws_endpoint_url_s3": "s3_endpoint",
+    "aws_virtual_hosted_style_request": "virtual_hosted_style_request",
+    "virtual_hosted_style_request": "virtual_hosted_style_request",
+    "aws_skip_signature": "skip_signature", "skip_signature": "skip_signature",
+    "aws_request_payer": "request_payer", "request_payer": "request_payer",
+    "aws_s3_express": "s3_express", "s3_express": "s3_express",
+    "aws_allow_http": "allow_http", "allow_http": "allow_http",
+    "aws_allow_invalid_certificates": "allow_invalid_certificates",
+    "allow_invalid_certificates": "allow_invalid_certificates",
+    "aws_proxy_url": "proxy_url", "proxy_url": "proxy_url",
+    "aws_connect_timeout": "connect_timeout", "connect_timeout": "connect_timeout",
+    "aws_read_timeout": "read_timeout", "read_timeout": "read_timeout",
+}  # fmt: skip
+# botocore's credential providers that read nothing obstore would not: its
+# shared files, SSO and profile providers are left out.
+_S3_CREDENTIAL_SOURCES = ("assume-role-with-web-identity", "container-role", "iam-role")
+# A duration as obstore's options spell it ("5s", "30 secs", "1m 30s").
+_DURATION_PART = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|sec|secs|m|min|mins|h)\b")
+_DURATION_UNITS = {
+    "ms": 0.001, "s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600
+}  # fmt: skip
+# S3 error codes that mean a retry may succeed.
+_S3_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
+     "ServiceUnavailable", "TooManyRequests"}
+)  # fmt: skip
+
 _NO_BUCKET = re.compile(
     r"NoSuchBucket|ContainerNotFound|specified bucket does not exist|bucket does not exist",
     re.IGNORECASE,
@@ -210,6 +259,18 @@ class ObjectStoreBackend:
     a multipart upload of *chunk_size* parts, *max_concurrency* at a time, so
     an upload holds about ``chunk_size * (max_concurrency + 1)`` bytes in
     memory (40 MiB by default).
+
+    Crash leftovers: a process killed during a multipart upload to S3
+    leaves an incomplete multipart upload, invisible to listings but billed
+    until aborted; in a local directory, obstore writes each object through
+    a staging file next to it, ``<key>#<n>``, that a killed process leaves
+    behind (no key can end in ``#`` and digits).  :meth:`cleanup` aborts the
+    first (through botocore: ``pip install
+    "django-snapshots[objectstore-s3-cleanup]"``) and deletes the second;
+    memory holds none.  On GCS and Azure it raises
+    :class:`~django_snapshots.SnapshotStorageCapabilityError`: let the
+    bucket's lifecycle rule abort incomplete multipart uploads on GCS, and
+    Azure discards uncommitted blocks by itself after 7 days.
 
     .. versionadded:: 0.1
     """
@@ -271,7 +332,9 @@ class ObjectStoreBackend:
             raw_prefix = getattr(url, "prefix", None)
             self._root = os.fspath(raw_prefix) if self._kind == "local" and raw_prefix else ""
             self._prefix = "" if self._kind == "local" else str(raw_prefix or "").strip("/")
-            self._bucket = str(getattr(url, "bucket", "") or "")
+            named = store_config if isinstance(store_config, Mapping) else {}
+            # obstore's store objects keep the bucket in their config.
+            self._bucket = str(named.get("bucket") or named.get("container_name") or "")
         self._max_key_bytes = self._key_room()
 
     def _build_remote(
@@ -492,6 +555,271 @@ class ObjectStoreBackend:
             }
             if record != state:
                 self._write_sync_state(obstore, dst_prefix, record)
+
+    # -- crash leftovers ----------------------------------------------------
+
+    def cleanup(
+        self,
+        prefix: str = "",
+        *,
+        older_than: datetime.timedelta | float = DEFAULT_OLDER_THAN,
+        dry_run: bool = False,
+    ) -> builtins.list[Leftover]:
+        """Remove what killed writes left under *prefix* that nobody wrote to
+        for *older_than* (24 hours unless told), and return it sorted by name;
+        with *dry_run*, remove nothing and return what would be removed.
+
+        On S3 a leftover is an incomplete multipart upload of an object whose
+        name, below the URL's prefix, starts with *prefix* (kind
+        ``"multipart upload"``, size the sum of its parts); it is aborted.
+        Its age runs from the newest of its start and its parts' last
+        modification, as the server tells them, read again just before the
+        abort: an upload still sending parts is kept.  Completed objects are
+        never touched.  The uploads are listed and aborted with botocore, built
+        from this backend's own options and the ``AWS_*`` environment
+        variables obstore reads (credentials given in neither come from the
+        environment, a container or the instance, as obstore finds them; never
+        from ``~/.aws`` files); without botocore this raises
+        :class:`~django_snapshots.SnapshotStorageCapabilityError` naming the
+        ``objectstore-s3-cleanup`` extra.
+
+        In a local directory a leftover is a staging file of obstore,
+        ``<key>#<n>`` (kind ``"temporary file"``), next to where the key
+        would be; its age runs from its modification time, checked again
+        right before it is deleted.  Keys, links and anything else are never
+        touched, and links are never followed.  In memory there are none.
+
+        GCS and Azure raise
+        :class:`~django_snapshots.SnapshotStorageCapabilityError` before any
+        I/O: on GCS, a lifecycle rule with an ``AbortIncompleteMultipartUpload``
+        action removes incomplete uploads; Azure discards uncommitted blocks
+        by itself after 7 days.  A bad *prefix*, *older_than* or *dry_run*
+        raises before any I/O.
+
+        .. versionadded:: 0.1
+        """
+        prefix = validate_prefix(prefix)
+        limit = check_older_than(older_than)
+        if not isinstance(dry_run, bool):
+            raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
+        if self._kind in ("gcs", "azure"):
+            raise SnapshotStorageCapabilityError(_NO_CLEANUP[self._kind].format(self=self))
+        if self._kind == "memory":
+            return []
+        if self._kind == "local":
+            found = self._cleanup_local(prefix, limit, dry_run=dry_run)
+        else:
+            found = self._cleanup_s3(prefix, limit, dry_run=dry_run)
+        return sorted(found, key=lambda leftover: (leftover.name, leftover.modified))
+
+    def _cleanup_local(
+        self, prefix: str, older_than: datetime.timedelta, *, dry_run: bool
+    ) -> builtins.list[Leftover]:
+        self._client()  # a missing directory is a configuration error
+        removed = []
+        # The directory obstore writes into: it resolves links in the root.
+        root = os.path.realpath(self._root)
+        failure: BaseException | None = None
+        try:
+            for directory, names, files, fd in os.fwalk(
+                root, onerror=_raise_unless_vanished, follow_symlinks=False
+            ):
+                base = os.path.relpath(directory, root).replace(os.sep, "/")
+                base = "" if base == "." else base + "/"
+                # Only directories that may hold a name under the prefix.
+                names[:] = [
+                    name
+                    for name in names
+                    if (base + name + "/").startswith(prefix)
+                    or prefix.startswith(base + name + "/")
+                ]
+                for file in files:
+                    name = base + file
+                    if not name.startswith(prefix) or not self._is_staging_name(name):
+                        continue
+                    leftover = _remove_staging_file(file, fd, name, older_than, dry_run=dry_run)
+                    if leftover is not None:
+                        removed.append(leftover)
+        except OSError as exc:
+            failure = SnapshotStorageError(
+                f"cleanup of {prefix!r} on {self!r} failed: {self._clean(str(exc))}",
+                transient=not isinstance(exc, PermissionError),
+            )
+        if failure is not None:
+            raise failure
+        return removed
+
+    def _is_staging_name(self, name: str) -> bool:
+        """Tell whether *name* is one obstore gives the staging file of an
+        object this backend writes: a key, or a sync record, then ``#`` and
+        digits."""
+        match = _STAGING_NAME.match(name)
+        if match is None:
+            return False
+        target = match.group(1)
+        try:
+            target.encode("utf-8")
+        except UnicodeEncodeError:
+            return False  # a file name no key can spell
+        directory, _, last = target.rpartition("/")
+        if last == _SYNC_STATE:
+            return bool(directory) and self._is_addressable(directory)
+        return self._is_addressable(target)
+
+    def _cleanup_s3(
+        self, prefix: str, older_than: datetime.timedelta, *, dry_run: bool
+    ) -> builtins.list[Leftover]:
+        client, extra = self._s3_cleanup_client()
+        root = f"{self._prefix}/" if self._prefix else ""
+        removed = []
+        failure: BaseException | None = None
+        try:
+            listing = client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self._bucket, **({"Prefix": root + prefix} if root + prefix else {}), **extra
+            )
+            uploads = [upload for page in listing for upload in page.get("Uploads", ())]
+            for upload in uploads:
+                key, upload_id = str(upload["Key"]), str(upload["UploadId"])
+                if not key.startswith(root + prefix):
+                    continue
+                leftover = _stale_upload(
+                    client, self._bucket, upload, key[len(root) :], older_than, extra
+                )
+                if leftover is None:
+                    continue
+                if not dry_run and not _abort_upload(client, self._bucket, key, upload_id, extra):
+                    continue
+                removed.append(leftover)
+        except Exception as exc:
+            failure = self._s3_mapped(exc, prefix)
+        if failure is not None:
+            raise failure
+        self._bucket_exists = True
+        return removed
+
+    def _s3_cleanup_client(self) -> tuple[Any, dict[str, str]]:
+        """A botocore S3 client that reaches the bucket as obstore does, and
+        the parameters every request needs (a requester-pays flag)."""
+        try:
+            import botocore.config
+            import botocore.session
+        except ImportError:
+            raise SnapshotStorageCapabilityError(
+                f"cleanup of incomplete multipart uploads on {self!r} needs botocore, which "
+                f"obstore lacks a call for; {_S3_CLEANUP_HINT}"
+            ) from None
+        from botocore import UNSIGNED
+
+        store = self._client()
+        options = _s3_options(store)
+        endpoint = options.get("s3_endpoint") or options.get("endpoint") or None
+        if (
+            endpoint
+            and endpoint.lower().startswith("http://")
+            and not _is_true(options.get("allow_http"))
+        ):
+            raise SnapshotStorageError(
+                f"cleanup on {self!r} refused: the endpoint is plain HTTP and allow_http "
+                "is not set in client_options"
+            )
+        virtual = _is_true(options.get("virtual_hosted_style_request"))
+        addressing = "path"
+        if _is_true(options.get("s3_express")):
+            addressing = "auto"  # botocore finds directory buckets' endpoints itself
+        elif virtual and endpoint is None:
+            addressing = "virtual"
+        proxy = options.get("proxy_url")
+        settings = botocore.config.Config(
+            region_name=options.get("region") or options.get("default_region") or "us-east-1",
+            s3={"addressing_style": addressing},
+            connect_timeout=_seconds(options.get("connect_timeout"), default=5.0),
+            read_timeout=_seconds(options.get("read_timeout"), default=30.0),
+            retries={"mode": "standard", "max_attempts": 4},
+            proxies={"http": proxy, "https": proxy} if proxy else None,
+            signature_version=UNSIGNED if _is_true(options.get("skip_signature")) else None,
+        )
+        session = botocore.session.Session()
+        credentials = self._s3_credentials(store, options)
+        if credentials is None:
+            resolver = session.get_component("credential_provider")
+            for provider in builtins.list(resolver.providers):
+                if provider.METHOD not in _S3_CREDENTIAL_SOURCES:
+                    resolver.remove(provider.METHOD)
+        client = session.create_client(
+            "s3",
+            endpoint_url=endpoint,
+            verify=not _is_true(options.get("allow_invalid_certificates")),
+            config=settings,
+            **(credentials or {}),
+        )
+        if endpoint is not None and virtual and addressing == "path":
+            # obstore takes such an endpoint as the bucket's own address.
+            client.meta.events.register("before-sign.s3", _BucketEndpoint(endpoint, self._bucket))
+        extra = {"RequestPayer": "requester"} if _is_true(options.get("request_payer")) else {}
+        return client, extra
+
+    def _s3_credentials(self, store: Any, options: Mapping[str, str]) -> dict[str, str] | None:
+        """The credentials obstore signs with, as botocore's client takes
+        them; None to let botocore find them where obstore would."""
+        if _is_true(options.get("skip_signature")):
+            return {}
+        key, secret = options.get("access_key_id"), options.get("secret_access_key")
+        provider = getattr(store, "credential_provider", None)
+        if not (key and secret) and provider is not None:
+            found = provider()
+            if inspect.isawaitable(found):
+                import asyncio
+
+                found = asyncio.run(_awaited(found))
+            key, secret = found.get("access_key_id"), found.get("secret_access_key")
+            options = {**options, "token": found.get("token") or ""}
+        if not (key and secret):
+            return None
+        credentials = {"aws_access_key_id": key, "aws_secret_access_key": secret}
+        if options.get("token"):
+            credentials["aws_session_token"] = options["token"]
+        self._secrets = tuple(sorted({*self._secrets, secret}, key=len, reverse=True))
+        return credentials
+
+    def _s3_mapped(self, exc: BaseException, prefix: str) -> BaseException:
+        """*exc*, raised by botocore, as the error this library raises."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
+
+        if isinstance(exc, (SnapshotStorageError, SnapshotStorageCapabilityError)):
+            return exc
+        action = f"cleanup of {prefix!r} on {self!r}"
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code == "NoSuchBucket":
+                where = "bucket"
+                return SnapshotStorageError(
+                    f"the {where} {self._bucket!r} of {self!r} does not exist: create it, or "
+                    "fix the URL"
+                )
+            transient = (status >= 500 or status == 429 or code in _S3_TRANSIENT_CODES) and (
+                status not in (401, 403)
+            )
+            return SnapshotStorageError(
+                f"{action} failed: {self._clean(str(exc))}", transient=transient
+            )
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return SnapshotStorageError(
+                f"{action} failed: no credentials: give access_key_id and secret_access_key "
+                "in config, or set them in the environment"
+            )
+        if isinstance(exc, BotoCoreError):
+            return SnapshotStorageError(
+                f"{action} failed: {self._clean(str(exc))}",
+                transient=bool(_TRANSIENT_TEXT.search(type(exc).__name__ + " " + str(exc))),
+            )
+        return exc
 
     # -- keys ---------------------------------------------------------------
 
@@ -920,6 +1248,167 @@ class ObjectStoreBackend:
         if len(text) > _MESSAGE_LIMIT:
             text = text[:_MESSAGE_LIMIT] + "..."
         return text
+
+
+_NO_CLEANUP = {
+    "gcs": (
+        "cleanup of {self!r} is not available: obstore cannot list the incomplete "
+        "multipart uploads a killed write leaves on GCS; give the bucket a lifecycle rule "
+        "with the AbortIncompleteMultipartUpload action (e.g. an age of 1 day), and GCS "
+        "removes them itself"
+    ),
+    "azure": (
+        "cleanup of {self!r} is not available, nor needed: the blocks a killed write "
+        "leaves on Azure Blob Storage are never committed into a blob, and Azure discards "
+        "uncommitted blocks by itself after 7 days"
+    ),
+}
+
+
+def _raise_unless_vanished(exc: OSError) -> None:
+    """Let a walk pass a directory removed while it ran, and stop at any
+    other failure."""
+    if not isinstance(exc, FileNotFoundError):
+        raise exc
+
+
+def _remove_staging_file(
+    file: str, directory: int, name: str, older_than: datetime.timedelta, *, dry_run: bool
+) -> Leftover | None:
+    """Delete the staging file *file* of the open *directory* if it is a
+    regular file nobody wrote to for *older_than*, and return it (None if
+    kept, or gone meanwhile).  It is looked at right before it is deleted, so
+    a write that resumed since the listing keeps it."""
+    try:
+        info = os.stat(file, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None  # a link, or a directory under that name: not obstore's
+    modified = datetime.datetime.fromtimestamp(info.st_mtime_ns / 1e9, datetime.timezone.utc)
+    if datetime.datetime.now(datetime.timezone.utc) - modified < older_than:
+        return None
+    if not dry_run:
+        try:
+            os.unlink(file, dir_fd=directory)
+        except FileNotFoundError:
+            return None
+    return Leftover(name, "temporary file", modified, info.st_size)
+
+
+def _stale_upload(
+    client: Any,
+    bucket: str,
+    upload: Mapping[str, Any],
+    name: str,
+    older_than: datetime.timedelta,
+    extra: Mapping[str, str],
+) -> Leftover | None:
+    """*upload* as a leftover named *name* if nobody added to it for
+    *older_than*: its start and each part's last modification are read from
+    the server (None if it is younger, or gone meanwhile)."""
+    from botocore.exceptions import ClientError
+
+    newest: datetime.datetime = upload["Initiated"]
+    size = 0
+    try:
+        parts = client.get_paginator("list_parts").paginate(
+            Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"], **extra
+        )
+        for page in parts:
+            for part in page.get("Parts", ()):
+                size += int(part.get("Size") or 0)
+                modified = part.get("LastModified")
+                if modified is not None and modified > newest:
+                    newest = modified
+    except ClientError as exc:
+        if _s3_code(exc) == "NoSuchUpload":
+            return None  # completed or aborted since it was listed
+        raise
+    newest = newest.astimezone(datetime.timezone.utc)
+    if datetime.datetime.now(datetime.timezone.utc) - newest < older_than:
+        return None
+    return Leftover(name, "multipart upload", newest, size)
+
+
+def _abort_upload(
+    client: Any, bucket: str, key: str, upload_id: str, extra: Mapping[str, str]
+) -> bool:
+    """Abort an incomplete multipart upload; False if it is gone already."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, **extra)
+    except ClientError as exc:
+        if _s3_code(exc) == "NoSuchUpload":
+            return False
+        raise
+    return True
+
+
+def _s3_code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _s3_options(store: Any) -> dict[str, str]:
+    """The S3 options *store* works with, under one name each: the ``AWS_*``
+    environment variables obstore reads, overridden by the store's own."""
+    options = {}
+    for name, value in os.environ.items():
+        canonical = _S3_OPTIONS.get(name.lower()) if name.startswith("AWS_") else None
+        if canonical is not None:
+            options[canonical] = value
+    for source in (getattr(store, "client_options", None), getattr(store, "config", None)):
+        if isinstance(source, Mapping):
+            for name, value in source.items():
+                canonical = _S3_OPTIONS.get(str(name).lower())
+                if canonical is not None and value is not None:
+                    options[canonical] = _option_text(value)
+    return options
+
+
+def _option_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime.timedelta):
+        return f"{value.total_seconds()}s"
+    return str(value)
+
+
+def _is_true(value: str | None) -> bool:
+    """Tell whether an option's text is true, as obstore reads it."""
+    return value is not None and value.strip().lower() in ("true", "1", "yes", "on")
+
+
+def _seconds(value: str | None, *, default: float) -> float:
+    """The seconds an obstore duration option spells (``"5s"``, ``"1m
+    30s"``), or *default* when it is unset or spelled otherwise."""
+    text = (value or "").strip().lower()
+    parts = _DURATION_PART.findall(text)
+    if not parts or _DURATION_PART.sub("", text).strip():
+        return default
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+class _BucketEndpoint:
+    """Send botocore's path-style requests to an endpoint that is the
+    bucket's own address, as obstore takes an endpoint given together with
+    ``virtual_hosted_style_request``: the bucket leaves the path before the
+    request is signed."""
+
+    def __init__(self, endpoint: str, bucket: str) -> None:
+        self._endpoint = endpoint.rstrip("/")
+        self._with_bucket = f"{self._endpoint}/{urllib.parse.quote(bucket)}"
+
+    def __call__(self, request: Any, **kwargs: Any) -> None:
+        url = str(request.url)
+        rest = url[len(self._with_bucket) :]
+        if url.startswith(self._with_bucket) and rest[:1] in ("", "/", "?"):
+            request.url = self._endpoint + (rest if rest.startswith("/") else "/" + rest)
 
 
 def _same(source: _Entry, target: _Entry | None, copied: builtins.list[str] | None) -> bool:
