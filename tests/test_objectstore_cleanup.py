@@ -5,12 +5,16 @@ young writes, other prefixes and anything not obstore's are never touched."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -557,3 +561,127 @@ def test_an_unreachable_server_is_a_transient_error_that_shows_no_secret() -> No
         ObjectStoreBackend(store).cleanup()
     assert caught.value.transient
     assert SECRET not in str(caught.value)
+
+
+def test_a_local_store_without_a_directory_is_refused_before_any_io() -> None:
+    from obstore.store import LocalStore
+
+    with pytest.raises(SnapshotStorageCapabilityError, match="whole file system"):
+        ObjectStoreBackend(LocalStore()).cleanup(older_than=0)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_credentials_come_from_a_given_stores_credential_provider(
+    s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch, flavour: str
+) -> None:
+    from obstore.store import S3Store
+
+    server = s3_bucket.server
+    credential = {"access_key_id": server.access_key_id,
+                  "secret_access_key": server.secret_access_key, "token": None,
+                  "expires_at": None}  # fmt: skip
+    calls: list[str] = []
+
+    def provide() -> dict[str, Any]:
+        calls.append(flavour)
+        return credential
+
+    async def provide_later() -> dict[str, Any]:
+        return provide()
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    store = S3Store(
+        s3_bucket.name,
+        prefix="backups",
+        config={"endpoint": server.endpoint_url, "region": server.region},
+        client_options={"allow_http": True},
+        credential_provider=provide if flavour == "sync" else provide_later,  # type: ignore[arg-type]
+    )
+    start_upload(s3_bucket, "backups/x")
+    assert names(ObjectStoreBackend(store).cleanup(older_than=0)) == ["x"]
+    assert calls
+
+
+def test_a_failing_credential_provider_is_a_storage_error_that_shows_no_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from obstore.store import S3Store
+
+    def provide() -> dict[str, Any]:
+        raise RuntimeError(f"token {SECRET} expired")
+
+    store = S3Store(
+        "bucket",
+        config={"endpoint": f"http://127.0.0.1:{closed_port()}", "region": "us-east-1",
+                "session_token": SECRET},
+        client_options={"allow_http": True},
+        credential_provider=provide,  # type: ignore[arg-type]
+    )  # fmt: skip
+    with pytest.raises(SnapshotStorageError, match="credential provider raised RuntimeError"):
+        ObjectStoreBackend(store).cleanup()
+
+
+class RecordingProxy:
+    """A loopback HTTP proxy to *target* that keeps every byte clients send."""
+
+    def __init__(self, target: str) -> None:
+        parsed = urllib.parse.urlsplit(target)
+        self.target = (parsed.hostname or "127.0.0.1", parsed.port or 80)
+        self.sent = bytearray()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.server.accept()
+                upstream = socket.create_connection(self.target)
+                for source, sink, keep in ((client, upstream, True), (upstream, client, False)):
+                    threading.Thread(
+                        target=self._pump, args=(source, sink, keep), daemon=True
+                    ).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, keep: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if keep:
+                    self.sent += data
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_cleanup_goes_through_the_stores_proxy_and_pays_as_requester_when_told(
+    s3_bucket: S3Bucket,
+) -> None:
+    proxy = RecordingProxy(s3_bucket.server.endpoint_url)
+    try:
+        storage = ObjectStoreBackend(
+            f"s3://{s3_bucket.name}/backups",
+            config={**s3_config(s3_bucket.server), "request_payer": "true"},
+            client_options={"allow_http": True, "proxy_url": proxy.url},
+        )
+        start_upload(s3_bucket, "backups/x")
+        assert names(storage.cleanup(older_than=0)) == ["x"]
+    finally:
+        proxy.close()
+    sent = bytes(proxy.sent).lower()
+    assert b"?uploads" in sent
+    assert b"delete " in sent  # the abort
+    assert sent.count(b"x-amz-request-payer: requester") >= 3  # list, parts, abort
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5s", 5.0), ("30 secs", 30.0), ("1m 30s", 90.0), ("250ms", 0.25), ("2h", 7200.0),
+     ("0.5s", 0.5), (None, 7.0), ("", 7.0), ("soon", 7.0), ("5s later", 7.0)],
+)  # fmt: skip
+def test_obstore_durations_set_botocore_timeouts(text: str | None, seconds: float) -> None:
+    from django_snapshots.storage.objectstore import _seconds
+
+    assert _seconds(text, default=7.0) == seconds

@@ -606,6 +606,11 @@ class ObjectStoreBackend:
             raise SnapshotStorageCapabilityError(_NO_CLEANUP[self._kind].format(self=self))
         if self._kind == "memory":
             return []
+        if self._kind == "local" and not self._root:
+            raise SnapshotStorageCapabilityError(
+                f"cleanup of {self!r} is refused: a LocalStore without a prefix reaches the "
+                "whole file system; give it the directory it writes into"
+            )
         if self._kind == "local":
             found = self._cleanup_local(prefix, limit, dry_run=dry_run)
         else:
@@ -766,19 +771,30 @@ class ObjectStoreBackend:
         key, secret = options.get("access_key_id"), options.get("secret_access_key")
         provider = getattr(store, "credential_provider", None)
         if not (key and secret) and provider is not None:
-            found = provider()
-            if inspect.isawaitable(found):
-                import asyncio
+            failure = ""
+            try:
+                found = provider()
+                if inspect.isawaitable(found):
+                    import asyncio
 
-                found = asyncio.run(_awaited(found))
-            key, secret = found.get("access_key_id"), found.get("secret_access_key")
-            options = {**options, "token": found.get("token") or ""}
+                    found = asyncio.run(_awaited(found))
+                key, secret = found.get("access_key_id"), found.get("secret_access_key")
+                options = {**options, "token": found.get("token") or ""}
+            except Exception as exc:
+                failure = f"{type(exc).__name__}: {self._clean(str(exc))}"
+            if failure:
+                raise SnapshotStorageError(
+                    f"cleanup on {self!r} failed: its credential provider raised {failure}"
+                )
         if not (key and secret):
             return None
         credentials = {"aws_access_key_id": key, "aws_secret_access_key": secret}
         if options.get("token"):
             credentials["aws_session_token"] = options["token"]
-        self._secrets = tuple(sorted({*self._secrets, secret}, key=len, reverse=True))
+        # They may come from the environment or a provider: keep them out of
+        # messages as the configured ones are.
+        found_secrets = {value for value in credentials.values() if len(value) >= 4}
+        self._secrets = tuple(sorted({*self._secrets, *found_secrets}, key=len, reverse=True))
         return credentials
 
     def _s3_mapped(self, exc: BaseException, prefix: str) -> BaseException:
