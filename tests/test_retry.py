@@ -1048,6 +1048,55 @@ def test_a_read_resumed_in_a_replacement_re_reads_the_bytes_delivered_rather_tha
             read_in(stream, 65536)
 
 
+# The first 64 KiB a read delivers are hashed only when a resume needs them.
+SMALL = noise(64 * 1024 + 10, seed=30)
+
+
+@pytest.mark.parametrize("after", [1, 4096, 64 * 1024 - 1, 64 * 1024, 64 * 1024 + 1])
+@pytest.mark.parametrize("op", ["read", "stream_read"])
+def test_a_read_interrupted_early_never_resumes_in_a_replaced_object(op: str, after: int) -> None:
+    new = bytes([SMALL[0] ^ 1]) + SMALL[1:]  # differs in the first byte only
+    storage, scripted = replaced_mid_read(
+        MemoryBackend(), "Retry(X)", op, new, after=after, old=SMALL
+    )
+    with pytest.raises(SnapshotObjectChangedError, match=f"first {after} bytes"):
+        read_whole(storage, op)
+    assert scripted.calls[op] == 2
+
+
+@pytest.mark.parametrize("after", [1, 4096, 64 * 1024 - 1, 64 * 1024, 64 * 1024 + 1])
+@pytest.mark.parametrize("op", ["read", "stream_read"])
+def test_a_read_interrupted_early_resumes_in_a_replacement_that_starts_the_same(
+    op: str, after: int
+) -> None:
+    new = SMALL[:after] + noise(100, seed=31)
+    storage, _ = replaced_mid_read(MemoryBackend(), "Retry(X)", op, new, after=after, old=SMALL)
+    assert sha(read_whole(storage, op)) == sha(new)
+
+
+def test_a_chunk_the_storage_reuses_does_not_change_the_bytes_delivered() -> None:
+    data = noise(3000, seed=32)
+    opened = []
+
+    class Reusing(MemoryBackend):
+        """Yields its chunks in one buffer it overwrites; the first
+        iteration fails after the first chunk."""
+
+        def stream_read(self, path: str) -> Iterator[bytes]:
+            opened.append(path)
+            buffer = bytearray(1000)
+            for start in range(0, len(data), 1000):
+                buffer[:] = data[start : start + 1000]
+                yield buffer  # type: ignore[misc]
+                if len(opened) == 1:
+                    buffer[:] = bytes(1000)
+                    raise ConnectionResetError("dropped")
+
+    chunks = [bytes(chunk) for chunk in retry(Reusing()).stream_read("k")]
+    assert b"".join(chunks) == data
+    assert len(opened) == 2
+
+
 @pytest.mark.parametrize(
     "on",
     [Exception, (Exception,), lambda exc: True, lambda exc: 0.0],
