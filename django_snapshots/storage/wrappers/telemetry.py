@@ -67,6 +67,7 @@ wrapper costs next to nothing.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from time import perf_counter
@@ -310,7 +311,7 @@ class Telemetry(StorageWrapper):
         *,
         older_than: timedelta | float = DEFAULT_OLDER_THAN,
         dry_run: bool = False,
-    ) -> list[Leftover]:
+    ) -> builtins.list[Leftover]:
         """Remove crash leftovers under *prefix* (see
         :meth:`StorageWrapper.cleanup`), recording how many."""
         clean = super().cleanup
