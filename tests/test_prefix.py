@@ -323,6 +323,17 @@ def test_a_listed_key_equal_to_the_prefix_directory_is_an_error() -> None:
         Prefix(Empty(), "tenant-a").list("")
 
 
+@pytest.mark.parametrize("odd", [b"tenant-a/own", None, 7], ids=["bytes", "None", "int"])
+def test_a_listed_key_that_is_not_a_str_is_an_error_not_passed_on(odd: object) -> None:
+    class Odd(MemoryBackend):
+        def list(self, prefix: str) -> list[str]:
+            return ["tenant-a/first", odd, "tenant-a/last"]  # type: ignore[list-item]
+
+    with pytest.raises(SnapshotStorageError, match="outside") as excinfo:
+        Prefix(Odd(), "tenant-a").list("")
+    assert repr(odd) in str(excinfo.value)
+
+
 # Isolation, whatever the tenant sends.
 
 hostile_text = st.one_of(
