@@ -3,17 +3,21 @@ django-storages' S3Storage (against the real S3 server on loopback)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import multiprocessing
 import os
+import signal
 import socket
 import stat
+import subprocess
 import sys
 import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +38,7 @@ from django.test import override_settings
 
 from django_snapshots.exceptions import (
     SnapshotError,
+    SnapshotStorageCapabilityError,
     SnapshotStorageError,
     SnapshotStoragePathError,
 )
@@ -42,6 +47,7 @@ from django_snapshots.storage import (
     DjangoStorageBackend,
     SnapshotStorage,
 )
+from django_snapshots.storage.cleanup import Leftover
 from django_snapshots.storage.django_storage import InvalidDjangoStorageError
 from django_snapshots.storage.streams import CHUNK_SIZE
 from django_snapshots.testing import StorageConformance
@@ -1480,3 +1486,346 @@ def test_a_file_where_a_directory_is_needed_is_still_refused(tmp_path: Path) -> 
     (tmp_path / "shared").write_bytes(b"not a directory")
     with pytest.raises(SnapshotStorageError):
         backend.write("shared/dir/k", io.BytesIO(b"x"))
+
+
+# --------------------------------------------------------------------------
+# Crash leftovers
+
+DAY = 24 * 3600
+LEFTOVER = ".snapshots-write-0123456789abcdef\x7f"
+
+# Writes a key through DjangoStorageBackend from a source that gives *size*
+# bytes, says so, then blocks until the process is killed.  Credentials come
+# from the environment, never from the command line.
+KILLED_WRITE = """
+import io, sys, time
+from django_snapshots.storage import DjangoStorageBackend
+
+class Blocking(io.RawIOBase):
+    def __init__(self, size):
+        super().__init__()
+        self.left = size
+    def readable(self):
+        return True
+    def readinto(self, buffer):
+        if not self.left:
+            print("blocked", flush=True)
+            time.sleep(600)
+        n = min(len(buffer), self.left)
+        buffer[:n] = b"x" * n
+        self.left -= n
+        return n
+
+kind, where, key, size = sys.argv[1:]
+if kind == "filesystem":
+    from django.core.files.storage import FileSystemStorage
+    storage = FileSystemStorage(location=where)
+else:
+    from boto3.s3.transfer import TransferConfig
+    from storages.backends.s3 import S3Storage
+    endpoint, bucket = where.split()
+    storage = S3Storage(
+        bucket_name=bucket,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        location="backups",
+        transfer_config=TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20),
+    )
+DjangoStorageBackend(storage).write(key, Blocking(int(size)))
+"""
+
+
+@contextlib.contextmanager
+def killed_write(
+    kind: str, where: str, key: str, size: int, *, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a child writing *key* until its source blocks, let the caller
+    look at it, then kill it with SIGKILL."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITE, kind, where, key, str(size)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **(env or {})},
+        cwd=Path(__file__).parent.parent,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stderr is not None
+        assert child.stdout.readline() == b"blocked\n", child.stderr.read()
+        yield child
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        child.stdout.close()  # type: ignore[union-attr]
+        child.stderr.close()  # type: ignore[union-attr]
+    assert child.returncode == -signal.SIGKILL
+
+
+def leave(path: Path, *, age: float = 2 * DAY, data: bytes = b"left by a crash") -> Path:
+    """Create the file *path* (and its directories), last written *age* seconds ago."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    when = time.time() - age
+    os.utime(path, (when, when))
+    return path
+
+
+def names(leftovers: list[Leftover]) -> list[str]:
+    return [leftover.name for leftover in leftovers]
+
+
+def test_cleanup_on_a_filesystem_storage_removes_the_file_of_a_killed_write(
+    tmp_path: Path,
+) -> None:
+    """The leftover is real: a child process writes through the backend from
+    a source that blocks, and is killed with SIGKILL."""
+    media = tmp_path / "media"
+    backend = DjangoStorageBackend(FileSystemStorage(location=media))
+    backend.write("acme/db/kept.dump", io.BytesIO(b"kept"))
+    with killed_write("filesystem", str(media), "acme/db/big.dump", 3 << 20):
+        pass
+    [name] = [path.name for path in (media / "acme" / "db").iterdir() if "\x7f" in path.name]
+    leftover = media / "acme" / "db" / name
+    assert backend.cleanup() == []  # younger than a day: maybe a slow write
+    when = time.time_ns() - (DAY + 60) * 10**9
+    os.utime(leftover, ns=(when, when))
+    size = leftover.stat().st_size
+    assert size > 0
+    modified = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=when // 1000)
+    assert backend.cleanup("acme/") == [
+        Leftover(f"acme/db/{name}", "temporary file", modified, size)
+    ]
+    assert not leftover.exists()
+    assert backend.list("") == ["acme/db/kept.dump"]
+    assert read_all(backend, "acme/db/kept.dump") == b"kept"
+
+
+class KeepsItsOwnSave(FileSystemStorage):
+    def _save(self, name: str, content: Any) -> str:
+        return str(super()._save(name, content))
+
+
+@pytest.mark.parametrize("storage_class", [FileSystemStorage, KeepsItsOwnSave])
+def test_cleanup_on_a_filesystem_storage_follows_the_local_rules(
+    tmp_path: Path, storage_class: type[FileSystemStorage]
+) -> None:
+    media = tmp_path / "media"
+    backend = DjangoStorageBackend(storage_class(location=media))
+    backend.write("acme/db.dump", io.BytesIO(b"dump"))
+    backend.write("acme/.snapshots-write-0123456789abcdef", io.BytesIO(b"a key"))
+    leave(media / "acme" / LEFTOVER)
+    leave(media / "acme" / "new" / LEFTOVER)
+    leave(media / "acmecorp" / LEFTOVER)
+    young = leave(media / "acme" / "young" / LEFTOVER, age=60)
+    (media / "link").symlink_to(tmp_path / "outside")
+    outside = leave(tmp_path / "outside" / LEFTOVER)
+    expected = [f"acme/{LEFTOVER}", f"acme/new/{LEFTOVER}"]
+    assert names(backend.cleanup("acme/", dry_run=True)) == expected
+    assert names(backend.cleanup("acme/", older_than=timedelta(hours=1))) == expected
+    assert not (media / "acme" / "new").exists()  # emptied, so removed
+    assert young.exists()
+    assert (media / "acmecorp" / LEFTOVER).exists()
+    assert outside.exists()
+    assert backend.list("") == ["acme/.snapshots-write-0123456789abcdef", "acme/db.dump"]
+    assert names(backend.cleanup(older_than=0)) == [
+        f"acme/young/{LEFTOVER}",
+        f"acmecorp/{LEFTOVER}",
+    ]
+    assert outside.exists()
+
+
+def test_cleanup_through_a_storages_alias_cleans_the_storage_it_names(tmp_path: Path) -> None:
+    config = {
+        "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+        "backups": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "backups")},
+        },
+    }
+    leave(tmp_path / "backups" / "db" / LEFTOVER)
+    with override_settings(STORAGES=config):
+        assert names(DjangoStorageBackend("backups").cleanup()) == [f"db/{LEFTOVER}"]
+        assert DjangoStorageBackend("default").cleanup(older_than=0) == []
+
+
+def test_cleanup_on_an_in_memory_storage_finds_nothing_and_keeps_every_object() -> None:
+    backend = DjangoStorageBackend(InMemoryStorage())
+    backend.write("a/b", io.BytesIO(b"b"))
+    backend.write("a/.snapshots-write-0123456789abcdef", io.BytesIO(b"a key"))
+    assert backend.cleanup(older_than=0) == []
+    assert backend.cleanup("a/", older_than=0, dry_run=True) == []
+    assert backend.list("") == ["a/.snapshots-write-0123456789abcdef", "a/b"]
+
+
+class Untouchable(Storage):
+    """A storage that fails any call that would reach it."""
+
+    def _open(self, name: str, mode: str = "rb") -> Any:
+        raise AssertionError("the storage was used")
+
+    def _save(self, name: str, content: Any) -> str:
+        raise AssertionError("the storage was used")
+
+    def delete(self, name: str) -> None:
+        raise AssertionError("the storage was used")
+
+    def exists(self, name: str) -> bool:
+        raise AssertionError("the storage was used")
+
+    def listdir(self, path: str) -> tuple[list[str], list[str]]:
+        raise AssertionError("the storage was used")
+
+
+def test_cleanup_on_any_other_storage_is_refused_before_any_io() -> None:
+    with pytest.raises(
+        SnapshotStorageCapabilityError,
+        match="django-snapshots does not know what a Untouchable leaves after a crash",
+    ):
+        DjangoStorageBackend(Untouchable()).cleanup(older_than=0, dry_run=True)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"prefix": "../"}, SnapshotStoragePathError, "segment '..'"),
+        ({"prefix": b"db/"}, SnapshotStoragePathError, "must be a str"),
+        ({"older_than": -1}, ValueError, "must not be negative"),
+        ({"older_than": "1 day"}, ValueError, "not a duration"),
+        ({"older_than": True}, TypeError, "not a bool"),
+        ({"dry_run": "no"}, TypeError, "dry_run must be a bool, not str"),
+        ({"dry_run": None}, TypeError, "dry_run must be a bool, not NoneType"),
+    ],
+)
+def test_cleanup_refuses_bad_arguments_before_looking_up_the_storage(
+    arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    # The alias is not defined: looking it up would raise InvalidDjangoStorageError.
+    backend = DjangoStorageBackend("not-defined")
+    with pytest.raises(error, match=message):
+        backend.cleanup(**arguments)
+    with pytest.raises(InvalidDjangoStorageError):
+        backend.cleanup()
+
+
+def start_upload(bucket: S3Bucket, key: str, *parts: bytes) -> str:
+    """Start a multipart upload of *key* with *parts*, never completed; return its id."""
+    client = bucket.server.client()
+    upload = client.create_multipart_upload(Bucket=bucket.name, Key=key)["UploadId"]
+    for number, part in enumerate(parts, start=1):
+        client.upload_part(
+            Bucket=bucket.name, Key=key, UploadId=upload, PartNumber=number, Body=part
+        )
+    return str(upload)
+
+
+def uploads(bucket: S3Bucket) -> list[str]:
+    listing = bucket.server.client().list_multipart_uploads(Bucket=bucket.name)
+    return sorted(upload["Key"] for upload in listing.get("Uploads", ()))
+
+
+def test_cleanup_on_s3_aborts_the_upload_of_a_killed_write(s3_bucket: S3Bucket) -> None:
+    """The leftover is real: a child process writes a big object through the
+    backend over S3Storage from a source that blocks once S3Storage has
+    started a multipart upload, and is killed with SIGKILL."""
+    server = s3_bucket.server
+    client = server.client()
+    backend = DjangoStorageBackend(s3_storage(s3_bucket, location="backups"))
+    backend.write("acme/kept.dump", io.BytesIO(b"kept"))
+    credentials = {
+        "AWS_ACCESS_KEY_ID": server.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": server.secret_access_key,
+    }
+    where = f"{server.endpoint_url} {s3_bucket.name}"
+    with killed_write("s3", where, "acme/big.dump", 6 << 20, env=credentials) as child:
+        # The upload and its first 5 MiB part are on their way; wait until S3 has them.
+        parts: list[dict[str, Any]] = []
+        while not parts:
+            assert child.poll() is None, child.stderr.read()  # type: ignore[union-attr]
+            time.sleep(0.05)
+            for upload in client.list_multipart_uploads(Bucket=s3_bucket.name).get("Uploads", ()):
+                parts = client.list_parts(
+                    Bucket=s3_bucket.name, Key=upload["Key"], UploadId=upload["UploadId"]
+                ).get("Parts", [])
+    assert uploads(s3_bucket) == ["backups/acme/big.dump"]
+    assert backend.cleanup() == []  # younger than a day: maybe a slow upload
+    [removed] = backend.cleanup("acme/", older_than=0)
+    assert removed.name == "acme/big.dump"
+    assert removed.kind == "multipart upload"
+    assert removed.size == 5 << 20
+    assert removed.modified == parts[0]["LastModified"]
+    assert uploads(s3_bucket) == []
+    assert backend.list("") == ["acme/kept.dump"]
+    assert read_all(backend, "acme/kept.dump") == b"kept"
+
+
+def test_cleanup_on_s3_is_confined_to_the_location_and_the_prefix(s3_bucket: S3Bucket) -> None:
+    for key in [
+        "backups/acme/db.dump",
+        "backups/acme/deep/x.dump",
+        "backups/acmecorp/db.dump",
+        "elsewhere/acme/db.dump",
+        "backups-old/acme/db.dump",
+        "backups/acme/not\\a key",
+    ]:
+        start_upload(s3_bucket, key, b"part")
+    backend = DjangoStorageBackend(s3_storage(s3_bucket, location="backups"))
+    expected = ["acme/db.dump", "acme/deep/x.dump"]
+    assert names(backend.cleanup("acme/", older_than=0, dry_run=True)) == expected
+    assert len(uploads(s3_bucket)) == 6
+    assert names(backend.cleanup("acme/", older_than=0)) == expected
+    assert uploads(s3_bucket) == [
+        "backups-old/acme/db.dump",
+        "backups/acme/not\\a key",
+        "backups/acmecorp/db.dump",
+        "elsewhere/acme/db.dump",
+    ]
+    assert names(backend.cleanup("acme", older_than=0)) == ["acmecorp/db.dump"]
+
+
+def test_cleanup_on_s3_keeps_uploads_written_to_recently_and_every_object(
+    s3_bucket: S3Bucket,
+) -> None:
+    backend = DjangoStorageBackend(s3_storage(s3_bucket, location="backups"))
+    backend.write("acme/db.dump", io.BytesIO(b"whole"))
+    start_upload(s3_bucket, "backups/acme/db.dump", b"a new version, never finished")
+    assert backend.cleanup() == []
+    assert backend.cleanup(older_than=timedelta(minutes=10)) == []
+    assert uploads(s3_bucket) == ["backups/acme/db.dump"]
+    [removed] = backend.cleanup(older_than=0)
+    assert removed.name == "acme/db.dump"
+    assert uploads(s3_bucket) == []
+    assert read_all(backend, "acme/db.dump") == b"whole"
+
+
+def test_cleanup_on_s3_dates_an_upload_by_its_newest_part_and_adds_all_their_sizes(
+    s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_snapshots.storage import django_storage
+
+    monkeypatch.setattr(django_storage, "_S3_PAGE_SIZE", 1)  # one part per listing page
+    client = s3_bucket.server.client()
+    upload = start_upload(s3_bucket, "db.dump", b"1")
+    # S3 dates parts to the second: the next parts must come a second later.
+    second = int(time.time())
+    while int(time.time()) == second:
+        time.sleep(0.05)
+    for number, part in [(2, b"22"), (3, b"333")]:
+        client.upload_part(
+            Bucket=s3_bucket.name, Key="db.dump", UploadId=upload, PartNumber=number, Body=part
+        )
+    listed = client.list_parts(Bucket=s3_bucket.name, Key="db.dump", UploadId=upload)["Parts"]
+    assert listed[0]["LastModified"] < listed[-1]["LastModified"]
+    backend = DjangoStorageBackend(s3_storage(s3_bucket))
+    assert backend.cleanup(older_than=0, dry_run=True) == [
+        Leftover("db.dump", "multipart upload", listed[-1]["LastModified"], 6)
+    ]
+
+
+def test_cleanup_on_s3_reports_failures_without_credentials(s3_bucket: S3Bucket) -> None:
+    server = s3_bucket.server
+    backend = DjangoStorageBackend(s3_storage(s3_bucket, bucket_name="no-such-bucket"))
+    with pytest.raises(SnapshotStorageError, match="NoSuchBucket") as raised:
+        backend.cleanup()
+    assert raised.value.transient is False
+    assert server.secret_access_key not in str(raised.value)
+    assert server.access_key_id not in str(raised.value)

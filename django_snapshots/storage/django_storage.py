@@ -56,6 +56,7 @@ raises too.
 
 from __future__ import annotations
 
+import builtins
 import errno
 import functools
 import io
@@ -66,6 +67,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from datetime import datetime, timedelta, timezone
 from secrets import token_hex
 from typing import IO, Any, TypeGuard, cast
 
@@ -80,8 +82,14 @@ from django.core.files.storage import (
 from django.core.files.storage.memory import InMemoryFileNode  # type: ignore[attr-defined]
 from django.utils._os import safe_makedirs
 
-from django_snapshots.exceptions import SnapshotError, SnapshotStorageError
+from django_snapshots.exceptions import (
+    SnapshotError,
+    SnapshotStorageCapabilityError,
+    SnapshotStorageError,
+)
+from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_older_than
 from django_snapshots.storage.keys import _parents, validate_key, validate_prefix
+from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.storage.streams import (
     CHUNK_SIZE,
     ReadableStream,
@@ -127,6 +135,10 @@ _TEMP_FLAGS = (
 _TREE_LOCKS: weakref.WeakKeyDictionary[Storage, threading.RLock] = weakref.WeakKeyDictionary()
 _TREE_LOCKS_GUARD = threading.Lock()
 
+# How many multipart uploads, or parts of one, a cleanup asks S3 for at once
+# (the most S3 returns).
+_S3_PAGE_SIZE = 1000
+
 # Error codes S3-compatible services use for "slow down and try again".
 _THROTTLING_CODES = frozenset(
     {
@@ -161,6 +173,18 @@ class DjangoStorageBackend:
     Reads and writes stream in chunks; listings go through the storage
     (``listdir``, or one flat bucket listing for ``S3Storage``), never the
     local disk; ``exists`` and ``list`` report objects, never directories.
+
+    **Crash leftovers.**  What a killed write leaves depends on the storage,
+    and :meth:`cleanup` removes it: on a ``FileSystemStorage``, the
+    temporary file it was writing (``.snapshots-write-<16 hex
+    digits>\x7f`` in the key's directory, as
+    :class:`~django_snapshots.storage.LocalFileSystemBackend` names them);
+    on an ``S3Storage``, the incomplete multipart upload of an object too
+    big for one request, which S3 keeps, and bills, until it is aborted.
+    An ``InMemoryStorage`` keeps nothing after a crash.  On any other
+    storage a killed write may leave the key absent or holding a partial
+    object (see the module documentation), which no cleanup can tell from
+    a whole one.
 
     .. versionadded:: 0.1
     """
@@ -298,6 +322,63 @@ class DjangoStorageBackend:
         storage = self.storage
         with _storage_failures(f"exists {key!r} on {self!r}"):
             return _is_object(storage, key)
+
+    def cleanup(
+        self,
+        prefix: str = "",
+        *,
+        older_than: timedelta | float = DEFAULT_OLDER_THAN,
+        dry_run: bool = False,
+    ) -> builtins.list[Leftover]:
+        """Remove what killed writes left under *prefix* that nobody has
+        written to for at least *older_than*; return it, sorted by name.
+        With *dry_run*, remove nothing and return what would be removed.
+
+        - ``FileSystemStorage`` (and subclasses): the temporary files of
+          interrupted writes, exactly as
+          :meth:`LocalFileSystemBackend.cleanup
+          <django_snapshots.storage.LocalFileSystemBackend.cleanup>` finds
+          and removes them below the storage's location (age by modification
+          time, looked at again right before the unlink; links never
+          followed; emptied directories removed).
+        - ``S3Storage``: the incomplete multipart uploads of keys under the
+          storage's ``location`` and *prefix*, aborted through the storage's
+          own client.  An upload's age runs from its newest part, or from its
+          start when it has none; its name is the key it was uploading, and
+          its size the sum of its parts.  An upload finished or aborted
+          meanwhile is left out.  Uploads to names that are not keys are
+          left alone.
+        - ``InMemoryStorage``: nothing survives a crash; returns ``[]``.
+        - Any other storage raises
+          :class:`~django_snapshots.exceptions.SnapshotStorageCapabilityError`
+          before any I/O: what it leaves after a crash is unknown.
+
+        Objects are never touched.  *prefix* is a list prefix and
+        *older_than* a :class:`~datetime.timedelta` or a number of seconds
+        (default: a day), both checked before any I/O; storage failures
+        raise :class:`~django_snapshots.exceptions.SnapshotStorageError`.
+
+        .. versionadded:: 0.1
+        """
+        prefix = validate_prefix(prefix)
+        limit = check_older_than(older_than)
+        if not isinstance(dry_run, bool):
+            raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
+        storage = self.storage
+        if isinstance(storage, FileSystemStorage):
+            # The temporary files are named and placed as that backend's.
+            local = LocalFileSystemBackend(os.fspath(storage.location))
+            return local.cleanup(prefix, older_than=limit, dry_run=dry_run)
+        if isinstance(storage, InMemoryStorage):
+            return []
+        if _is_s3(storage):
+            with _storage_failures(f"clean up {prefix!r} on {self!r}"):
+                return _s3_cleanup(storage, prefix, limit, dry_run=dry_run)
+        raise SnapshotStorageCapabilityError(
+            f"cannot clean up {self!r}: django-snapshots does not know what a "
+            f"{storage.__class__.__name__} leaves after a crash (it knows FileSystemStorage, "
+            "InMemoryStorage and S3Storage)"
+        )
 
     def _delete_object(self, storage: Storage, key: str) -> None:
         # Storage.delete of a directory removes it (recursively, for
@@ -907,6 +988,68 @@ def _s3_keys(storage: Any, prefix: str) -> Iterator[str]:
             key = entry["Key"][len(root) :]
             if _is_valid(validate_key, key):
                 yield key
+
+
+def _s3_cleanup(storage: Any, prefix: str, limit: timedelta, *, dry_run: bool) -> list[Leftover]:
+    """Abort the incomplete multipart uploads below *prefix* of an
+    S3Storage that are older than *limit* (or only list them)."""
+    from botocore.exceptions import ClientError
+
+    root = (storage.location.rstrip("/") + "/").lstrip("/")
+    client = storage.connection.meta.client
+    bucket = storage.bucket_name
+    found: list[Leftover] = []
+    pages = client.get_paginator("list_multipart_uploads").paginate(
+        Bucket=bucket, Prefix=root + prefix, PaginationConfig={"PageSize": _S3_PAGE_SIZE}
+    )
+    for page in pages:
+        for upload in page.get("Uploads", ()):
+            key = upload["Key"][len(root) :]
+            if not upload["Key"].startswith(root + prefix) or not _is_valid(validate_key, key):
+                continue  # not an upload of ours
+            leftover = _s3_leftover(client, bucket, upload, key)
+            if leftover is None or leftover.age() < limit:
+                continue
+            if not dry_run:
+                try:
+                    client.abort_multipart_upload(
+                        Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                except ClientError as exc:
+                    if _error_code(exc) == "NoSuchUpload":
+                        continue  # completed or aborted meanwhile
+                    raise
+            found.append(leftover)
+    return sorted(found, key=lambda leftover: leftover.name)
+
+
+def _s3_leftover(client: Any, bucket: str, upload: Any, key: str) -> Leftover | None:
+    """Describe the multipart *upload* of *key*, dated by its newest part
+    (or its start), or ``None`` when it ended meanwhile."""
+    from botocore.exceptions import ClientError
+
+    modified: datetime = upload["Initiated"]
+    size = 0
+    pages = client.get_paginator("list_parts").paginate(
+        Bucket=bucket,
+        Key=upload["Key"],
+        UploadId=upload["UploadId"],
+        PaginationConfig={"PageSize": _S3_PAGE_SIZE},
+    )
+    try:
+        for page in pages:
+            for part in page.get("Parts", ()):
+                modified = max(modified, part["LastModified"])
+                size += part["Size"]
+    except ClientError as exc:
+        if _error_code(exc) == "NoSuchUpload":
+            return None
+        raise
+    return Leftover(key, "multipart upload", modified.astimezone(timezone.utc), size)
+
+
+def _error_code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _walk(storage: Storage, prefix: str) -> Iterator[str]:
