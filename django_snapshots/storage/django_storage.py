@@ -176,9 +176,9 @@ class DjangoStorageBackend:
 
     **Crash leftovers.**  What a killed write leaves depends on the storage,
     and :meth:`cleanup` removes it: on a ``FileSystemStorage``, the
-    temporary file it was writing (``.snapshots-write-<16 hex
-    digits>\x7f`` in the key's directory, as
-    :class:`~django_snapshots.storage.LocalFileSystemBackend` names them);
+    temporary file it was writing in the key's directory (named, as by
+    :class:`~django_snapshots.storage.LocalFileSystemBackend`, with a
+    character no key may contain);
     on an ``S3Storage``, the incomplete multipart upload of an object too
     big for one request, which S3 keeps, and bills, until it is aborted.
     An ``InMemoryStorage`` keeps nothing after a crash.  On any other

@@ -133,10 +133,10 @@ class LocalFileSystemBackend:
     atomic, durable and guaranteed about symbolic links.
 
     **Crash leftovers.**  A write killed before it could clean up (``SIGKILL``,
-    a power cut) leaves its temporary file,
-    ``<directory>/.snapshots-write-<16 hex digits>\x7f``, in the key's
-    directory.  It is never listed and never in a key's way, but it takes
-    space until :meth:`cleanup` removes it.
+    a power cut) leaves its temporary file in the key's directory:
+    ``.snapshots-write-`` and 16 hex digits, then U+007F (DEL).  It is never
+    listed and never in a key's way, but it takes space until
+    :meth:`cleanup` removes it.
 
     .. versionadded:: 0.1
     """
@@ -331,8 +331,8 @@ class LocalFileSystemBackend:
         would be removed.
 
         A leftover is a regular file named as this backend names its
-        temporary files (``.snapshots-write-<16 hex digits>\x7f``, a name no
-        key can spell), in a directory a key could be in; its name is its
+        temporary files (``.snapshots-write-``, 16 hex digits and U+007F, a
+        name no key can spell), in a directory a key could be in; its name is its
         path relative to the location.  Its age is its modification time,
         looked at again right before it is unlinked: a write that resumed
         meanwhile keeps its file.  (A write idle for longer than
