@@ -4,7 +4,9 @@ Run from the repository root::
 
     python -m tests.benchmarks            # full run: 1 GiB artifacts, several minutes
     python -m tests.benchmarks --quick    # smoke run with small sizes
-    python -m tests.benchmarks --rst      # the same table as reStructuredText
+    python -m tests.benchmarks --rst      # the same table as reStructuredText, and its
+                                          # charts drawn into docs/_static/
+    python -m tests.benchmarks --charts DIR   # draw the charts (SVG) into DIR
     python -m tests.benchmarks wrappers   # only tests/benchmarks/bench_wrappers.py
 
 Every ``tests/benchmarks/bench_<name>.py`` module defines
@@ -12,6 +14,9 @@ Every ``tests/benchmarks/bench_<name>.py`` module defines
 size (1 GiB artifacts), ``--quick`` passes 1/64.  Each figure is a ratio of
 two measurements taken side by side in this run, so the speed of the machine
 cancels out; the header says which machine it was and how busy it was.
+The charts (``tests/benchmarks/charts.py``, which needs matplotlib: the
+``bench`` extra) show each layer's own cost against its target, and every
+ratio against its target.
 """
 
 from __future__ import annotations
@@ -20,16 +25,15 @@ import argparse
 import importlib
 import os
 import platform
-import re
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from tests.benchmarks.common import Row
+from tests.benchmarks.common import Row, target_met
 
 QUICK_SCALE = 1 / 64
-_BOUND = re.compile(r"^\s*(<=|>=)\s*([0-9.]+)\s*x\s*$")
+DOCS_CHARTS = Path(__file__).resolve().parents[2] / "docs" / "_static"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,11 +45,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help="bench_<name> modules to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--scale", type=float, help="size factor (1.0 = 1 GiB artifacts)")
-    parser.add_argument("--rst", action="store_true", help="print a reStructuredText table")
+    parser.add_argument(
+        "--rst",
+        action="store_true",
+        help=f"print a reStructuredText table, and draw its charts (default {DOCS_CHARTS})",
+    )
+    parser.add_argument("--charts", type=Path, metavar="DIR", help="draw the charts into DIR")
     args = parser.parse_args(argv)
     scale = args.scale if args.scale is not None else QUICK_SCALE if args.quick else 1.0
     if not scale > 0:
         parser.error("--scale must be positive")
+    charts_dir = args.charts if args.charts is not None else DOCS_CHARTS if args.rst else None
+    if charts_dir is not None:
+        try:  # before the run, not after minutes of it
+            from tests.benchmarks import charts
+        except ImportError as exc:
+            parser.error(f"drawing the charts needs matplotlib ({exc}): pip install -e '.[bench]'")
 
     available = sorted(p.stem[len("bench_") :] for p in Path(__file__).parent.glob("bench_*.py"))
     names = args.modules or available
@@ -72,19 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_description(scale, load_before, os.getloadavg(), time.monotonic() - started))
     print()
     print(render(rows, rst=args.rst))
+    if charts_dir is not None:
+        for path in charts.draw(rows, charts_dir):
+            print(f"drew {path}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def target_met(row: Row) -> bool | None:
-    """Whether *row* met its target: its own verdict, or its ratio against a
-    ``"<= 1.05x"``/``">= 0.9x"`` bound; ``None`` when it has no target."""
-    if row.met is not None:
-        return row.met
-    bound = _BOUND.match(row.target)
-    if bound is None or row.ratio is None:
-        return None
-    limit = float(bound.group(2))
-    return row.ratio <= limit if bound.group(1) == "<=" else row.ratio >= limit
 
 
 def render(rows: list[Row], *, rst: bool) -> str:

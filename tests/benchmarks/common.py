@@ -1,7 +1,8 @@
 """Shared measuring tools for the benchmark suite (run: ``python -m tests.benchmarks``).
 
-Every figure is a ratio of two measurements taken side by side in the same
-run, so the machine's speed cancels out.  Nothing here asserts on timings.
+Every figure compares two measurements taken side by side in the same run,
+as their ratio or, for a layer's own cost, their difference, so the
+machine's speed and its drifts cancel out.  Nothing here asserts on timings.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import os
 import pickle
 import random
+import re
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +21,9 @@ from typing import Any
 import structlog
 
 from django_snapshots.storage.streams import CHUNK_SIZE
+
+# A target that bounds a row's ratio ("<= 1.05x", ">= 0.9x") or its own cost ("<= 3 us/op").
+_BOUND = re.compile(r"^\s*(<=|>=)\s*([0-9.]+)\s*(x|us/op)\s*$")
 
 
 @dataclass(frozen=True)
@@ -31,9 +36,40 @@ class Row:
     target: str = ""
     detail: str = ""
     #: Whether the target was met, for targets that are not a bound on
-    #: *ratio* (e.g. megabytes of memory); ``None`` lets the suite runner
-    #: compare *ratio* with a target such as ``"<= 1.05x"`` or ``">= 0.9x"``.
+    #: *ratio* or *cost_us* (e.g. megabytes of memory); ``None`` lets the
+    #: suite runner compare *ratio* with a target such as ``"<= 1.05x"`` or
+    #: ``">= 0.9x"``, or *cost_us* with one such as ``"<= 3 us/op"``.
     met: bool | None = None
+    #: The measured variant's own cost in microseconds per operation: its
+    #: time minus the baseline's, the median over rounds measured side by side.
+    cost_us: float | None = None
+    #: How the charts group and name the row (the operation, and the layer
+    #: or stack); *name* when empty.
+    group: str = ""
+    label: str = ""
+
+
+def target_met(row: Row) -> bool | None:
+    """Whether *row* met its target: its own verdict, or its ratio against a
+    ``"<= 1.05x"``/``">= 0.9x"`` bound, or its own cost against a
+    ``"<= 3 us/op"`` bound; ``None`` when it has no target."""
+    if row.met is not None:
+        return row.met
+    bound = _BOUND.match(row.target)
+    if bound is None:
+        return None
+    value = row.ratio if bound.group(3) == "x" else row.cost_us
+    if value is None:
+        return None
+    limit = float(bound.group(2))
+    return value <= limit if bound.group(1) == "<=" else value >= limit
+
+
+def target_unit(row: Row) -> str | None:
+    """The unit of *row*'s target: ``"x"`` (a ratio), ``"us/op"`` (its own
+    cost), or ``None`` for any other target, or none."""
+    bound = _BOUND.match(row.target)
+    return bound.group(3) if bound is not None else None
 
 
 def artifact(size: int) -> Iterator[bytes]:
@@ -88,22 +124,49 @@ def paired_ratios(
     with a baseline measured moments apart cancels slow drifts of the
     machine; shuffling the order cancels position effects.
     """
+    base_times, times = paired_times(baseline, variants, rounds=rounds, seed=seed)
+    ratios = {
+        name: sorted(t / b for t, b in zip(own, base_times, strict=True))
+        for name, own in times.items()
+    }
+    return statistics.median(base_times), ratios
+
+
+def paired_times(
+    baseline: Callable[[], object],
+    variants: dict[str, Callable[[], object]],
+    *,
+    rounds: int = 21,
+    seed: int = 0,
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Time *baseline* and every variant once per round, in a shuffled order,
+    and return the times of each round: the baseline's, and each variant's
+    (as :func:`paired_ratios` measures them)."""
     rng = random.Random(seed)
     everything = {"": baseline, **variants}
     base_times: list[float] = []
-    ratios: dict[str, list[float]] = {name: [] for name in variants}
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         order = list(everything)
         rng.shuffle(order)
-        times = {}
+        took = {}
         for name in order:
             start = time.perf_counter()
             everything[name]()
-            times[name] = time.perf_counter() - start
-        base_times.append(times[""])
+            took[name] = time.perf_counter() - start
+        base_times.append(took[""])
         for name in variants:
-            ratios[name].append(times[name] / times[""])
-    return statistics.median(base_times), {name: sorted(r) for name, r in ratios.items()}
+            times[name].append(took[name])
+    return base_times, times
+
+
+def own_cost_us(base_times: list[float], times: list[float], *, operations: int) -> float:
+    """Return a variant's own cost in microseconds per operation: the median
+    over rounds of its batch's time minus the baseline's in the same round,
+    divided by the *operations* in a batch."""
+    return (
+        statistics.median(t - b for t, b in zip(times, base_times, strict=True)) / operations * 1e6
+    )
 
 
 def peak_rss_delta(fn: Callable[[], object]) -> int:
