@@ -29,13 +29,16 @@ _WRITE_ONLY = "the Encrypt layer holds no identity to decrypt with (a write-only
 class ProbeStep:
     """One step of :func:`probe_storage`: its *name*, how long it took, and
     what went wrong (*error*, ``None`` on success) or a *detail* worth telling
-    (why, when the step was *skipped*)."""
+    (why, when the step was *skipped*).  *error_type* is the class name of
+    the exception that failed the step (``None`` on success): what a report
+    shows where the message, which may quote a URL, must not appear."""
 
     name: str
     seconds: float
     error: str | None = None
     detail: str = ""
     skipped: bool = False
+    error_type: str | None = None
 
 
 class _Skipped(Exception):
@@ -118,7 +121,7 @@ def probe_storage(storage: SnapshotStorage) -> Generator[ProbeStep, None, None]:
                 deleted = True
                 if not _remove_quietly(storage, key):
                     error += f"; the probe object {key!r} was left behind and must be removed"
-                yield ProbeStep(name, seconds, error)
+                yield ProbeStep(name, seconds, error, error_type=type(exc).__name__)
                 return
             deleted = name == "delete"
             yield ProbeStep(name, perf_counter() - start, detail=detail)

@@ -12,6 +12,7 @@ from typing import IO, Any
 import pytest
 from django.test import Client, override_settings
 
+from django_snapshots._inspect import probe_storage
 from django_snapshots.storage import Checksum, MemoryBackend, Prefix, RcloneBackend
 from tests.conftest import S3Bucket, S3Server
 from tests.test_rclone import s3_config
@@ -107,6 +108,17 @@ def test_a_failing_storage_is_unhealthy_with_the_step_and_the_stack(serve: Any) 
         assert "PermissionError" in body
         assert SECRET not in body
         assert "storage.example" not in body
+
+
+def test_each_probe_step_names_the_class_of_its_error_apart_from_the_message() -> None:
+    failed = list(probe_storage(Prefix(Refusing(), "acme")))
+    assert [(step.name, step.error_type) for step in failed] == [("write", "PermissionError")]
+    assert failed[0].error is not None
+    assert failed[0].error.startswith("PermissionError: 403 for https://")
+    passed = list(probe_storage(MemoryBackend()))
+    assert [step.name for step in passed] == ["write", "read", "verify", "list", "delete"]
+    assert [step.error_type for step in passed] == [None] * 5  # verify is skipped: no Checksum
+    assert [step.skipped for step in passed] == [False, False, True, False, False]
 
 
 def test_a_read_back_that_fails_is_reported_and_the_probe_removed(serve: Any) -> None:

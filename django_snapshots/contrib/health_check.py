@@ -107,9 +107,9 @@ class _Probe:
         try:
             with contextlib.closing(probe_storage(self.storage)) as steps:
                 for step in steps:
-                    if step.error:
-                        # "ExceptionClass: message": the class alone is shown.
-                        self.failed = (step.name, step.error.partition(":")[0])
+                    if step.error is not None:
+                        # The class alone is shown, never the message.
+                        self.failed = (step.name, step.error_type or "an error")
                         return
                     self.finished.append(step.name)
         except BaseException as exc:  # the probe itself broke: still an answer
