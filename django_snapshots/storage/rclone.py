@@ -42,6 +42,12 @@ What each operation maps to:
                               and ``copy --ignore-times --files-from-raw -``
                               of those whose size or hash differ, or that
                               have no hash to compare
+``cleanup``                   ``lsjson -R --files-only --include`` of names
+                              holding a backslash, then per leftover
+                              ``lsjson --stat`` and ``deletefile``; on S3:
+                              ``backend list-multipart-uploads``, then per key
+                              ``backend cleanup -o max-age=``, then the list
+                              again to check that the uploads are gone
 ============================  ==================================================
 
 Every key is one object of the same name and back: on ``local`` (but on
@@ -82,9 +88,15 @@ import tempfile
 import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta, timezone
 from typing import IO, Any, NamedTuple
 
-from django_snapshots.exceptions import SnapshotStorageError, SnapshotStoragePathError
+from django_snapshots.exceptions import (
+    SnapshotStorageCapabilityError,
+    SnapshotStorageError,
+    SnapshotStoragePathError,
+)
+from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_older_than
 from django_snapshots.storage.keys import (
     _is_key,
     _show,
@@ -153,6 +165,15 @@ _PARTIAL_SUFFIX = _TEMP_MARK + "partial"
 # containing one, i.e. every temporary file, ours or rclone's.
 _EXCLUDE_TEMPORARY = ("--exclude", "*\\\\*")
 _INCLUDE_TEMPORARY = ("--include", "*\\\\*")
+# The names cleanup removes: stream_write's temporary names, and those
+# rclone gives a copy in progress (its name, a dot, eight hex digits of a
+# hash, then the partial suffix; the name cut short to fit).  A name holding
+# a backslash but neither form is nobody's leftover this backend knows of.
+_TEMPORARY_NAME = re.compile(re.escape(_TEMP_MARK) + "[0-9a-f]{32}")
+_PARTIAL_NAME = re.compile(r".*\.[0-9a-f]{8}" + re.escape(_PARTIAL_SUFFIX), re.DOTALL)
+_TIMESTAMP = re.compile(
+    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", re.IGNORECASE
+)
 
 _EXIT_DIRECTORY_NOT_FOUND = 3
 _EXIT_FILE_NOT_FOUND = 4
@@ -202,6 +223,17 @@ class _Entry(NamedTuple):
     digest: str  # "" when the remote has no hash for the object
 
 
+class _Upload(NamedTuple):
+    """An incomplete S3 multipart upload."""
+
+    name: str  # the object it was to create, relative to the root
+    upload_id: str
+    initiated: datetime
+
+    def leftover(self) -> Leftover:
+        return Leftover(self.name, "multipart upload", self.initiated)
+
+
 class RcloneBackend:
     """Store objects on an rclone remote (advanced tier, thread-safe).
 
@@ -218,6 +250,50 @@ class RcloneBackend:
     A missing binary raises
     :class:`~django_snapshots.exceptions.SnapshotStorageError` saying how to
     install it.
+
+    **Crash leftovers.**  A write killed midway (``SIGKILL``, a lost machine)
+    can leave what :meth:`cleanup` removes; each is reported under its path
+    relative to the root:
+
+    * on remotes whose uploads can be partial (local, SFTP, SMB...), the
+      temporary file of a ``stream_write`` (``<directory>/\\<32 hex
+      digits>``, kind ``"temporary file"``) and the partial file of a copy
+      by ``sync`` (``<key>.<8 hex digits>\\partial``, ``"partial upload"``).
+      Their age is their modification time as rclone lists it, checked again
+      (``lsjson --stat``) just before each is deleted, so a write that
+      resumed keeps its file.  Only names of these two forms are removed,
+      in directories where keys may be: every such name holds a backslash,
+      which no key can hold, and this is checked for each name, not assumed.
+      Object stores never get such names, and are not listed for them.
+    * on S3 remotes, incomplete multipart uploads of keys
+      (``"multipart upload"``, with no size).  rclone reports only when an
+      upload started, not when it last received a part, so an upload's age
+      is measured from its start: an upload that runs longer than
+      *older_than* is aborted (its writer then fails; the object it was to
+      replace is kept), so choose *older_than* above your longest upload.
+      rclone's ``backend cleanup`` aborts every upload that started more
+      than ``max-age`` ago whose name starts with the path it is given,
+      within the bucket, with no regard for where the remote's base path or
+      a tenant's prefix ends; so each is aborted by the key's own path, which
+      reaches only names under that key and so under the prefix, with
+      ``max-age`` set to *older_than*, so that rclone checks the age itself.
+      It is never run when that path would also reach an old upload of a
+      name that is no key, nor on a remote whose encoding is not ``Raw``
+      (the default here), where the name rclone aborts by may not be the
+      upload's: then :meth:`cleanup` raises
+      :class:`~django_snapshots.exceptions.SnapshotStorageCapabilityError`
+      before removing anything, and a dry run lists them.  rclone exits
+      with 0 when an abort fails, so the uploads are listed again after; one
+      still there raises
+      :class:`~django_snapshots.exceptions.SnapshotStorageError`.  Other
+      remotes' incomplete uploads (B2's unfinished large files, Azure's
+      uncommitted blocks) and remotes that wrap S3 (crypt, alias, union) are
+      not looked at.
+
+    Keys, directories, files and uploads of any other name, and anything
+    outside the root are never touched.  A local remote's files are
+    reached through rclone, which never follows symbolic links unless told
+    to (``--links``/``--copy-links`` in *flags* or *config*).
 
     .. versionadded:: 0.1
     """
@@ -275,6 +351,8 @@ class RcloneBackend:
         self._encoding_flags = tuple(f"--{kind}-encoding=Raw" for kind in self._raw_types)
         self._base = base
         self._shown_base = shown_base
+        # The bucket and path below it, on bucket remotes such as S3.
+        self._path = path.strip("/")
         self._root = base if base.endswith((":", "/")) else base + "/"
         self._binary = _find_rclone(rclone)
         self._features: dict[str, Any] | None = None
@@ -428,6 +506,225 @@ class RcloneBackend:
                 changed,
                 (self._location(src_prefix), self._location(dst_prefix)),
                 options=("--ignore-times", "--no-traverse", f"--partial-suffix={_PARTIAL_SUFFIX}"),
+            )
+
+    # -- crash leftovers ----------------------------------------------------
+
+    def cleanup(
+        self,
+        prefix: str = "",
+        *,
+        older_than: timedelta | float = DEFAULT_OLDER_THAN,
+        dry_run: bool = False,
+    ) -> builtins.list[Leftover]:
+        """Remove what interrupted writes left under *prefix* that nobody has
+        written to for at least *older_than* (a timedelta, or seconds), and
+        return it sorted by name; with *dry_run*, remove nothing and return
+        what would be removed.
+
+        What counts as a leftover, how its age is told and what is never
+        touched: see "Crash leftovers" in the class documentation.  Incomplete
+        multipart uploads that rclone cannot abort without reaching others
+        raise :class:`~django_snapshots.exceptions.SnapshotStorageCapabilityError`
+        before anything is removed (a dry run lists them).
+
+        .. versionadded:: 0.1
+        """
+        prefix = validate_prefix(prefix)
+        limit = check_older_than(older_than)
+        if not isinstance(dry_run, bool):
+            raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
+        directory = prefix[: prefix.rfind("/") + 1]
+        self._check_characters(directory, what="prefix")
+        files: builtins.list[Leftover] = []
+        if self._uploads_can_be_partial():
+            files = self._temporary_files(prefix, directory, limit)
+        uploads: builtins.list[_Upload] = []
+        if self._backend_type() == "s3":
+            uploads, obstacle = self._old_multipart_uploads(prefix, limit)
+            if obstacle and not dry_run:
+                raise SnapshotStorageCapabilityError(
+                    f"cannot abort the {len(uploads)} incomplete multipart upload(s) older "
+                    f"than {limit} under {prefix!r} on {self!r} (such as "
+                    f"{_show(uploads[0].name)}) without risking others: {obstacle}; abort them "
+                    "with the S3 API (AbortMultipartUpload) or let a lifecycle rule "
+                    "(AbortIncompleteMultipartUpload) do it; cleanup(dry_run=True) lists them"
+                )
+        if not dry_run:
+            files = [
+                removed
+                for leftover in files
+                if (removed := self._remove_temporary(leftover, limit)) is not None
+            ]
+            self._abort_multipart_uploads(prefix, uploads, limit)
+        found = [*files, *(upload.leftover() for upload in uploads)]
+        return sorted(found, key=lambda leftover: (leftover.name, leftover.kind, leftover.modified))
+
+    def _temporary_files(
+        self, prefix: str, directory: str, limit: timedelta
+    ) -> builtins.list[Leftover]:
+        """The temporary and partial files below *prefix* (whose directory
+        part is *directory*) last modified at least *limit* ago."""
+        location = self._location(directory) if directory else self._base
+        options = ("-R", "--fast-list", "--files-only", "--no-mimetype", *_INCLUDE_TEMPORARY)
+        result = self._run("lsjson", location, options=options)
+        if result.returncode in _NOT_FOUND:
+            return []
+        if result.returncode:
+            raise self._failure("lsjson", prefix, result.returncode, result.stderr)
+        now = datetime.now(timezone.utc)
+        found = []
+        for item in self._parse(result.stdout, "lsjson", prefix):
+            leftover = self._as_leftover(_to_rclone(directory) + str(item["Path"]), item)
+            if (
+                leftover is not None
+                and leftover.name.startswith(prefix)
+                and now - leftover.modified >= limit
+            ):
+                found.append(leftover)
+        return found
+
+    def _as_leftover(self, listed: str, item: Mapping[str, Any]) -> Leftover | None:
+        """The leftover rclone lists as *listed* (relative to the root) with
+        *item*'s details, or None for a name that is not provably one."""
+        name = _from_rclone(listed)
+        # A leftover's name holds a backslash, which no key may hold; checked
+        # here, not assumed, since it is all that keeps keys from removal.
+        if name is None or _is_key(name) or (_REWRITTEN.search(name) and not self._keeps_names()):
+            return None
+        parent, _, base = name.rpartition("/")
+        if parent and not _is_key(parent):
+            return None
+        if _TEMPORARY_NAME.fullmatch(base):
+            kind = "temporary file"
+        elif _PARTIAL_NAME.fullmatch(base):
+            kind = "partial upload"
+        else:
+            return None
+        modified = _parse_time(item.get("ModTime"))
+        if modified is None or item.get("IsDir"):
+            return None
+        return Leftover(name, kind, modified, int(item["Size"]))
+
+    def _remove_temporary(self, leftover: Leftover, limit: timedelta) -> Leftover | None:
+        """Delete *leftover* if it is still there and still older than
+        *limit* (a writer may have resumed since the listing); return it as
+        last seen, or None if it was kept or had gone."""
+        location = self._location(leftover.name)
+        result = self._run("lsjson", location, options=("--stat", "--no-mimetype"))
+        if result.returncode in _NOT_FOUND:
+            return None
+        if result.returncode:
+            raise self._failure("lsjson --stat", leftover.name, result.returncode, result.stderr)
+        entry = self._parse(result.stdout, "lsjson --stat", leftover.name)
+        if not isinstance(entry, dict):
+            return None
+        current = self._as_leftover(_to_rclone(leftover.name), entry)
+        if current is None or datetime.now(timezone.utc) - current.modified < limit:
+            return None
+        result = self._run("deletefile", location)
+        if result.returncode in _NOT_FOUND:
+            return None
+        if result.returncode:
+            raise self._failure("deletefile", leftover.name, result.returncode, result.stderr)
+        return current
+
+    def _multipart_uploads(self, prefix: str) -> builtins.list[_Upload]:
+        """Every incomplete multipart upload of a name below the root that
+        starts with *prefix*, a key's or not (``backend list-multipart-uploads``)."""
+        location = self._location(prefix)
+        if not location.endswith((":", "/")):
+            # Without a trailing slash rclone takes the path of an existing
+            # object for that object, and refuses to list below it.
+            location += "/"
+        result = self._run("backend", "list-multipart-uploads", location)
+        if result.returncode:
+            if b"NoSuchBucket" in result.stderr:
+                return []
+            command = "backend list-multipart-uploads"
+            raise self._failure(command, prefix, result.returncode, result.stderr)
+        answer = self._parse(result.stdout, "backend list-multipart-uploads", prefix)
+        uploads = []
+        for bucket, items in (answer if isinstance(answer, dict) else {}).items():
+            for item in items or ():
+                # rclone lists the objects' names in the bucket as S3 has
+                # them, which is the key on a remote whose encoding is Raw.
+                name = f"{bucket}/{item.get('Key')}"
+                if self._path:
+                    if not name.startswith(self._path + "/"):
+                        continue
+                    name = name[len(self._path) + 1 :]
+                initiated = _parse_time(item.get("Initiated"))
+                # rclone's cleanup skips an upload of unknown age; so does this.
+                if name.startswith(prefix) and initiated is not None:
+                    uploads.append(_Upload(name, str(item.get("UploadId")), initiated))
+        return uploads
+
+    def _old_multipart_uploads(
+        self, prefix: str, limit: timedelta
+    ) -> tuple[builtins.list[_Upload], str]:
+        """The incomplete multipart uploads of keys under *prefix* started at
+        least *limit* ago, and why ``rclone backend cleanup`` cannot abort
+        exactly those ("" when it can)."""
+        now = datetime.now(timezone.utc)
+        old = [
+            upload for upload in self._multipart_uploads(prefix) if now - upload.initiated >= limit
+        ]
+        leftovers = [upload for upload in old if _is_key(upload.name)]
+        if not leftovers:
+            return [], ""
+        if not self._keeps_names():
+            return leftovers, (
+                "the remote's name encoding is not Raw, so the name rclone aborts an upload "
+                "by may not be the one it has on S3"
+            )
+        for upload in leftovers:
+            # rclone aborts every upload older than max-age whose name starts
+            # with the one it is given; all such names are under *prefix*, but
+            # one that is no key is nobody's leftover this backend knows of.
+            other = next(
+                (u for u in old if u.name.startswith(upload.name) and not _is_key(u.name)), None
+            )
+            if other is not None:
+                return leftovers, (
+                    f"rclone would also abort the upload of {_show(other.name)}, which is no "
+                    "key, since its name starts with another's"
+                )
+        return leftovers, ""
+
+    def _abort_multipart_uploads(
+        self, prefix: str, uploads: builtins.list[_Upload], limit: timedelta
+    ) -> None:
+        """Abort *uploads* (of keys under *prefix*, all at least *limit* old)
+        with ``rclone backend cleanup``, which aborts every upload started
+        more than max-age ago whose name starts with the path it is given,
+        and check that they are gone: rclone exits with 0 even when an
+        abort fails."""
+        if not uploads:
+            return
+        max_age = f"max-age={limit // timedelta(microseconds=1)}us"
+        done: builtins.list[str] = []
+        logged = b""
+        for name in sorted({upload.name for upload in uploads}):
+            if any(name.startswith(other) for other in done):
+                continue
+            # The trailing slash keeps rclone from taking the key of an
+            # existing object for that object (and failing); rclone strips it.
+            location = self._location(name) + "/"
+            result = self._run("backend", "cleanup", location, options=("-o", max_age))
+            if result.returncode and b"NoSuchBucket" not in result.stderr:
+                raise self._failure("backend cleanup", name, result.returncode, result.stderr)
+            done.append(name)
+            logged += result.stderr
+        remaining = {(upload.name, upload.upload_id) for upload in self._multipart_uploads(prefix)}
+        failed = [upload for upload in uploads if (upload.name, upload.upload_id) in remaining]
+        if failed:
+            text = self._explain(logged)
+            raise SnapshotStorageError(
+                f"rclone backend cleanup left {len(failed)} incomplete multipart upload(s) under "
+                f"{prefix!r} on {self!r} (such as {_show(failed[0].name)}) that it was to "
+                f"abort: {text or 'no output'}",
+                transient=bool(_NETWORK_FAILURE.search(text)),
             )
 
     # -- keys ---------------------------------------------------------------
@@ -739,7 +1036,11 @@ class RcloneBackend:
     def _remote_features(self) -> dict[str, Any]:
         """rclone's description of the remote (``backend features``), once."""
         if self._features is None:
-            result = self._run("backend", "features", self._base)
+            # The root, with its trailing slash: given the base path alone,
+            # rclone first asks the remote whether it names an object, and
+            # when it cannot tell (an unreachable server) fails with "is a
+            # file not a directory".
+            result = self._run("backend", "features", self._root)
             if result.returncode:
                 raise self._failure(
                     "backend features", self._shown_base, result.returncode, result.stderr
@@ -766,13 +1067,19 @@ class RcloneBackend:
             text = text.replace(self._internal_name, self._shown_base.partition(":")[0])
         return text
 
-    def _failure(
-        self, command: str, what: str, returncode: int, stderr: bytes
-    ) -> SnapshotStorageError:
+    def _explain(self, stderr: bytes) -> str:
+        """rclone's error output, fit for a message: its notices about a
+        missing config file and log prefixes dropped, secrets scrubbed."""
         text = _LOG_PREFIX.sub("", stderr.decode("utf-8", "replace"))
         text = self._scrub(_NO_CONFIG_NOTICE.sub("", text)).strip()
         if len(text) > _STDERR_LIMIT:
             text = "..." + text[-_STDERR_LIMIT:]
+        return text
+
+    def _failure(
+        self, command: str, what: str, returncode: int, stderr: bytes
+    ) -> SnapshotStorageError:
+        text = self._explain(stderr)
         transient = (
             returncode == _EXIT_TEMPORARY or returncode < 0 or bool(_NETWORK_FAILURE.search(text))
         )
@@ -834,6 +1141,21 @@ def _changed(backend: RcloneBackend, path: str) -> SnapshotStorageError:
         f"the object at {path!r} in {backend!r} was replaced or deleted while being read",
         transient=True,
     )
+
+
+def _parse_time(value: object) -> datetime | None:
+    """The UTC time rclone prints as *value* (RFC 3339, up to nanoseconds),
+    or None if it is not one."""
+    found = _TIMESTAMP.fullmatch(value) if isinstance(value, str) else None
+    if found is None:
+        return None
+    seconds, fraction, zone = found.groups()
+    zone = "+00:00" if zone.upper() == "Z" else zone
+    text = f"{seconds}.{(fraction or '0')[:6].ljust(6, '0')}{zone}"
+    try:
+        return datetime.fromisoformat(text).astimezone(timezone.utc)
+    except ValueError:
+        return None
 
 
 def _same(source: _Entry, target: _Entry | None) -> bool:
