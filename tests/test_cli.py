@@ -1117,7 +1117,7 @@ def test_cleanup_through_a_tenant_prefix_names_leftovers_as_the_tenant_sees_them
 
 @pytest.mark.parametrize("duration", ["24", "-1h", "1.5h", "24 h", "day", ""])
 def test_cleanup_refuses_a_duration_it_cannot_read(storage: Any, duration: str) -> None:
-    assert "--older-than: not a duration" in fails("cleanup", "--older-than", duration)
+    assert "--older-than: not a duration" in fails("cleanup", f"--older-than={duration}")
 
 
 @pytest.mark.parametrize("duration", ["0s", "59s"])

@@ -830,7 +830,7 @@ def test_cleanup_records_how_many_leftovers_it_removed(otel: Otel) -> None:
     assert dict(span.attributes or {}) == {
         NS + "operation": "cleanup",
         NS + "outcome": "ok",
-        NS + "stack": "Prefix(Leaving(), 'acme')",
+        NS + "stack": "Prefix(MemoryBackend(), 'acme')",
         NS + "prefix": "",
         NS + "count": 2,
         NS + "dry_run": False,

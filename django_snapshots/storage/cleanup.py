@@ -38,7 +38,15 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
-__all__ = ["DEFAULT_OLDER_THAN", "Leftover", "check_older_than", "parse_duration"]
+from django_snapshots.storage.keys import validate_prefix
+
+__all__ = [
+    "DEFAULT_OLDER_THAN",
+    "Leftover",
+    "check_cleanup_arguments",
+    "check_older_than",
+    "parse_duration",
+]
 
 #: How long a leftover must have been left alone before ``cleanup`` removes
 #: it, unless told otherwise: long enough that no write still running on a
@@ -118,3 +126,21 @@ def check_older_than(older_than: object) -> timedelta:
     if older_than < timedelta(0):
         raise ValueError(f"older_than must not be negative, got {older_than}")
     return older_than
+
+
+def check_cleanup_arguments(
+    prefix: object, older_than: object, dry_run: object
+) -> tuple[str, timedelta, bool]:
+    """Return the arguments of a ``cleanup`` call checked, or raise before
+    any I/O: :class:`~django_snapshots.SnapshotStoragePathError` for a bad
+    prefix, :class:`TypeError`/:class:`ValueError` for a bad age (see
+    :func:`check_older_than`) or a *dry_run* that is not a bool.  A backend's
+    ``cleanup`` starts with it.
+
+    .. versionadded:: 0.1
+    """
+    prefix = validate_prefix(prefix)
+    limit = check_older_than(older_than)
+    if not isinstance(dry_run, bool):
+        raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
+    return prefix, limit, dry_run

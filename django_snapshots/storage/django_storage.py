@@ -87,7 +87,7 @@ from django_snapshots.exceptions import (
     SnapshotStorageCapabilityError,
     SnapshotStorageError,
 )
-from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_older_than
+from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_cleanup_arguments
 from django_snapshots.storage.keys import _parents, validate_key, validate_prefix
 from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.storage.streams import (
@@ -360,10 +360,7 @@ class DjangoStorageBackend:
 
         .. versionadded:: 0.1
         """
-        prefix = validate_prefix(prefix)
-        limit = check_older_than(older_than)
-        if not isinstance(dry_run, bool):
-            raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
+        prefix, limit, dry_run = check_cleanup_arguments(prefix, older_than, dry_run)
         storage = self.storage
         if isinstance(storage, FileSystemStorage):
             # The temporary files are named and placed as that backend's.

@@ -80,7 +80,7 @@ from django_snapshots.exceptions import (
     SnapshotStorageError,
     SnapshotStoragePathError,
 )
-from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_older_than
+from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_cleanup_arguments
 from django_snapshots.storage.keys import (
     _is_key,
     _parents,
@@ -350,10 +350,7 @@ class LocalFileSystemBackend:
 
         .. versionadded:: 0.1
         """
-        prefix = validate_prefix(prefix)
-        limit = check_older_than(older_than)
-        if not isinstance(dry_run, bool):
-            raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
+        prefix, limit, dry_run = check_cleanup_arguments(prefix, older_than, dry_run)
         base, _, start = prefix.rpartition("/")
         segments = base.split("/") if base else []
         if any(len(segment.encode()) > self.max_segment_bytes for segment in segments):

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import IO
 
-from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_older_than
+from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_cleanup_arguments
 from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
 from django_snapshots.storage.streams import CHUNK_SIZE, check_binary_content, iter_chunks
 
@@ -126,10 +126,7 @@ class MemoryBackend:
 
         .. versionadded:: 0.1
         """
-        validate_prefix(prefix)
-        check_older_than(older_than)
-        if not isinstance(dry_run, bool):
-            raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
+        check_cleanup_arguments(prefix, older_than, dry_run)
         return []
 
     def _get(self, path: str) -> bytes:

@@ -70,7 +70,7 @@ from django_snapshots.exceptions import (
     SnapshotStorageError,
     SnapshotStoragePathError,
 )
-from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_older_than
+from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_cleanup_arguments
 from django_snapshots.storage.keys import (
     MAX_KEY_BYTES,
     _is_key,
@@ -598,10 +598,7 @@ class ObjectStoreBackend:
 
         .. versionadded:: 0.1
         """
-        prefix = validate_prefix(prefix)
-        limit = check_older_than(older_than)
-        if not isinstance(dry_run, bool):
-            raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
+        prefix, limit, dry_run = check_cleanup_arguments(prefix, older_than, dry_run)
         if self._kind in ("gcs", "azure"):
             raise SnapshotStorageCapabilityError(_NO_CLEANUP[self._kind].format(self=self))
         if self._kind == "memory":

@@ -60,7 +60,7 @@ from django_snapshots.exceptions import (
     SnapshotStorageError,
     SnapshotStoragePathError,
 )
-from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_older_than
+from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_cleanup_arguments
 from django_snapshots.storage.keys import _show, validate_key, validate_prefix
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 from django_snapshots.storage.streams import iter_chunks
@@ -377,9 +377,7 @@ class StorageWrapper(_Proxy):
 
         .. versionadded:: 0.1
         """
-        older_than = check_older_than(older_than)
-        if not isinstance(dry_run, bool):
-            raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
+        _, older_than, dry_run = check_cleanup_arguments(prefix, older_than, dry_run)
         below = self._self_storage_prefix(prefix)
         root = self._self_storage_prefix("")
         storage = self.__wrapped__
