@@ -287,6 +287,22 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
+@pytest.mark.parametrize(
+    ("seconds", "ms"), [(0.0012344, 1.234), (0.0012346, 1.235), (2.5, 2500.0), (0.0, 0.0)]
+)
+def test_durations_are_milliseconds_rounded_to_the_microsecond(
+    clock: Clock, seconds: float, ms: float
+) -> None:
+    class Timed(MemoryBackend):
+        def exists(self, path: str) -> bool:
+            clock.tick(seconds)
+            return False
+
+    with capture_logs() as entries:
+        Logging(Timed()).exists("k")
+    assert only(entries)["duration_ms"] == ms
+
+
 def test_read_logs_when_the_stream_is_exhausted_with_the_transfer_time(clock: Clock) -> None:
     inner = SlowStorage(clock)
     inner.write("k", io.BytesIO(b"123456789"))

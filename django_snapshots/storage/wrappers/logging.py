@@ -221,11 +221,8 @@ def _bound(wrapper: Logging) -> Any:
     project that configures structlog after building the stack, or a test
     that captures the entries, still sees every entry.
     """
-    logger = wrapper._self_logger
-    if type(logger) is not _LAZY_PROXY or _STRUCTLOG_CONFIG is None:
-        return logger
-    config = _STRUCTLOG_CONFIG
     kept = wrapper._self_bound
+    config = _STRUCTLOG_CONFIG
     if (
         kept is not None
         and kept[0] is config.default_processors
@@ -234,14 +231,18 @@ def _bound(wrapper: Logging) -> Any:
         and kept[3] is config.logger_factory
     ):
         return kept[4]
-    bound = logger.bind()
+    logger = wrapper._self_logger
+    if config is None:
+        return logger
+    if type(logger) is _LAZY_PROXY:
+        logger = logger.bind()
     # One tuple, replaced whole: threads that race here each keep a logger
     # that is right for the configuration they read.
     wrapper._self_bound = (
         config.default_processors, config.default_wrapper_class,
-        config.default_context_class, config.logger_factory, bound,
+        config.default_context_class, config.logger_factory, logger,
     )  # fmt: skip
-    return bound
+    return logger
 
 
 def _entry_end(wrapper: Logging, op: str, start: float, path: str) -> Finish:
@@ -261,7 +262,9 @@ def _entry_end(wrapper: Logging, op: str, start: float, path: str) -> Finish:
 
 
 def _since(start: float) -> float:
-    return round((perf_counter() - start) * 1000, 3)
+    """Milliseconds since *start*, to the microsecond (``round(ms, 3)`` cost
+    a fifth of the wrapper's own time per entry)."""
+    return int((perf_counter() - start) * 1e6 + 0.5) / 1000
 
 
 # The entries of the frequent operations are built in one call each, with
