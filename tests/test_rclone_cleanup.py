@@ -31,7 +31,7 @@ from django_snapshots import (
     SnapshotStorageError,
     SnapshotStoragePathError,
 )
-from django_snapshots.storage import RcloneBackend
+from django_snapshots.storage import Prefix, RcloneBackend
 from django_snapshots.storage.cleanup import Leftover
 from tests.conftest import S3Bucket, S3Server
 from tests.test_rclone import (
@@ -93,7 +93,7 @@ def names(leftovers: list[Leftover]) -> list[str]:
 # its credentials come on stdin, never on a command line.
 WRITER = """
 import json, sys, time
-from django_snapshots.storage import RcloneBackend
+from django_snapshots.storage import Prefix, RcloneBackend
 spec = json.loads(sys.stdin.readline())
 storage = RcloneBackend(spec["remote"], config=spec["config"])
 def chunks():
@@ -485,6 +485,16 @@ def test_cleanup_of_a_prefix_never_aborts_a_sibling_tenants_upload(s3_bucket: S3
     # rclone's own prefix ("backups") would reach.
     assert names(storage.cleanup(older_than=0)) == ["acmecorp/x"]
     assert uploads_on_s3(s3_bucket) == ["backups2/acme/x", "elsewhere/x"]
+
+
+def test_a_tenant_cleans_its_own_uploads_through_prefix_and_sees_its_own_names(
+    s3_bucket: S3Bucket,
+) -> None:
+    tenant = Prefix(s3_backend(s3_bucket), "acme")
+    for key in ("backups/acme/db/x", "backups/acmecorp/db/x"):
+        start_upload(s3_bucket, key)
+    assert names(tenant.cleanup(older_than=0)) == ["db/x"]
+    assert uploads_on_s3(s3_bucket) == ["backups/acmecorp/db/x"]
 
 
 def test_an_old_upload_of_a_name_no_key_has_stops_the_abort_of_the_keys_it_shares_a_start_with(

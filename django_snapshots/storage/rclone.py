@@ -96,7 +96,11 @@ from django_snapshots.exceptions import (
     SnapshotStorageError,
     SnapshotStoragePathError,
 )
-from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_older_than
+from django_snapshots.storage.cleanup import (
+    DEFAULT_OLDER_THAN,
+    Leftover,
+    check_cleanup_arguments,
+)
 from django_snapshots.storage.keys import (
     _is_key,
     _show,
@@ -530,10 +534,7 @@ class RcloneBackend:
 
         .. versionadded:: 0.1
         """
-        prefix = validate_prefix(prefix)
-        limit = check_older_than(older_than)
-        if not isinstance(dry_run, bool):
-            raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
+        prefix, limit, dry_run = check_cleanup_arguments(prefix, older_than, dry_run)
         directory = prefix[: prefix.rfind("/") + 1]
         self._check_characters(directory, what="prefix")
         files: builtins.list[Leftover] = []
