@@ -89,7 +89,7 @@ class Logging(StorageWrapper):
 
     _self_logger: Any
     _self_storage: str
-    _self_bound: tuple[Any, ...] | None
+    _self_bound: _Assembled
 
     if TYPE_CHECKING:
         # A type checker sees the tier through these overloads; at run time
@@ -206,7 +206,7 @@ def _configure(wrapper: Logging, storage: SnapshotStorage, logger: Any) -> None:
     # configuration, whenever that happens (see _bound).
     wrapper._self_logger = structlog.get_logger(LOGGER_NAME) if logger is None else logger
     wrapper._self_storage = repr(storage)
-    wrapper._self_bound = None
+    wrapper._self_bound = _Assembled()
 
 
 def _bound(wrapper: Logging) -> Any:
@@ -221,7 +221,8 @@ def _bound(wrapper: Logging) -> Any:
     project that configures structlog after building the stack, or a test
     that captures the entries, still sees every entry.
     """
-    kept = wrapper._self_bound
+    assembled = wrapper._self_bound
+    kept = assembled.kept
     config = _STRUCTLOG_CONFIG
     if (
         kept is not None
@@ -238,11 +239,23 @@ def _bound(wrapper: Logging) -> Any:
         logger = logger.bind()
     # One tuple, replaced whole: threads that race here each keep a logger
     # that is right for the configuration they read.
-    wrapper._self_bound = (
+    assembled.kept = (
         config.default_processors, config.default_wrapper_class,
         config.default_context_class, config.logger_factory, logger,
     )  # fmt: skip
     return logger
+
+
+class _Assembled:
+    """What :func:`_bound` keeps for one wrapper: the logger to call and the
+    structlog configuration it was assembled under (``None`` until the first
+    entry).  It derives from configuration alone, never from a call, so the
+    wrapper itself stays unchanged by its operations and threads share it."""
+
+    __slots__ = ("kept",)
+
+    def __init__(self) -> None:
+        self.kept: tuple[Any, ...] | None = None
 
 
 def _entry_end(wrapper: Logging, op: str, start: float, path: str) -> Finish:
