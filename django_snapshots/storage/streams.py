@@ -35,6 +35,11 @@ __all__ = [
 #: Size of the chunks the built-in backends read, write and yield.
 CHUNK_SIZE = 1024 * 1024
 
+# The buffer of buffered(): below glibc's 128 KiB mmap threshold, so that a
+# read of a small object does not map and unmap a megabyte; reads of a chunk
+# or more go past the buffer anyway.
+_BUFFER_SIZE = 64 * 1024
+
 
 def iter_chunks(content: IO[bytes], size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """Yield *content* in non-empty chunks of at most *size* bytes until EOF.
@@ -110,7 +115,7 @@ def buffered(raw: io.RawIOBase) -> IO[bytes]:
 
     .. versionadded:: 0.1
     """
-    return cast(IO[bytes], io.BufferedReader(raw, buffer_size=CHUNK_SIZE))
+    return cast("IO[bytes]", io.BufferedReader(raw, buffer_size=_BUFFER_SIZE))
 
 
 class ReadableStream(io.RawIOBase):
