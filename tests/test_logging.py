@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,8 +17,9 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from django_snapshots.exceptions import SnapshotStorageError
+from django_snapshots.exceptions import SnapshotStorageError, SnapshotStoragePathError
 from django_snapshots.storage import Logging, MemoryBackend, Prefix
+from django_snapshots.storage.cleanup import Leftover
 from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.storage.wrappers import logging as logging_module
 from django_snapshots.testing import StorageConformance
@@ -780,3 +782,38 @@ def test_read_entries_say_whether_the_stream_was_read_to_its_end() -> None:
         ("stream_read", 0, False),
         ("stream_read", 10, True),
     ]
+
+
+class _Leaving(MemoryBackend):
+    """A backend whose crashed writes left one piece under tenant acme/ and
+    one under acmecorp/."""
+
+    def cleanup(
+        self, prefix: str = "", *, older_than: timedelta, dry_run: bool = False
+    ) -> list[Leftover]:
+        when = datetime.now(timezone.utc)
+        names = ["acme/db/x\\tmp", "acmecorp/y\\tmp"]
+        return [Leftover(name, "temporary file", when) for name in names if name.startswith(prefix)]
+
+
+def test_cleanup_is_audited_with_the_leftovers_it_removed() -> None:
+    storage = Logging(Prefix(_Leaving(), "acme"))
+    with capture_logs() as entries:
+        storage.cleanup("db/", older_than="2h")
+    [entry] = entries
+    assert entry["event"] == "snapshots.storage.cleanup"
+    assert entry["log_level"] == "info"
+    assert (entry["op"], entry["outcome"], entry["prefix"]) == ("cleanup", "ok", "db/")
+    assert (entry["older_than_s"], entry["dry_run"], entry["count"]) == (7200.0, False, 1)
+    assert entry["leftovers"] == ["db/x\\tmp"]
+    assert entry["storage"] == "Prefix(MemoryBackend(), 'acme')"
+
+
+def test_a_refused_cleanup_is_audited_as_an_error() -> None:
+    storage = Logging(_Leaving())
+    with capture_logs() as entries, pytest.raises(SnapshotStoragePathError):
+        storage.cleanup("../other/", dry_run=True)
+    [entry] = entries
+    assert (entry["op"], entry["outcome"], entry["log_level"]) == ("cleanup", "error", "error")
+    assert entry["error"] == "SnapshotStoragePathError"
+    assert entry["dry_run"] is True

@@ -15,7 +15,10 @@ Every entry has the keys ``op``, ``outcome`` (``"ok"`` or ``"error"``),
 ``path`` for single-key operations, ``prefix`` for lists (with ``count``),
 ``src``/``dst`` for ``atomic_move``, ``src_prefix``/``dst_prefix`` for
 ``sync``, ``bytes`` for the four transfer operations, ``found`` (a bool) for
-``exists``, and ``complete`` for the two reads.  A failed operation
+``exists``, and ``complete`` for the two reads.  ``cleanup`` is logged as
+an entry ``snapshots.storage.cleanup`` with ``prefix``, ``older_than_s``
+(the age limit in seconds), ``dry_run``, ``count`` and ``leftovers`` (the
+names of the leftovers removed, or found by a dry run).  A failed operation
 is logged at level ``error`` with ``error`` set to the exception's class name
 (never its message, which may quote a URL or a credential), and the exception
 is re-raised unchanged.  Content is never logged.
@@ -29,12 +32,15 @@ or one that failed).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from time import perf_counter
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import structlog
 
+from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_older_than
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 from django_snapshots.storage.streams import (
     Finish,
@@ -64,7 +70,7 @@ _EVENTS = {
     op: f"snapshots.storage.{op}"
     for op in (
         "read", "write", "list", "delete", "exists",
-        "stream_read", "stream_write", "atomic_move", "recursive_list", "sync",
+        "stream_read", "stream_write", "atomic_move", "recursive_list", "sync", "cleanup",
     )
 }  # fmt: skip
 
@@ -153,6 +159,28 @@ class Logging(StorageWrapper):
             storage=self._self_storage, path=path, found=found,
         )  # fmt: skip
         return found
+
+    def cleanup(
+        self,
+        prefix: str = "",
+        *,
+        older_than: timedelta | float = DEFAULT_OLDER_THAN,
+        dry_run: bool = False,
+    ) -> builtins.list[Leftover]:
+        """Remove crash leftovers under *prefix* (see
+        :meth:`StorageWrapper.cleanup`) and log which."""
+        start = perf_counter()
+        try:
+            leftovers = super().cleanup(prefix, older_than=older_than, dry_run=dry_run)
+        except BaseException as exc:
+            _log_error(self, "cleanup", start, exc, prefix=prefix, dry_run=dry_run is True)
+            raise
+        _log_ok(
+            self, "cleanup", start, prefix=prefix,
+            older_than_s=check_older_than(older_than).total_seconds(), dry_run=dry_run,
+            count=len(leftovers), leftovers=[leftover.name for leftover in leftovers],
+        )  # fmt: skip
+        return leftovers
 
 
 class AdvancedLogging(Logging, tier="advanced"):
