@@ -4,7 +4,9 @@ A write killed midway (``SIGKILL``, a lost machine, a dropped network) can
 leave pieces that are not keys: a local temporary file, rclone's temporary
 or partial name, an incomplete multipart upload on S3.  They hold no backup
 anyone can read, yet they take space (and, on S3, are billed).  A backend
-that can leave such pieces offers::
+that can leave such pieces offers:
+
+.. code-block:: text
 
     cleanup(prefix: str = "", *, older_than=DEFAULT_OLDER_THAN, dry_run=False)
         -> list[Leftover]
