@@ -58,7 +58,7 @@ from django_snapshots.exceptions import (
 )
 from django_snapshots.storage.protocols import SnapshotStorage
 
-__all__ = ["DEFAULT_DIRECTORY", "InvalidStorageSettingError", "get_storage"]
+__all__ = ["DEFAULT_DIRECTORY", "InvalidStorageSettingError", "build_storage", "get_storage"]
 
 #: Name of the directory, under ``BASE_DIR`` or the current directory, that
 #: the default storage uses.
@@ -166,6 +166,33 @@ def _reset_on_setting_change(*, setting: str, **kwargs: Any) -> None:
 # the setting even in a project that calls get_storage() without installing
 # the app.
 setting_changed.connect(_reset_on_setting_change, dispatch_uid="django_snapshots.conf")
+
+
+def build_storage(value: object, *, setting: str = _SETTING) -> SnapshotStorage:
+    """Return the stack that *value* describes, as ``SNAPSHOTS["STORAGE"]``
+    takes it: a storage object (returned as it is) or its data, a dict of
+    ``BACKEND``, ``OPTIONS`` and ``WRAPPERS``::
+
+        >>> build_storage({
+        ...     "BACKEND": "django_snapshots.storage.MemoryBackend",
+        ...     "WRAPPERS": ["django_snapshots.storage.Checksum"],
+        ... })
+        Checksum(MemoryBackend(), algorithm='sha256')
+
+    Nothing is cached: each call builds a new stack.  Raises
+    :class:`InvalidStorageSettingError` when *value* is wrong, with a
+    message that names *setting* as the place it came from.
+
+    .. versionadded:: 0.1
+    """
+    try:
+        return _build_storage(value, [])
+    except InvalidStorageSettingError as exc:
+        if setting == _SETTING:
+            raise
+        raise InvalidStorageSettingError(
+            exc.message.replace(_SETTING, setting, 1), hint=exc.hint, id=exc.id
+        ) from exc
 
 
 def _build_from_settings(identity_files: list[KeyFile]) -> SnapshotStorage:

@@ -81,7 +81,7 @@ from django.core.files.base import File
 from django.core.files.storage import Storage
 from django.utils.deconstruct import deconstructible
 
-from django_snapshots.conf import _SETTING, InvalidStorageSettingError, _build_storage, get_storage
+from django_snapshots.conf import build_storage, get_storage
 from django_snapshots.exceptions import SnapshotStoragePathError
 from django_snapshots.storage.keys import _show, validate_key
 from django_snapshots.storage.memory import MemoryBackend
@@ -617,15 +617,7 @@ def _describe(value: object) -> str:
 
 
 def _build(data: Mapping[str, Any]) -> SnapshotStorage:
-    try:
-        return _build_storage(data, [])
-    except InvalidStorageSettingError as exc:
-        # The checks of SNAPSHOTS["STORAGE"] name that setting: name this one.
-        raise InvalidStorageSettingError(
-            exc.message.replace(_SETTING, "SnapshotFileStorage(storage=...)", 1),
-            hint=exc.hint,
-            id=exc.id,
-        ) from exc
+    return build_storage(data, setting="SnapshotFileStorage(storage=...)")
 
 
 def _count(source: IO[bytes]) -> int:

@@ -20,7 +20,12 @@ from django.core.signals import setting_changed
 from django.test import override_settings
 
 from django_snapshots import SnapshotError, get_storage
-from django_snapshots.conf import DEFAULT_DIRECTORY, InvalidStorageSettingError, identity_files
+from django_snapshots.conf import (
+    DEFAULT_DIRECTORY,
+    InvalidStorageSettingError,
+    build_storage,
+    identity_files,
+)
 from django_snapshots.storage import (
     AdvancedSnapshotStorage,
     Checksum,
@@ -681,3 +686,20 @@ def test_compress_over_encrypt_in_settings_compresses_then_encrypts(
     assert stored.startswith(b"age-encryption.org/v1\n")
     assert len(stored) < len(data) // 10
     assert storage.read("k").read() == data
+
+
+def test_build_storage_builds_a_new_stack_from_data_each_time() -> None:
+    data = {
+        "BACKEND": "django_snapshots.storage.MemoryBackend",
+        "WRAPPERS": ["django_snapshots.storage.Checksum"],
+    }
+    first, second = build_storage(data), build_storage(data)
+    assert repr(first) == "Checksum(MemoryBackend(), algorithm='sha256')"
+    assert first is not second
+
+
+def test_build_storage_names_the_setting_it_was_given_in_its_errors() -> None:
+    with pytest.raises(InvalidStorageSettingError) as raised:
+        build_storage({"BACKEND": "nowhere.Backend"}, setting='MYAPP["ARCHIVE"]')
+    assert str(raised.value).startswith('MYAPP["ARCHIVE"]["BACKEND"]: cannot import')
+    assert raised.value.id == "snapshots.E004"
