@@ -247,16 +247,8 @@ class Telemetry(StorageWrapper):
         """Open *path*; the span ends when the returned stream ends or is closed."""
         if _quiet(self):
             return self.__wrapped__.read(path)
-        span, start = _start(self, "read", {KEY: path})
-        token = _enter(span)
-        try:
-            source = self.__wrapped__.read(path)
-        except BaseException as exc:
-            _fail(self, span, "read", start, exc, {BYTES: 0, COMPLETE: False})
-            raise
-        finally:
-            _leave(token)
-        return cast("IO[bytes]", MeteredReader(source, _span_end(self, span, "read", start)))
+        source, finish = _traced_open(self, "read", self.__wrapped__.read, path)
+        return cast("IO[bytes]", MeteredReader(source, finish))
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path*, recording the bytes taken from it."""
@@ -342,16 +334,8 @@ class AdvancedTelemetry(Telemetry, tier="advanced"):
         """Yield the chunks of *path*; the span ends when the iterator ends or is closed."""
         if _quiet(self):
             return self.__wrapped__.stream_read(path)
-        span, start = _start(self, "stream_read", {KEY: path})
-        token = _enter(span)
-        try:
-            chunks = self.__wrapped__.stream_read(path)
-        except BaseException as exc:
-            _fail(self, span, "stream_read", start, exc, {BYTES: 0, COMPLETE: False})
-            raise
-        finally:
-            _leave(token)
-        return MeteredChunks(chunks, _span_end(self, span, "stream_read", start))
+        chunks, finish = _traced_open(self, "stream_read", self.__wrapped__.stream_read, path)
+        return MeteredChunks(chunks, finish)
 
     def stream_write(self, path: str, chunks: Iterator[bytes]) -> None:
         """Store *chunks* at *path*, recording the bytes taken from them."""
@@ -585,6 +569,23 @@ def _traced_list(
         _leave(token)
     _succeed(wrapper, span, op, start, {COUNT: len(keys)})
     return keys
+
+
+def _traced_open(
+    wrapper: Telemetry, op: str, open_: Callable[[str], T], path: str
+) -> tuple[T, Finish]:
+    """Open *path* for the read *op* in its span, and return what was opened
+    with what ends the span once the stream handed out ends."""
+    span, start = _start(wrapper, op, {KEY: path})
+    token = _enter(span)
+    try:
+        opened = open_(path)
+    except BaseException as exc:
+        _fail(wrapper, span, op, start, exc, {BYTES: 0, COMPLETE: False})
+        raise
+    finally:
+        _leave(token)
+    return opened, _span_end(wrapper, span, op, start)
 
 
 def _span_end(wrapper: Telemetry, span: Span, op: str, start: float) -> Finish:
