@@ -56,8 +56,10 @@ __all__ = [
 DEFAULT_OLDER_THAN = timedelta(hours=24)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(?:(\d+)([smhdw]))+")
-_PART = re.compile(r"(\d+)([smhdw])")
+# ASCII digits only: \d would also take other scripts' digits, which int()
+# reads, so a duration could print as something other than what it is.
+_DURATION = re.compile(r"(?:([0-9]+)([smhdw]))+")
+_PART = re.compile(r"([0-9]+)([smhdw])")
 
 
 class Leftover(NamedTuple):
@@ -89,7 +91,8 @@ def parse_duration(text: str) -> timedelta:
     several: ``90s``, ``30m``, ``24h``, ``7d``, ``2w``, ``1h30m``.
 
     Raises :class:`ValueError` with a message fit for a command line on
-    anything else (no unit, a negative number, a fraction, spaces).
+    anything else (no unit, a negative number, a fraction, spaces, a
+    duration longer than a :class:`~datetime.timedelta` holds).
 
     .. versionadded:: 0.1
     """
@@ -101,7 +104,7 @@ def parse_duration(text: str) -> timedelta:
     seconds = sum(
         int(number) * _UNITS[unit] for number, unit in _PART.findall(text.strip().lower())
     )
-    return timedelta(seconds=seconds)
+    return _seconds(seconds, shown=repr(text))
 
 
 def check_older_than(older_than: object) -> timedelta:
@@ -119,7 +122,10 @@ def check_older_than(older_than: object) -> timedelta:
     elif isinstance(older_than, (int, float)):
         if older_than != older_than or older_than in (float("inf"), float("-inf")):
             raise ValueError(f"older_than must be a finite number of seconds, not {older_than!r}")
-        older_than = timedelta(seconds=older_than)
+        if older_than < 0:
+            # Checked before the conversion, which rounds -1e-7 to zero.
+            raise ValueError(f"older_than must not be negative, got {older_than!r}")
+        older_than = _seconds(older_than, shown=repr(older_than))
     elif not isinstance(older_than, timedelta):
         raise TypeError(
             "older_than must be a timedelta, a number of seconds or a duration such as "
@@ -146,3 +152,14 @@ def check_cleanup_arguments(
     if not isinstance(dry_run, bool):
         raise TypeError(f"dry_run must be a bool, not {type(dry_run).__name__}")
     return prefix, limit, dry_run
+
+
+def _seconds(seconds: float, *, shown: str) -> timedelta:
+    """*seconds* as a timedelta, or a :class:`ValueError` (rather than the
+    :class:`OverflowError` of ``timedelta``) when it holds no such span."""
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(
+            f"duration {shown} is too long: at most {timedelta.max.days} days"
+        ) from None
