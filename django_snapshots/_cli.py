@@ -387,13 +387,17 @@ def _verify(options: dict[str, Any], console: Console) -> None:
 
 def _cleanup(options: dict[str, Any], console: Console) -> None:
     prefix = validate_prefix(options["prefix"])
+    text = options.get("older_than", "24h")
     try:
-        older_than = parse_duration(options.get("older_than", "24h"))
+        older_than = parse_duration(text)
     except ValueError as exc:
         raise CommandFailed(f"--older-than: {exc}") from None
+    # As it was read: the operator's spacing (a newline, a vertical tab)
+    # must not reach the report, nor start a line of its own there.
+    text = text.strip().lower()
     if older_than < _MIN_CLEANUP_AGE:
         raise CommandFailed(
-            f"--older-than {options['older_than']} would remove the pieces of writes that are "
+            f"--older-than {text} would remove the pieces of writes that are "
             f"still running; give at least {_MIN_CLEANUP_AGE_TEXT}"
         )
     dry_run = bool(options.get("dry_run", False))
@@ -416,7 +420,7 @@ def _cleanup(options: dict[str, Any], console: Console) -> None:
         console.print(f"{verb} {leftover.name!r} ({', '.join(details)})")
     noun = "leftover" if len(leftovers) == 1 else "leftovers"
     where = f" under {prefix!r}" if prefix else ""
-    older = f"older than {options.get('older_than', '24h')}"
+    older = f"older than {text}"
     if dry_run:
         console.print(
             f"would remove {len(leftovers)} {noun}{where} {older} (dry run: nothing changed)"

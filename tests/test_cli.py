@@ -1120,6 +1120,20 @@ def test_cleanup_refuses_a_duration_it_cannot_read(storage: Any, duration: str) 
     assert "--older-than: not a duration" in fails("cleanup", f"--older-than={duration}")
 
 
+def test_cleanup_refuses_a_duration_too_long_to_count_in_one_line(storage: Any) -> None:
+    message = fails("cleanup", "--older-than", "99999999999w")
+    assert message.startswith("--older-than: duration '99999999999w' is too long")
+
+
+def test_cleanup_prints_the_duration_it_read_not_the_whitespace_around_it(
+    storage: Any, root: Path
+) -> None:
+    leave_temporary_file(root, "db", hours_old=30)
+    out = snapshots("cleanup", "--older-than", "\n\x0b24H\x1c\n")
+    assert out.splitlines()[-1] == "removed 1 leftover older than 24h"
+    assert len(out.splitlines()) == 2
+
+
 @pytest.mark.parametrize("duration", ["0s", "59s"])
 def test_cleanup_refuses_an_age_that_would_catch_running_writes(
     storage: Any, root: Path, duration: str
