@@ -1012,14 +1012,40 @@ def test_a_sync_copy_that_fails_keeps_the_old_copy_and_leaves_no_temporary_file(
     storage.write("src/0/object", io.BytesIO(b"changed!"))
     before = _tree(root / "dst")
 
+    def broken_fsync(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(local.os, "fsync", broken_fsync)
+    with pytest.raises(SnapshotStorageError, match="Input/output error"):
+        storage.sync("src/", "dst/")
+    assert _tree(root / "dst") == before
+    assert _temporary_files(root) == []
+
+
+def test_a_sync_copy_whose_times_cannot_be_set_is_in_place_and_copied_again_next_time(
+    storage: LocalFileSystemBackend, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The times are set once the copy is in place (see the cleanup tests):
+    a copy without them holds the right bytes and is never taken for up to
+    date, so the next sync copies it again."""
+    from django_snapshots.storage import local
+
+    _mirror(storage, root)
+    storage.write("src/0/object", io.BytesIO(b"changed!"))
+
     def broken_utime(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(local.os, "utime", broken_utime)
     with pytest.raises(SnapshotStorageError, match="Input/output error"):
         storage.sync("src/", "dst/")
-    assert _tree(root / "dst") == before
+    monkeypatch.undo()
+    assert _tree(root / "dst")["0/object"] == b"changed!"
     assert _temporary_files(root) == []
+    storage.sync("src/", "dst/")
+    copy, source = (root / "dst/0/object").stat(), (root / "src/0/object").stat()
+    # A nanosecond earlier when the source changed within the last 2 s (see sync).
+    assert copy.st_mtime_ns in (source.st_mtime_ns, source.st_mtime_ns - 1)
 
 
 # Crash leftovers
@@ -1135,6 +1161,32 @@ def test_a_write_idle_for_longer_than_the_limit_loses_its_file_and_fails_cleanly
         storage.stream_write("db/latest.dump", chunks())
     assert len(removed[0]) == 1
     assert _tree(root) == {"db": None, "db/latest.dump": b"old"}
+
+
+def test_cleanup_never_takes_the_copy_a_sync_is_about_to_put_in_place(
+    storage: LocalFileSystemBackend, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy carries its source's modification time, days old for an old
+    backup; its temporary file must not show that time before the rename,
+    or a cleanup running meanwhile takes it for a leftover and the sync
+    fails.  The cleanup runs at the last moment: right before the rename."""
+    storage.write("src/old.dump", io.BytesIO(b"written long ago"))
+    when = time.time() - 3 * DAY
+    os.utime(root / "src" / "old.dump", (when, when))
+    replace = os.replace
+    removed: list[object] = []
+
+    def cleanup_then_replace(*args: Any, **kwargs: Any) -> None:
+        removed.extend(storage.cleanup(older_than=DAY))
+        replace(*args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", cleanup_then_replace)
+    storage.sync("src/", "dst/")
+    monkeypatch.undo()
+    assert removed == []
+    assert _tree(root)["dst/old.dump"] == b"written long ago"
+    copy, source = (root / "dst" / "old.dump").stat(), (root / "src" / "old.dump").stat()
+    assert copy.st_mtime_ns == source.st_mtime_ns
 
 
 @pytest.mark.parametrize("older_than", [timedelta(hours=3), 3 * 3600, 3 * 3600.0, "3h"])

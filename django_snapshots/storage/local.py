@@ -439,23 +439,35 @@ class LocalFileSystemBackend:
                 _raise_if_vanished(exc, directory)
                 raise self._failure("write", path, exc) from exc
             try:
-                self._fill(path, fd, chunks, times=times)
-                try:
-                    os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
-                except FileNotFoundError as exc:
-                    # Only a write or move that cleared a directory of no keys
-                    # out of its way removes temporary files (or their
-                    # directory), or a cleanup that found this one idle for
-                    # longer than its limit: the data is gone, so say so
-                    # rather than retry.
-                    raise SnapshotStorageError(
-                        f"cannot write {path!r} in {self._location!r}: a concurrent write "
-                        "or move removed the directory it was being written to, or a "
-                        "cleanup removed its temporary file",
-                        transient=True,
-                    ) from exc
-                except OSError as exc:
-                    raise self._failure("write", path, exc) from exc
+                with os.fdopen(fd, "wb") as file:
+                    self._fill(path, file, chunks)
+                    try:
+                        os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
+                    except FileNotFoundError as exc:
+                        # Only a write or move that cleared a directory of no
+                        # keys out of its way removes temporary files (or
+                        # their directory), or a cleanup that found this one
+                        # idle for longer than its limit: the data is gone, so
+                        # say so rather than retry.
+                        raise SnapshotStorageError(
+                            f"cannot write {path!r} in {self._location!r}: a concurrent write "
+                            "or move removed the directory it was being written to, or a "
+                            "cleanup removed its temporary file",
+                            transient=True,
+                        ) from exc
+                    except OSError as exc:
+                        raise self._failure("write", path, exc) from exc
+                    if times is not None:
+                        # Only once in place, and through the file itself: a
+                        # temporary file bearing its source's time (days old
+                        # for an old backup) looks like a leftover to a
+                        # cleanup running meanwhile, which would remove it.
+                        # Lost in a crash, the times only cost a copy at the
+                        # next sync.
+                        try:
+                            os.utime(file.fileno(), ns=times)
+                        except OSError as exc:
+                            raise self._failure("write", path, exc) from exc
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(temp, dir_fd=directory)
@@ -688,26 +700,20 @@ class LocalFileSystemBackend:
             transient=is_transient(exc),
         )
 
-    def _fill(
-        self, key: str, fd: int, chunks: Iterable[bytes], *, times: tuple[int, int] | None = None
-    ) -> None:
-        """Write *chunks* to the temporary file *fd*, set its access and
-        modification *times* (nanoseconds) if given, and sync it."""
-        with os.fdopen(fd, "wb") as file:
-            # Errors raised by *chunks* are the caller's and pass through
-            # untouched; only the file's own errors become storage errors.
-            for chunk in chunks:
-                try:
-                    file.write(chunk)
-                except OSError as exc:
-                    raise self._failure("write", key, exc) from exc
+    def _fill(self, key: str, file: IO[bytes], chunks: Iterable[bytes]) -> None:
+        """Write *chunks* to the temporary *file* and sync it."""
+        # Errors raised by *chunks* are the caller's and pass through
+        # untouched; only the file's own errors become storage errors.
+        for chunk in chunks:
             try:
-                file.flush()
-                if times is not None:
-                    os.utime(file.fileno(), ns=times)
-                os.fsync(file.fileno())
+                file.write(chunk)
             except OSError as exc:
                 raise self._failure("write", key, exc) from exc
+        try:
+            file.flush()
+            os.fsync(file.fileno())
+        except OSError as exc:
+            raise self._failure("write", key, exc) from exc
 
     def _failure(self, action: str, key: str, exc: OSError) -> SnapshotStorageError:
         return SnapshotStorageError(
