@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,80 @@ def test_a_local_writer_killed_mid_write_leaves_a_staging_file_that_cleanup_remo
     assert files_under(root) == ["db/kept.dump"]
     storage.write("db/killed.dump", io.BytesIO(b"again"))
     assert storage.list("db/") == ["db/kept.dump", "db/killed.dump"]
+
+
+class PausedWriter(threading.Thread):
+    """A ``stream_write`` of *fill* bytes to *key* that sends 6 MiB (a
+    multipart upload's first part, staged to disk), then waits for
+    :meth:`resume` before it sends the rest."""
+
+    def __init__(self, storage: ObjectStoreBackend, key: str, fill: bytes) -> None:
+        super().__init__(daemon=True)
+        self.storage, self.key, self.fill = storage, key, fill
+        self.sent, self.go = threading.Event(), threading.Event()
+        self.outcome = ""
+
+    def data(self) -> bytes:
+        return self.fill * (6 * MiB + 10)
+
+    def chunks(self) -> Iterator[bytes]:
+        yield self.fill * (6 * MiB)
+        self.sent.set()
+        self.go.wait(60)
+        yield self.fill * 10
+
+    def run(self) -> None:
+        try:
+            self.storage.stream_write(self.key, self.chunks())
+            self.outcome = "stored"
+        except SnapshotStorageError as exc:
+            self.outcome = str(exc)
+
+    def resume(self) -> str:
+        self.go.set()
+        self.join(60)
+        return self.outcome
+
+
+def test_a_writer_idle_past_the_limit_keeps_its_staging_file_and_stores_its_own_data(
+    tmp_path: Path,
+) -> None:
+    """obstore stages a key at ``<key>#<n>``, the first free name, and
+    renames by name.  Had cleanup removed the file of a writer idle for
+    longer than the limit, a second writer of the key would stage at the
+    same name, and the first would rename that writer's partial object over
+    the key and report success.  A staging file that a process holds open
+    is a write in progress, however old it looks."""
+    root = tmp_path / "store"
+    root.mkdir()
+    storage = ObjectStoreBackend(root.as_uri(), chunk_size=5 * MiB)
+    storage.write("db/x.dump", io.BytesIO(b"old"))
+    first = PausedWriter(storage, "db/x.dump", b"1")
+    second = PausedWriter(storage, "db/x.dump", b"2")
+    staging = root / "db" / "x.dump#1"
+    try:
+        first.start()
+        assert first.sent.wait(60)
+        deadline = time.monotonic() + 60
+        while not staging.exists() or staging.stat().st_size < 5 * MiB:
+            assert time.monotonic() < deadline, "the writer staged no part within 60 s"
+            time.sleep(0.05)
+        age(staging)  # as if its source had stalled for two days
+
+        assert storage.cleanup(older_than=3600, dry_run=True) == []
+        assert storage.cleanup(older_than=3600) == []
+        assert staging.exists()
+
+        second.start()
+        assert second.sent.wait(60)
+        assert first.resume() == "stored"
+        assert (root / "db" / "x.dump").read_bytes() == first.data()
+        assert second.resume() == "stored"
+        assert (root / "db" / "x.dump").read_bytes() == second.data()
+    finally:
+        first.go.set()
+        second.go.set()
+    assert files_under(root) == ["db/x.dump"]
 
 
 def test_a_staging_file_younger_than_the_limit_is_kept(tmp_path: Path) -> None:

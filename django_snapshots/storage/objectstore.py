@@ -55,11 +55,13 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime
+import errno
 import inspect
 import json
 import os
 import re
 import stat
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
@@ -87,6 +89,9 @@ from django_snapshots.storage.streams import (
     check_binary_content,
     iter_chunks,
 )
+
+if sys.platform == "linux":
+    import fcntl
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -169,6 +174,14 @@ _LOCAL_REFUSED_NAME = re.compile(r"#[0-9]+\Z|[:|]\Z")
 # backslash, which no key may contain, keeps it out of every listing.
 _SYNC_STATE = "\\snapshots-sync-state.json"
 
+# How cleanup opens a staging file to ask whether anyone else has it open:
+# never through a link, and without hanging on a FIFO planted there.
+_PEEK_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
 # The staging file obstore's local store writes an object through, next to
 # it: "<name>#<n>", n counting up from 1 past the names already taken.
 _STAGING_NAME = re.compile(r"(.+)#[0-9]+\Z", re.DOTALL)
@@ -586,8 +599,14 @@ class ObjectStoreBackend:
         In a local directory a leftover is a staging file of obstore,
         ``<key>#<n>`` (kind ``"temporary file"``), next to where the key
         would be; its age runs from its modification time, checked again
-        right before it is deleted.  Keys, links and anything else are never
-        touched, and links are never followed.  In memory there are none.
+        right before it is deleted.  On Linux, one that a process of this
+        host holds open is a write in progress and is kept, however old:
+        obstore reuses a staging name once it is free and renames by name,
+        so a writer idle past *older_than* whose file was removed would put
+        the next writer's partial object in place of its own.  Elsewhere (a
+        network file system, a file of another user, another system) only
+        the age tells.  Keys, links and anything else are never touched,
+        and links are never followed.  In memory there are none.
 
         GCS and Azure raise
         :class:`~django_snapshots.SnapshotStorageCapabilityError` before any
@@ -1289,9 +1308,10 @@ def _remove_staging_file(
     file: str, directory: int, name: str, older_than: datetime.timedelta, *, dry_run: bool
 ) -> Leftover | None:
     """Delete the staging file *file* of the open *directory* if it is a
-    regular file nobody wrote to for *older_than*, and return it (None if
-    kept, or gone meanwhile).  It is looked at right before it is deleted, so
-    a write that resumed since the listing keeps it."""
+    regular file nobody wrote to for *older_than* and no process of this
+    host holds open, and return it (None if kept, or gone meanwhile).  It is
+    looked at right before it is deleted, so a write that resumed since the
+    listing keeps it."""
     try:
         info = os.stat(file, dir_fd=directory, follow_symlinks=False)
     except FileNotFoundError:
@@ -1301,12 +1321,61 @@ def _remove_staging_file(
     modified = datetime.datetime.fromtimestamp(info.st_mtime_ns / 1e9, datetime.timezone.utc)
     if datetime.datetime.now(datetime.timezone.utc) - modified < older_than:
         return None
-    if not dry_run:
-        try:
-            os.unlink(file, dir_fd=directory)
-        except FileNotFoundError:
+    # obstore stages at the first free "<key>#<n>" and renames by name: a
+    # writer that is merely idle, its file removed, would rename the file of
+    # the next writer of that key (staged under the same name) over the key
+    # and report success.  So a file someone holds open is never removed.
+    with _unless_open(file, directory, info) as unused:
+        if not unused:
             return None
+        if not dry_run:
+            try:
+                os.unlink(file, dir_fd=directory)
+            except FileNotFoundError:
+                return None
     return Leftover(name, "temporary file", modified, info.st_size)
+
+
+@contextlib.contextmanager
+def _unless_open(file: str, directory: int, info: os.stat_result) -> Iterator[bool]:
+    """Tell whether the file *file* of *directory* (the file *info*
+    describes) is open in no process of this host, and keep anyone from
+    opening it until the block ends.
+
+    A write lease (Linux) is granted only on a file nobody else has open,
+    holds off new openers while held, and ends when its descriptor is
+    closed.  Where none can be taken (another system, a network file
+    system, a file of another user) this cannot be told, and the file's age
+    alone decides, as documented."""
+    fd = None
+    unused = True
+    if sys.platform == "linux":
+        try:
+            fd = os.open(file, _PEEK_FLAGS, dir_fd=directory)
+        except FileNotFoundError:
+            unused = False  # gone meanwhile
+        except OSError as exc:
+            unused = exc.errno != errno.ELOOP  # swapped for a link meanwhile, or unreadable
+    try:
+        if fd is not None:
+            unused = _leased(fd, info)
+        yield unused
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _leased(fd: int, info: os.stat_result) -> bool:
+    """Take a write lease on the open file *fd*; False if it is no longer
+    the file *info* describes, or someone else has it open."""
+    current = os.fstat(fd)
+    if (current.st_dev, current.st_ino) != (info.st_dev, info.st_ino):
+        return False  # replaced since it was looked at
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+    except OSError as exc:
+        return exc.errno != errno.EAGAIN  # open elsewhere, or no lease to be had here
+    return True
 
 
 def _stale_upload(
