@@ -93,6 +93,7 @@ from django_snapshots.storage.keys import _show, validate_key
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 from django_snapshots.storage.streams import (
     CHUNK_SIZE,
+    ObservedReader,
     ReadableStream,
     _start_of,
     buffered,
@@ -255,8 +256,18 @@ class Retry(StorageWrapper):
 
     def read(self, path: str) -> IO[bytes]:
         """Open *path*; the stream resumes where it was after a transient failure."""
-        stream = self._self_call(lambda: self.__wrapped__.read(path))
-        return buffered(_ResumingReader(self, path, stream))
+        try:
+            stream = self.__wrapped__.read(path)
+        except Exception as exc:
+            verdict = self._self_judge(exc)
+            if verdict is None:
+                raise
+            error = exc
+        else:
+            return _ResumingReader(self, path, _fast_lines(stream))  # type: ignore[return-value]
+        # Retried outside the handler, so that later failures do not chain to this one.
+        stream = self._self_retry(lambda: self.__wrapped__.read(path), error, verdict)
+        return _ResumingReader(self, path, _fast_lines(stream))  # type: ignore[return-value]
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path*, sending all of it again on each try."""
@@ -641,78 +652,159 @@ class _ChunkSource(ReadableStream):
 # Reads: streams that resume after a failure, in the object they started.
 
 
-class _ResumingReader(ReadableStream):
+class _ResumingReader(io.RawIOBase):
     """The stream ``Retry.read`` hands out.
 
-    It hashes the bytes it delivers; after a retryable failure it opens the
-    object again, reads as many bytes, and reads on only if they hash the
-    same.  Once a read raised, every later read raises the same exception.
+    It reads straight from the storage's stream (made buffered by
+    :func:`_fast_lines` if it is not), so that nothing is buffered twice:
+    ``read(n)`` is completed here after a short read, and ``readline`` is
+    the storage stream's own.  It hashes the bytes it delivers; after a
+    retryable failure it opens the object again, reads as many bytes, and
+    reads on only if they hash the same.  Once a read raised, every later
+    read raises the same exception.
     """
 
+    # Every read of an object makes one of these, so its state is kept in
+    # slots, ``closed`` included: io.IOBase keeps ``closed`` in an instance
+    # dict that its close() creates, and the dict, filled, cost a third of
+    # the wrapper's own time on a read of 4 KiB.  close() therefore never
+    # calls io.RawIOBase.close(), and flush() checks ``closed`` itself.  (Every
+    # other io.IOBase method, the finaliser that closes a stream dropped
+    # unclosed included, reads the ``closed`` attribute, this slot.)
+    __slots__ = ("_delivered", "_failure", "_path", "_stream", "_wrapper", "closed")
+    closed: bool
+
     def __init__(self, wrapper: Retry, path: str, stream: IO[bytes]) -> None:
-        super().__init__()
+        # io.RawIOBase.__init__ sets nothing, so it is not called.
+        self.closed = False
         self._wrapper = wrapper
         self._path = path
         self._stream: IO[bytes] | None = stream
         self._delivered = _Delivered(path)
         self._failure: BaseException | None = None
 
+    def readable(self) -> bool:
+        return True
+
     def read(self, size: int | None = -1) -> bytes:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
         if self._failure is not None:
             # The failure may have cost bytes: any answer but an exception
             # (b"" above all, the end of the object) would hide that.
             raise self._failure
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        # Read to the end in one call for -1: a failure part-way delivers
+        # nothing, so resuming after the bytes delivered is still exact.
+        want = -1 if size is None or size < 0 else size
+        if want == 0:
+            return b""
         try:
-            # Read to the end in one call for -1: a failure part-way delivers
-            # nothing, so resuming after the bytes delivered is still exact.
-            return self._read(-1 if size is None or size < 0 else size)
+            data = self._take(want, False)
+            if len(data) < want and data:
+                data = self._fill(data, want)
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if self._failure is not None:
+            raise self._failure
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        limit = -1 if size is None else size
+        if limit == 0:
+            return b""
+        try:
+            return self._take(limit, True)
         except BaseException as exc:
             self._failure = exc
             raise
 
     def close(self) -> None:
-        if not self.closed:
-            try:
-                if self._stream is not None:
-                    self._stream.close()
-            finally:
-                self._stream = None
-                super().close()
+        self.closed = True
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
 
-    def _read(self, size: int) -> bytes:
-        if size == 0:
-            return b""
+    def flush(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+
+    def _take(self, size: int, line: bool) -> bytes:
+        """One read (a line if *line*) of at most *size* bytes, counted as
+        delivered, and resumed after a retryable failure."""
         try:
-            return self._read_once(size)
+            return self._take_once(size, line)
         except Exception as exc:
             verdict = self._wrapper._self_judge(exc)
             if verdict is None:
                 raise
             error = exc
+        # Retried outside the handler, so that later failures do not chain to this one.
         return self._wrapper._self_retry(
-            lambda: self._resume(size), error, verdict, progress=self._delivered.reread
+            lambda: self._resume(size, line), error, verdict, progress=self._delivered.reread
         )
 
-    def _read_once(self, size: int) -> bytes:
-        assert self._stream is not None
-        data = self._stream.read(size)
-        while data is None:  # a non-blocking stream with nothing ready yet
-            data = self._stream.read(size)
-        if not isinstance(data, bytes):
+    def _take_once(self, size: int, line: bool) -> bytes:
+        stream = self._stream
+        assert stream is not None  # reopened by _resume before it reads
+        if line:
+            data = stream.readline(size)
+        else:
+            data = stream.read(size)
+            while data is None:  # a non-blocking stream with nothing ready yet
+                data = stream.read(size)
+        if type(data) is not bytes:
             data = bytes(data)
         self._delivered.add(data)
         return data
 
-    def _resume(self, size: int) -> bytes:
+    def _fill(self, data: bytes, size: int) -> bytes:
+        """Read on after a short read until *size* bytes or the end."""
+        pieces = [data]
+        missing = size - len(data)
+        while missing > 0:
+            more = self._take(missing, False)
+            if not more:
+                break
+            pieces.append(more)
+            missing -= len(more)
+        return b"".join(pieces)
+
+    def _resume(self, size: int, line: bool) -> bytes:
         broken, self._stream = self._stream, None
         if broken is not None:
             with contextlib.suppress(Exception):
                 broken.close()
-        self._stream = self._wrapper.__wrapped__.read(self._path)
+        self._stream = _fast_lines(self._wrapper.__wrapped__.read(self._path))
         self._delivered.check(_head(self._stream, self._delivered.size))
-        return self._read_once(size)
+        return self._take_once(size, line)
+
+
+def _fast_lines(stream: IO[bytes]) -> IO[bytes]:
+    """*stream* itself when its ``readline`` is fast (a buffered stream, or
+    one with a ``readline`` of its own); else *stream* buffered, as its
+    ``readline`` would read it a byte at a time."""
+    readline = getattr(type(stream), "readline", None)
+    if readline is not None and readline is not _GENERIC_READLINE:
+        return stream
+    if isinstance(stream, io.RawIOBase):
+        return buffered(stream)
+    return buffered(ObservedReader(stream))
+
+
+# What io.IOBase subclasses inherit: it reads a byte at a time from a stream without peek.
+_GENERIC_READLINE = io.IOBase.readline
 
 
 class _ResumingChunks:
@@ -799,6 +891,8 @@ class _Delivered:
     the wrapper's time on a page-cache read.  Past them only the hash is
     kept, whatever the size.
     """
+
+    __slots__ = ("_hash", "_held", "_path", "_reread", "size")
 
     def __init__(self, path: str) -> None:
         self._path = path
