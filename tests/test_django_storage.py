@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import tracemalloc
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -787,6 +788,32 @@ def test_an_unreachable_s3_endpoint_is_a_transient_storage_error(s3_bucket: S3Bu
         message = str(caught.value)
         assert "'k'" in message or "list" in message
         assert s3_bucket.server.secret_access_key not in message
+
+
+def test_errors_never_show_the_credentials_of_an_endpoint_url(s3_bucket: S3Bucket) -> None:
+    """botocore names the URL it could not reach, user and password
+    included (a proxy in front of the server may want them)."""
+    from botocore.config import Config
+
+    storage = s3_storage(
+        s3_bucket,
+        endpoint_url=f"http://operator:hunter2-secret@127.0.0.1:{_closed_port()}",
+        client_config=Config(retries={"total_max_attempts": 1}, connect_timeout=2),
+    )
+    backend = DjangoStorageBackend(storage)
+    for call in (
+        lambda: backend.list(""),
+        lambda: backend.exists("k"),
+        lambda: backend.write("k", io.BytesIO(b"data")),
+        lambda: backend.cleanup(dry_run=True),
+    ):
+        with pytest.raises(SnapshotStorageError) as caught:
+            call()
+        message = str(caught.value)
+        assert "http://***@127.0.0.1:" in message
+        shown = "".join(traceback.format_exception(caught.value))
+        assert "hunter2-secret" not in shown
+        assert "operator" not in shown
 
 
 def test_a_missing_bucket_is_a_permanent_storage_error_not_an_empty_listing(

@@ -61,6 +61,7 @@ import errno
 import functools
 import io
 import os
+import re
 import stat
 import sys
 import threading
@@ -150,6 +151,11 @@ _THROTTLING_CODES = frozenset(
         "RequestLimitExceeded",
     }
 )
+
+
+# The user and password of a URL ("https://user:pass@host/"): botocore names
+# the endpoint it could not reach with them, and messages must not.
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/?#@\s\"']*@")
 
 
 class InvalidDjangoStorageError(SnapshotError, InvalidStorageError):
@@ -1103,9 +1109,15 @@ def _storage_failures(where: str, *, source: _ForwardReader | None = None) -> It
         transient = _transient(exc)
         if transient is None:
             raise
-        raise SnapshotStorageError(
-            f"{where} failed: {type(exc).__name__}: {exc}", transient=transient
-        ) from exc
+        text = _URL_CREDENTIALS.sub("***@", str(exc))
+        failure = SnapshotStorageError(
+            f"{where} failed: {type(exc).__name__}: {text}", transient=transient
+        )
+        if text != str(exc):
+            # The original names the credentials: it must not ride along in
+            # a traceback, nor in an error tracker that reports the chain.
+            raise failure from None
+        raise failure from exc
 
 
 def _transient(exc: BaseException) -> bool | None:
