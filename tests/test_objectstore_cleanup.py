@@ -483,6 +483,21 @@ def test_s3_cleanup_is_confined_to_the_prefix(s3_bucket: S3Bucket) -> None:
     assert incomplete_uploads(s3_bucket) == ["backups/other"]
 
 
+def test_uploads_of_names_no_key_has_are_left_alone_as_on_every_backend(
+    s3_bucket: S3Bucket,
+) -> None:
+    """Like the other backends' cleanups, this one aborts only uploads of
+    names this backend writes: keys, and its sync records."""
+    storage = s3_backend(s3_bucket)
+    foreign = ["backups//x", "backups/a\\b", "backups/dir/", "backups/tab\there", "backups/./y"]
+    for key in [*foreign, "backups/db/x", "backups/dst/\\snapshots-sync-state.json"]:
+        start_upload(s3_bucket, key)
+    expected = ["db/x", "dst/\\snapshots-sync-state.json"]
+    assert names(storage.cleanup(older_than=0, dry_run=True)) == expected
+    assert names(storage.cleanup(older_than=0)) == expected
+    assert sorted(incomplete_uploads(s3_bucket)) == sorted(foreign)
+
+
 def test_two_uploads_of_one_key_are_both_leftovers(s3_bucket: S3Bucket) -> None:
     storage = s3_backend(s3_bucket, base="")
     start_upload(s3_bucket, "k")

@@ -582,9 +582,11 @@ class ObjectStoreBackend:
         for *older_than* (24 hours unless told), and return it sorted by name;
         with *dry_run*, remove nothing and return what would be removed.
 
-        On S3 a leftover is an incomplete multipart upload of an object whose
-        name, below the URL's prefix, starts with *prefix* (kind
-        ``"multipart upload"``, size the sum of its parts); it is aborted.
+        On S3 a leftover is an incomplete multipart upload of a key (or of a
+        record ``sync`` keeps) that starts with *prefix* below the URL's
+        prefix (kind ``"multipart upload"``, size the sum of its parts); it
+        is aborted.  Uploads of names no key has are nobody's leftovers this
+        backend knows of, and are left alone.
         Its age runs from the newest of its start and its parts' last
         modification, as the server tells them, read again just before the
         abort: an upload still sending parts is kept.  Completed objects are
@@ -682,10 +684,15 @@ class ObjectStoreBackend:
             target.encode("utf-8")
         except UnicodeEncodeError:
             return False  # a file name no key can spell
-        directory, _, last = target.rpartition("/")
+        return self._is_written_here(target)
+
+    def _is_written_here(self, name: str) -> bool:
+        """Tell whether this backend writes objects named *name* (relative
+        to its root): keys, and the records of ``sync``."""
+        directory, _, last = name.rpartition("/")
         if last == _SYNC_STATE:
             return bool(directory) and self._is_addressable(directory)
-        return self._is_addressable(target)
+        return self._is_addressable(name)
 
     def _cleanup_s3(
         self, prefix: str, older_than: datetime.timedelta, *, dry_run: bool
@@ -701,8 +708,8 @@ class ObjectStoreBackend:
             uploads = [upload for page in listing for upload in page.get("Uploads", ())]
             for upload in uploads:
                 key, upload_id = str(upload["Key"]), str(upload["UploadId"])
-                if not key.startswith(root + prefix):
-                    continue
+                if not key.startswith(root + prefix) or not self._is_written_here(key[len(root) :]):
+                    continue  # outside the prefix, or not an upload of ours
                 leftover = _stale_upload(
                     client, self._bucket, upload, key[len(root) :], older_than, extra
                 )
