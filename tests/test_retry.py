@@ -285,6 +285,31 @@ def scripted(tier: str, inner: Any = None, **faults: list[Fault]) -> Scripted:
     return cls(MemoryBackend() if inner is None else inner, **faults)
 
 
+class BasicMemory:
+    """A basic-tier storage: MemoryBackend without its advanced methods."""
+
+    def __init__(self) -> None:
+        self._inner = MemoryBackend()
+
+    def __repr__(self) -> str:
+        return "BasicMemory()"
+
+    def read(self, path: str) -> IO[bytes]:
+        return self._inner.read(path)
+
+    def write(self, path: str, content: IO[bytes]) -> None:
+        self._inner.write(path, content)
+
+    def list(self, prefix: str) -> list[str]:
+        return self._inner.list(prefix)
+
+    def delete(self, path: str) -> None:
+        self._inner.delete(path)
+
+    def exists(self, path: str) -> bool:
+        return self._inner.exists(path)
+
+
 # Options and shape.
 
 
@@ -858,6 +883,131 @@ def test_read_supports_readinto_and_read_all(tier: str) -> None:
     assert stream.read() == noise(50)[10:]
 
 
+class Handing(BasicMemory):
+    """A basic-tier storage whose reads hand out ``make(content)``, kept in ``opened``."""
+
+    def __init__(self, make: Callable[[bytes], Any]) -> None:
+        super().__init__()
+        self.make = make
+        self.opened: list[Any] = []
+
+    def read(self, path: str) -> IO[bytes]:
+        with self._inner.read(path) as file:
+            stream = self.make(file.read())
+        self.opened.append(stream)
+        return stream  # type: ignore[no-any-return]
+
+
+def handing(make: Callable[[bytes], Any], data: bytes) -> Handing:
+    storage = Handing(make)
+    storage.write("k", io.BytesIO(data))
+    return storage
+
+
+class Trickle(io.BytesIO):
+    """Answers a read of n bytes with at most 3, as a socket may."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(-1 if size is None or size < 0 else min(size, 3))
+
+
+class Hesitant(io.BytesIO):
+    """Answers every other read with None (nothing ready yet), the others
+    with a bytearray."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.calls = 0
+
+    def read(self, size: int | None = -1) -> Any:
+        self.calls += 1
+        if self.calls % 2:
+            return None
+        return bytearray(super().read(size))
+
+
+class CountingRaw(io.RawIOBase):
+    """A raw stream, whose ``readline`` io.IOBase would make a byte at a time."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self._data = io.BytesIO(data)
+        self.reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self.reads += 1
+        return self._data.readinto(buffer)
+
+
+def test_read_takes_no_more_from_a_buffered_storage_stream_than_it_delivers() -> None:
+    storage = handing(io.BytesIO, noise(100_000))
+    with retry(storage).read("k") as stream:
+        assert stream.read(10) == noise(100_000)[:10]
+        assert storage.opened[0].tell() == 10  # no buffer of its own read ahead
+
+
+def test_read_completes_the_short_reads_of_the_storage_stream() -> None:
+    data = noise(1000)
+    with retry(handing(Trickle, data)).read("k") as stream:
+        assert stream.read(10) == data[:10]
+        buffer = bytearray(20)
+        assert stream.readinto(buffer) == 20
+        assert bytes(buffer) == data[10:30]
+        assert stream.read() == data[30:]
+        assert stream.read(5) == b""
+
+
+def test_read_waits_for_a_storage_stream_with_nothing_ready_and_returns_bytes() -> None:
+    with retry(handing(Hesitant, b"first\nsecond\nthird")).read("k") as stream:
+        parts = [stream.read(3), stream.readline(), stream.read()]
+    assert parts == [b"fir", b"st\n", b"second\nthird"]
+    assert all(type(part) is bytes for part in parts)
+
+
+def test_lines_of_a_raw_storage_stream_are_read_through_one_buffer() -> None:
+    lines = [b"x" * 999 + b"\n"] * 3
+    storage = handing(CountingRaw, b"".join(lines))
+    with retry(storage).read("k") as stream:
+        assert list(stream) == lines
+    # io.IOBase's own readline would have read a byte per call: 3000 calls.
+    assert storage.opened[0].reads < 10
+
+
+def test_lines_resume_after_a_failure_mid_stream(tier: str) -> None:
+    lines = [b"line %03d\n" % i for i in range(100)]
+    storage = scripted(tier, read=[Fault(ConnectionResetError(), after=25)])
+    storage.seekable_reads = False
+    storage.inner.write("k", io.BytesIO(b"".join(lines)))
+    with retry(storage).read("k") as stream:
+        assert stream.readline(3) == b"lin"
+        assert [b"lin" + stream.readline(), *stream] == lines
+    assert storage.calls["read"] == 2
+
+
+def test_a_closed_read_stream_refuses_every_read_and_closes_once() -> None:
+    storage = handing(io.BytesIO, b"a\nb\n")
+    stream = retry(storage).read("k")
+    stream.close()
+    stream.close()
+    assert stream.closed
+    assert storage.opened[0].closed
+    reads = [stream.read, stream.readline, stream.readlines, stream.flush, stream.__enter__]
+    for read in [*reads, lambda: stream.readinto(bytearray(1)), lambda: next(stream)]:
+        with pytest.raises(ValueError, match="closed"):
+            read()
+
+
+def test_a_read_stream_dropped_unclosed_closes_the_storage_stream() -> None:
+    storage = handing(io.BytesIO, b"data")
+    stream = retry(storage).read("k")
+    assert stream.read(2) == b"da"
+    del stream
+    assert storage.opened[0].closed
+
+
 @pytest.mark.parametrize(
     "after", [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE]
 )
@@ -1418,31 +1568,6 @@ def test_stamina_reports_each_retry() -> None:
 
 
 # The storage contract holds through the wrapper.
-
-
-class BasicMemory:
-    """A basic-tier storage: MemoryBackend without its advanced methods."""
-
-    def __init__(self) -> None:
-        self._inner = MemoryBackend()
-
-    def __repr__(self) -> str:
-        return "BasicMemory()"
-
-    def read(self, path: str) -> IO[bytes]:
-        return self._inner.read(path)
-
-    def write(self, path: str, content: IO[bytes]) -> None:
-        self._inner.write(path, content)
-
-    def list(self, prefix: str) -> list[str]:
-        return self._inner.list(prefix)
-
-    def delete(self, path: str) -> None:
-        self._inner.delete(path)
-
-    def exists(self, path: str) -> bool:
-        return self._inner.exists(path)
 
 
 class TestRetryOverMemoryBackend(StorageConformance):

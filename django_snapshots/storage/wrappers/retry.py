@@ -264,10 +264,10 @@ class Retry(StorageWrapper):
                 raise
             error = exc
         else:
-            return _ResumingReader(self, path, _fast_lines(stream))  # type: ignore[return-value]
+            return _ResumingReader(self, path, stream)  # type: ignore[return-value]
         # Retried outside the handler, so that later failures do not chain to this one.
         stream = self._self_retry(lambda: self.__wrapped__.read(path), error, verdict)
-        return _ResumingReader(self, path, _fast_lines(stream))  # type: ignore[return-value]
+        return _ResumingReader(self, path, stream)  # type: ignore[return-value]
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store *content* at *path*, sending all of it again on each try."""
@@ -652,7 +652,89 @@ class _ChunkSource(ReadableStream):
 # Reads: streams that resume after a failure, in the object they started.
 
 
-class _ResumingReader(io.RawIOBase):
+class _Delivered:
+    """What a read of ``_path`` has handed out: how many bytes, and their
+    hash.  The two resuming reads below derive from it, and set its state
+    in their ``__init__``, in slots of their own: a separate object per read
+    cost a tenth of ``Retry``'s own time on a read of 4 KiB.
+
+    A read resumes in the object opened again only if that object starts
+    with the same bytes, so that it never splices two versions.  SHA-256
+    because tenants can choose content (a CRC can be forged to match), and
+    because it is the fastest of :mod:`hashlib` on CPUs with SHA
+    instructions.  The first :data:`_UNHASHED` bytes are kept as delivered,
+    and hashed only once more follow or a resume needs their hash: most
+    reads of a small object never resume, and hashing it cost a third of
+    the wrapper's time on a page-cache read.  Past them only the hash is
+    kept, whatever the size.
+    """
+
+    _path: str
+    _size: int  # bytes delivered
+    _hash: Any  # hashlib's type is private; None until first needed
+    _held: builtins.list[bytes]  # the bytes delivered, until they are hashed
+    _reread: int  # bytes read again by the resumes
+
+    def _deliver(self, data: bytes) -> None:
+        if not data:  # the end, which a consumer may read any number of times
+            return
+        self._size += len(data)
+        if self._hash is None:
+            if self._size <= _UNHASHED:
+                # A copy of anything but bytes: a chunk the storage reuses
+                # must not change what was delivered.
+                self._held.append(data if type(data) is bytes else bytes(data))
+                return
+            self._hash_held()
+        self._hash.update(data)
+
+    def _digest(self) -> bytes:
+        """The SHA-256 of the bytes delivered so far."""
+        if self._hash is None:
+            self._hash_held()
+        return cast(bytes, self._hash.digest())
+
+    def _reread_so_far(self) -> int:
+        return self._reread
+
+    def _check_again(self, chunks: Iterator[bytes]) -> bytes:
+        """Read the first ``_size`` bytes of *chunks*, the object opened
+        again, and return the bytes that came after them in the same chunk.
+
+        Raise :class:`~django_snapshots.SnapshotObjectChangedError` unless
+        they are the bytes delivered.
+        """
+        again = hashlib.sha256()
+        left = self._size
+        rest = memoryview(b"")
+        while left:
+            chunk = next(chunks, None)
+            if chunk is None:
+                raise self._changed(f"the object opened again has only {self._size - left} bytes")
+            view = memoryview(chunk)
+            taken = min(left, len(view))
+            again.update(view[:taken])
+            rest = view[taken:]
+            left -= taken
+            self._reread += taken
+        if again.digest() != self._digest():
+            raise self._changed(f"the first {self._size} bytes of the object opened again differ")
+        return bytes(rest)
+
+    def _hash_held(self) -> None:
+        self._hash = hashlib.sha256()
+        for data in self._held:
+            self._hash.update(data)
+        self._held.clear()
+
+    def _changed(self, found: str) -> SnapshotObjectChangedError:
+        return SnapshotObjectChangedError(
+            f"{_show(self._path)} changed while it was being read: the read was interrupted "
+            f"after {self._size} bytes, and {found}; read it again from the start"
+        )
+
+
+class _ResumingReader(io.RawIOBase, _Delivered):
     """The stream ``Retry.read`` hands out.
 
     It reads straight from the storage's stream (made buffered by
@@ -671,17 +753,27 @@ class _ResumingReader(io.RawIOBase):
     # calls io.RawIOBase.close(), and flush() checks ``closed`` itself.  (Every
     # other io.IOBase method, the finaliser that closes a stream dropped
     # unclosed included, reads the ``closed`` attribute, this slot.)
-    __slots__ = ("_delivered", "_failure", "_path", "_stream", "_wrapper", "closed")
+    __slots__ = (
+        "_failure", "_hash", "_held", "_path", "_reread", "_size", "_stream", "_wrapper",
+        "closed",
+    )  # fmt: skip
     closed: bool
 
     def __init__(self, wrapper: Retry, path: str, stream: IO[bytes]) -> None:
         # io.RawIOBase.__init__ sets nothing, so it is not called.
-        self.closed = False
         self._wrapper = wrapper
-        self._path = path
+        # As _fast_lines does, without a call unless the stream needs a buffer.
+        if getattr(type(stream), "readline", _GENERIC_READLINE) is _GENERIC_READLINE:
+            stream = _fast_lines(stream)
         self._stream: IO[bytes] | None = stream
-        self._delivered = _Delivered(path)
         self._failure: BaseException | None = None
+        self._path = path
+        self._size = 0
+        self._hash = None
+        self._held = []
+        self._reread = 0
+        # Last: until it is set, the finaliser leaves a half-made reader alone.
+        self.closed = False
 
     def readable(self) -> bool:
         return True
@@ -698,14 +790,28 @@ class _ResumingReader(io.RawIOBase):
         want = -1 if size is None or size < 0 else size
         if want == 0:
             return b""
+        # The usual read gets what it asked for at once, is the first 64 KiB
+        # delivered, and is done here, without a call: on a read of a small
+        # object each call cost a tenth of the wrapper's own time.  Any
+        # other is finished by _complete or _recover.
         try:
-            data = self._take(want, False)
-            if len(data) < want and data:
-                data = self._fill(data, want)
+            data = self._stream.read(want)  # type: ignore[union-attr]  # None once closed
+            if (
+                type(data) is bytes
+                and (len(data) == want or want < 0 < len(data))
+                and self._hash is None
+            ):
+                delivered = self._size + len(data)
+                if delivered <= _UNHASHED:
+                    self._size = delivered
+                    self._held.append(data)  # as _deliver does
+                    return data
         except BaseException as exc:
-            self._failure = exc
-            raise
-        return data
+            error = exc
+        else:
+            return self._complete(data, want)
+        # Resumed outside the handler, so that later failures do not chain to this one.
+        return self._recover(error, want)
 
     def readall(self) -> bytes:
         return self.read(-1)
@@ -740,6 +846,42 @@ class _ResumingReader(io.RawIOBase):
         if self.closed:
             raise ValueError("I/O operation on closed file")
 
+    def _complete(self, data: bytes | None, want: int) -> bytes:
+        """Finish a read whose stream answered *data*: not yet counted as
+        delivered, and maybe nothing yet (a non-blocking stream), fewer
+        bytes than *want*, or a bytes-like object."""
+        try:
+            if data is None:
+                data = self._take(want, False)
+            else:
+                if type(data) is not bytes:
+                    data = bytes(data)
+                self._deliver(data)
+            if len(data) < want and data:
+                data = self._fill(data, want)
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        return data
+
+    def _recover(self, error: BaseException, want: int) -> bytes:
+        """Finish a read whose stream raised *error*: resume, or fail for good."""
+        try:
+            if not isinstance(error, Exception):
+                raise error
+            verdict = self._wrapper._self_judge(error)
+            if verdict is None:
+                raise error
+            data = self._wrapper._self_retry(
+                lambda: self._resume(want, False), error, verdict, progress=self._reread_so_far
+            )
+            if len(data) < want and data:
+                data = self._fill(data, want)
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        return data
+
     def _take(self, size: int, line: bool) -> bytes:
         """One read (a line if *line*) of at most *size* bytes, counted as
         delivered, and resumed after a retryable failure."""
@@ -750,9 +892,9 @@ class _ResumingReader(io.RawIOBase):
             if verdict is None:
                 raise
             error = exc
-        # Retried outside the handler, so that later failures do not chain to this one.
+        # Resumed outside the handler, so that later failures do not chain to this one.
         return self._wrapper._self_retry(
-            lambda: self._resume(size, line), error, verdict, progress=self._delivered.reread
+            lambda: self._resume(size, line), error, verdict, progress=self._reread_so_far
         )
 
     def _take_once(self, size: int, line: bool) -> bytes:
@@ -766,7 +908,7 @@ class _ResumingReader(io.RawIOBase):
                 data = stream.read(size)
         if type(data) is not bytes:
             data = bytes(data)
-        self._delivered.add(data)
+        self._deliver(data)
         return data
 
     def _fill(self, data: bytes, size: int) -> bytes:
@@ -787,7 +929,7 @@ class _ResumingReader(io.RawIOBase):
             with contextlib.suppress(Exception):
                 broken.close()
         self._stream = _fast_lines(self._wrapper.__wrapped__.read(self._path))
-        self._delivered.check(_head(self._stream, self._delivered.size))
+        self._check_again(_head(self._stream, self._size))
         return self._take_once(size, line)
 
 
@@ -795,8 +937,7 @@ def _fast_lines(stream: IO[bytes]) -> IO[bytes]:
     """*stream* itself when its ``readline`` is fast (a buffered stream, or
     one with a ``readline`` of its own); else *stream* buffered, as its
     ``readline`` would read it a byte at a time."""
-    readline = getattr(type(stream), "readline", None)
-    if readline is not None and readline is not _GENERIC_READLINE:
+    if getattr(type(stream), "readline", _GENERIC_READLINE) is not _GENERIC_READLINE:
         return stream
     if isinstance(stream, io.RawIOBase):
         return buffered(stream)
@@ -807,18 +948,23 @@ def _fast_lines(stream: IO[bytes]) -> IO[bytes]:
 _GENERIC_READLINE = io.IOBase.readline
 
 
-class _ResumingChunks:
+class _ResumingChunks(_Delivered):
     """The iterator ``Retry.stream_read`` hands out: the chunks of the
     object, resumed after a failure as :class:`_ResumingReader` does.  Once
     it raised, every later ``next`` raises the same exception rather than
     end the iteration, which would look like the end of the object."""
 
+    __slots__ = ("_chunks", "_failure", "_hash", "_held", "_path", "_reread", "_size", "_wrapper")
+
     def __init__(self, wrapper: AdvancedRetry, path: str, chunks: Iterator[bytes]) -> None:
         self._wrapper = wrapper
-        self._path = path
         self._chunks: Iterator[bytes] | None = chunks
-        self._delivered = _Delivered(path)
         self._failure: BaseException | None = None
+        self._path = path
+        self._size = 0
+        self._hash = None
+        self._held = []
+        self._reread = 0
 
     def __iter__(self) -> _ResumingChunks:
         return self
@@ -855,15 +1001,13 @@ class _ResumingChunks:
             if verdict is None:
                 raise
             error = exc
-        return self._wrapper._self_retry(
-            self._resume, error, verdict, progress=self._delivered.reread
-        )
+        return self._wrapper._self_retry(self._resume, error, verdict, progress=self._reread_so_far)
 
     def _next_once(self) -> bytes | None:
         assert self._chunks is not None
         for chunk in self._chunks:
             if chunk:
-                self._delivered.add(chunk)
+                self._deliver(chunk)
                 return chunk
         return None
 
@@ -871,92 +1015,11 @@ class _ResumingChunks:
         with contextlib.suppress(Exception):
             self.close()
         self._chunks = iter(self._wrapper.__wrapped__.stream_read(self._path))
-        rest = self._delivered.check(self._chunks)
+        rest = self._check_again(self._chunks)
         if rest:
-            self._delivered.add(rest)
+            self._deliver(rest)
             return rest
         return self._next_once()
-
-
-class _Delivered:
-    """The bytes a read of *path* has handed out: how many, and their hash.
-
-    A read resumes in the object opened again only if that object starts
-    with the same bytes, so that it never splices two versions.  SHA-256
-    because tenants can choose content (a CRC can be forged to match), and
-    because it is the fastest of :mod:`hashlib` on CPUs with SHA
-    instructions.  The first :data:`_UNHASHED` bytes are kept as delivered,
-    and hashed only once more follow or a resume needs their hash: most
-    reads of a small object never resume, and hashing it cost a third of
-    the wrapper's time on a page-cache read.  Past them only the hash is
-    kept, whatever the size.
-    """
-
-    __slots__ = ("_hash", "_held", "_path", "_reread", "size")
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._hash: Any = None  # hashlib's type is private; created when first needed
-        self._held: builtins.list[bytes] = []
-        self._reread = 0
-        self.size = 0
-
-    def add(self, data: bytes) -> None:
-        self.size += len(data)
-        if self._hash is None:
-            if self.size <= _UNHASHED:
-                # A copy of anything but bytes: a chunk the storage reuses
-                # must not change what was delivered.
-                self._held.append(data if type(data) is bytes else bytes(data))
-                return
-            self._hash_held()
-        self._hash.update(data)
-
-    def digest(self) -> bytes:
-        """The SHA-256 of the bytes delivered so far."""
-        if self._hash is None:
-            self._hash_held()
-        return cast(bytes, self._hash.digest())
-
-    def reread(self) -> int:
-        """Bytes read again by the resumes so far."""
-        return self._reread
-
-    def check(self, chunks: Iterator[bytes]) -> bytes:
-        """Read the first :attr:`size` bytes of *chunks*, the object opened
-        again, and return the bytes that came after them in the same chunk.
-
-        Raise :class:`~django_snapshots.SnapshotObjectChangedError` unless
-        they are the bytes delivered.
-        """
-        again = hashlib.sha256()
-        left = self.size
-        rest = memoryview(b"")
-        while left:
-            chunk = next(chunks, None)
-            if chunk is None:
-                raise self._changed(f"the object opened again has only {self.size - left} bytes")
-            view = memoryview(chunk)
-            taken = min(left, len(view))
-            again.update(view[:taken])
-            rest = view[taken:]
-            left -= taken
-            self._reread += taken
-        if again.digest() != self.digest():
-            raise self._changed(f"the first {self.size} bytes of the object opened again differ")
-        return bytes(rest)
-
-    def _hash_held(self) -> None:
-        self._hash = hashlib.sha256()
-        for data in self._held:
-            self._hash.update(data)
-        self._held.clear()
-
-    def _changed(self, found: str) -> SnapshotObjectChangedError:
-        return SnapshotObjectChangedError(
-            f"{_show(self._path)} changed while it was being read: the read was interrupted "
-            f"after {self.size} bytes, and {found}; read it again from the start"
-        )
 
 
 def _head(stream: IO[bytes], size: int) -> Iterator[bytes]:
