@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from django_snapshots.storage.streams import (
     CHUNK_SIZE,
     ChunkReader,
+    MeteredReader,
     ObservedReader,
     ReadableStream,
     StickyChunks,
@@ -279,3 +280,110 @@ def test_sticky_chunks_raise_again_where_a_generator_would_end() -> None:
     for _ in range(3):
         with pytest.raises(ConnectionResetError):
             next(sticky)
+
+
+class Report:
+    """The *finish* of a MeteredReader: every call it got."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str | None, int, bool]] = []
+
+    def __call__(self, exc: BaseException | None, delivered: int, complete: bool) -> None:
+        self.calls.append((None if exc is None else type(exc).__name__, delivered, complete))
+
+
+def _read_to_the_end(reader: MeteredReader) -> None:
+    assert reader.read() == b"abc"
+
+
+def _read_some(reader: MeteredReader) -> None:
+    assert reader.read(2) == b"ab"
+
+
+def _read_lines_to_the_end(reader: MeteredReader) -> None:
+    assert list(reader) == [b"abc"]
+
+
+def _read_into_past_the_end(reader: MeteredReader) -> None:
+    buffer = bytearray(10)
+    assert reader.readinto(buffer) == 3
+    assert reader.readinto(buffer) == 0
+
+
+@pytest.mark.parametrize(
+    ("consume", "expected"),
+    [
+        (_read_to_the_end, (None, 3, True)),
+        (_read_lines_to_the_end, (None, 3, True)),
+        (_read_into_past_the_end, (None, 3, True)),
+        (_read_some, (None, 2, False)),
+        (lambda reader: None, (None, 0, False)),
+    ],
+    ids=["read", "lines", "readinto", "closed early", "closed unread"],
+)
+def test_a_metered_reader_reports_once_and_closes_its_source_once(
+    consume: Any, expected: tuple[str | None, int, bool]
+) -> None:
+    source, report = io.BytesIO(b"abc"), Report()
+    reader = MeteredReader(source, report)
+    with reader:
+        consume(reader)
+    reader.close()
+    assert report.calls == [expected]
+    assert source.closed
+    assert reader.closed
+
+
+def test_a_metered_reader_dropped_unclosed_reports_and_closes_its_source() -> None:
+    source, report = io.BytesIO(b"abc"), Report()
+    reader = MeteredReader(source, report)
+    assert reader.read(1) == b"a"
+    del reader
+    assert report.calls == [(None, 1, False)]
+    assert source.closed
+
+
+def test_a_metered_reader_that_raised_reports_the_error_once_and_raises_again_once_closed() -> None:
+    report = Report()
+    reader = MeteredReader(ObservedReader(_Breaks(b"abc")), report)
+    assert reader.read(3) == b"abc"
+    with pytest.raises(ConnectionResetError):
+        reader.read(3)
+    reader.close()
+    for read in (reader.read, reader.readline, lambda: reader.readinto(bytearray(3))):
+        with pytest.raises(ConnectionResetError):
+            read()
+    assert report.calls == [("ConnectionResetError", 3, False)]
+
+
+def test_a_closed_metered_reader_never_reads_as_empty() -> None:
+    reader = MeteredReader(io.BytesIO(b"a\nb\n"), Report())
+    assert reader.read() == b"a\nb\n"
+    reader.close()
+    reads = [reader.read, reader.readline, reader.readlines, reader.flush, reader.__enter__]
+    for read in [*reads, lambda: reader.readinto(bytearray(1)), lambda: next(reader)]:
+        with pytest.raises(ValueError, match="closed"):
+            read()
+
+
+def test_a_metered_reader_reports_even_when_its_source_fails_to_close() -> None:
+    class Unclosable(io.BytesIO):
+        def close(self) -> None:
+            raise OSError("close failed")
+
+    report = Report()
+    reader = MeteredReader(Unclosable(b"abc"), report)
+    with pytest.raises(OSError, match="close failed"):
+        reader.close()
+    reader.close()  # closed already: neither the source nor the report again
+    assert reader.closed
+    assert report.calls == [(None, 0, False)]
+
+
+def test_a_metered_reader_completes_short_reads() -> None:
+    report = Report()
+    reader = MeteredReader(ObservedReader(Trickle(b"0123456789", step=3)), report)
+    assert reader.read(7) == b"0123456"
+    assert reader.read(7) == b"789"
+    assert reader.read(7) == b""
+    assert report.calls == [(None, 10, True)]
