@@ -663,3 +663,26 @@ def test_an_unreachable_s3_server_is_a_transient_error_without_credentials(
     assert caught.value.transient
     assert s3_server.secret_access_key not in str(caught.value)
     assert "list-multipart-uploads" in str(caught.value)
+
+
+def test_cleanup_errors_never_show_the_credentials_of_an_endpoint_url(
+    s3_server: S3Server,
+) -> None:
+    endpoint = f"http://operator:hunter2-secret@127.0.0.1:{closed_port()}"
+    storage = RcloneBackend(
+        "s3:bucket/backups",
+        config=s3_config(s3_server, endpoint=endpoint),
+        flags=("--low-level-retries=1",),
+    )
+    assert "endpoint': 'http://***@127.0.0.1:" in repr(storage)
+    with pytest.raises(SnapshotStorageError) as caught:
+        storage.cleanup(older_than=0)
+    for shown in (repr(storage), str(caught.value)):
+        assert "hunter2-secret" not in shown
+        assert "operator" not in shown
+
+
+def test_a_connection_string_with_a_password_in_a_url_is_refused_before_anything_runs() -> None:
+    with pytest.raises(ValueError, match="process list") as caught:
+        RcloneBackend(":s3,endpoint='http://operator:hunter2-secret@127.0.0.1:9':bucket/backups")
+    assert "hunter2-secret" not in str(caught.value)

@@ -209,6 +209,9 @@ _NO_CONFIG_NOTICE = re.compile(
     r"^NOTICE: Config file .* not found - using defaults\n?", re.MULTILINE
 )
 _OPTION_NAME = re.compile(r"[A-Za-z0-9_]+")
+# The user and password of a URL ("https://user:pass@host/"), in an option
+# otherwise shown (an endpoint): replaced in what is shown, and scrubbed.
+_URL_CREDENTIALS = re.compile(r"(?<=://)([^/?#@\s\"']*)@")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _STDERR_LIMIT = 4000
 # How long a stopped rclone gets to abort its upload before it is killed.
@@ -331,11 +334,14 @@ class RcloneBackend:
             prefix = f"RCLONE_CONFIG_{self._internal_name.upper()}_"
             self._env = {prefix + key.upper(): value for key, value in options.items()}
             self._shown_config = {
-                key: value if key.lower() in _PUBLIC_OPTIONS else "***"
+                key: _URL_CREDENTIALS.sub("***@", value)
+                if key.lower() in _PUBLIC_OPTIONS
+                else "***"
                 for key, value in options.items()
             }
             self._secrets = _scrub_forms(
-                value for key, value in options.items() if key.lower() not in _PUBLIC_OPTIONS
+                [value for key, value in options.items() if key.lower() not in _PUBLIC_OPTIONS]
+                + [found for value in options.values() for found in _URL_CREDENTIALS.findall(value)]
             )
             base = f"{self._internal_name}:{path}"
             shown_base = f"{name}:{path}"
@@ -1376,6 +1382,12 @@ def _parse_remote(remote: str, *, inline: bool) -> tuple[str | None, builtins.li
             f"remote parameters {', '.join(map(repr, secret))} would be visible to every user "
             "in the process list; define the remote with config= (passed through the "
             "environment) instead"
+        )
+    if parameters and _URL_CREDENTIALS.search(remote):
+        raise ValueError(
+            f"remote {_redacted(remote)} holds a URL with a user and password, which would be "
+            "visible to every user in the process list; define the remote with config= "
+            "(passed through the environment) instead"
         )
     return name, parameters, path
 
