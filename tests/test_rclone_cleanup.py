@@ -680,6 +680,8 @@ def test_cleanup_errors_never_show_the_credentials_of_an_endpoint_url(
     for shown in (repr(storage), str(caught.value)):
         assert "hunter2-secret" not in shown
         assert "operator" not in shown
+    named = RcloneBackend("s3:bucket", config=s3_config(s3_server, endpoint="https://a@s3.test"))
+    assert "endpoint': 'https://a@s3.test'" in repr(named)  # a user alone is no secret
 
 
 def test_a_connection_string_with_a_password_in_a_url_is_refused_before_anything_runs() -> None:

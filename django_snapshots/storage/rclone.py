@@ -210,8 +210,9 @@ _NO_CONFIG_NOTICE = re.compile(
 )
 _OPTION_NAME = re.compile(r"[A-Za-z0-9_]+")
 # The user and password of a URL ("https://user:pass@host/"), in an option
-# otherwise shown (an endpoint): replaced in what is shown, and scrubbed.
-_URL_CREDENTIALS = re.compile(r"(?<=://)([^/?#@\s\"']*)@")
+# otherwise shown (an endpoint): replaced in what is shown, and scrubbed.  A
+# user alone is no secret, and scrubbing a short name would mangle messages.
+_URL_CREDENTIALS = re.compile(r"(?<=://)([^/?#@\s\"':]*:[^/?#@\s\"']*)@")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _STDERR_LIMIT = 4000
 # How long a stopped rclone gets to abort its upload before it is killed.
