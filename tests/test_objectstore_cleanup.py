@@ -213,6 +213,46 @@ def test_a_writer_idle_past_the_limit_keeps_its_staging_file_and_stores_its_own_
     assert files_under(root) == ["db/x.dump"]
 
 
+# Cleans up a store holding one old staging file; at the moment cleanup is
+# about to remove it, another process opens it.  The opener blocks until
+# cleanup lets go of the file, and the kernel tells cleanup with a signal
+# (SIGURG, blocked here so that the moment it arrives is known).
+OPENED_DURING_CLEANUP = """
+import os, signal, subprocess, sys
+from django_snapshots.storage.objectstore import ObjectStoreBackend
+root, name = sys.argv[1], sys.argv[2]
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGURG})
+unlink, openers = os.unlink, []
+def unlink_once_opened(path, *, dir_fd=None):
+    reader = "import sys; open(sys.argv[1], 'rb').close()"
+    openers.append(subprocess.Popen([sys.executable, "-c", reader, os.path.join(root, name)]))
+    assert signal.sigtimedwait({signal.SIGURG}, 60) is not None, "the opener never tried"
+    unlink(path, dir_fd=dir_fd)
+os.unlink = unlink_once_opened
+removed = ObjectStoreBackend("file://" + root).cleanup(older_than=3600)
+print([leftover.name for leftover in removed], openers[0].wait(60), flush=True)
+"""
+
+
+def test_a_staging_file_opened_while_cleanup_removes_it_never_kills_the_cleanup(
+    tmp_path: Path,
+) -> None:
+    """Cleanup holds a lease on the file it removes; whoever opens the file
+    meanwhile makes the kernel signal the holder, with SIGIO unless told
+    otherwise, whose default action ends the process (a web or task worker
+    running cleanup)."""
+    root = tmp_path / "store"
+    age(touch(root / "db" / "x#1"))
+    child = subprocess.run(
+        [sys.executable, "-c", OPENED_DURING_CLEANUP, str(root), "db/x#1"],
+        capture_output=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr.decode(errors="replace")
+    assert child.stdout == b"['db/x#1'] 0\n"
+    assert not (root / "db" / "x#1").exists()
+
+
 def test_a_staging_file_younger_than_the_limit_is_kept(tmp_path: Path) -> None:
     root = tmp_path / "store"
     storage = local_backend(root)

@@ -60,6 +60,7 @@ import inspect
 import json
 import os
 import re
+import signal
 import stat
 import sys
 import threading
@@ -1379,6 +1380,10 @@ def _leased(fd: int, info: os.stat_result) -> bool:
     if (current.st_dev, current.st_ino) != (info.st_dev, info.st_ino):
         return False  # replaced since it was looked at
     try:
+        # Whoever opens the file while the lease is held makes the kernel
+        # signal this process, with SIGIO unless told otherwise: its default
+        # action ends the process.  SIGURG's is to ignore it.
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
     except OSError as exc:
         return exc.errno != errno.EAGAIN  # open elsewhere, or no lease to be had here
