@@ -306,6 +306,18 @@ class StorageConformance:
         _ensure_listed(storage, "", ["a/b.bak", "a/bc", "a/x/b"])
         _ensure_raises(FileNotFoundError, "read() after delete", lambda: storage.read("a/b"))
 
+    def test_a_deleted_keys_prefix_can_become_a_key(self, storage: SnapshotStorage) -> None:
+        # A file system keeps a deleted key's directories unless the
+        # backend prunes them; left there, they refuse the key of that name.
+        storage.write("n/o/p", io.BytesIO(b"deep"))
+        storage.delete("n/o/p")
+        storage.write("n/o", io.BytesIO(b"middle"))
+        _ensure_stored(storage, "n/o", b"middle")
+        storage.delete("n/o")
+        storage.write("n", io.BytesIO(b"top"))
+        _ensure_stored(storage, "n", b"top")
+        _ensure_listed(storage, "", ["n"])
+
     def test_delete_missing_is_not_an_error(self, storage: SnapshotStorage) -> None:
         storage.write("present", io.BytesIO(b"x"))
         storage.delete("absent")

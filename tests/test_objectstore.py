@@ -900,3 +900,40 @@ def test_the_deploy_check_probes_an_object_store(s3_bucket: S3Bucket) -> None:
     assert [m.id for m in messages] == ["snapshots.E101"]
     assert "does not exist" in messages[0].msg
     assert s3_bucket.server.secret_access_key not in messages[0].msg
+
+
+# A local directory keeps no directory a key's delete emptied.
+
+
+def test_a_local_delete_removes_the_directories_it_empties(tmp_path: Path) -> None:
+    storage = local_backend(tmp_path / "store")
+    storage.write("a/b/c", io.BytesIO(b"x"))
+    storage.write("a/d", io.BytesIO(b"y"))
+    storage.delete("a/b/c")
+    assert sorted(os.listdir(tmp_path / "store" / "a")) == ["d"]
+    storage.delete("a/d")
+    assert os.listdir(tmp_path / "store") == []
+
+
+@pytest.mark.parametrize("how", ["write", "atomic_move", "sync"])
+def test_a_local_key_replaces_empty_directories_left_at_its_name(tmp_path: Path, how: str) -> None:
+    storage = local_backend(tmp_path / "store")
+    (tmp_path / "store" / "dst" / "k" / "x" / "y").mkdir(parents=True)
+    storage.write("src/k", io.BytesIO(b"data"))
+    if how == "write":
+        storage.write("dst/k", io.BytesIO(b"data"))
+    elif how == "atomic_move":
+        storage.atomic_move("src/k", "dst/k")
+    else:
+        storage.sync("src/", "dst/")
+    assert storage.read("dst/k").read() == b"data"
+
+
+def test_a_local_directory_holding_a_file_is_never_removed_for_a_key(tmp_path: Path) -> None:
+    storage = local_backend(tmp_path / "store")
+    kept = tmp_path / "store" / "k" / "inner" / "file"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"not ours")
+    with pytest.raises(SnapshotStorageError, match="Is a directory"):
+        storage.write("k", io.BytesIO(b"data"))
+    assert kept.read_bytes() == b"not ours"

@@ -502,6 +502,7 @@ class ObjectStoreBackend:
                 self._copy(src_key, dst_key, size)
                 obstore.delete(self._client(), src_key)
             else:
+                self._clear_keyless_directory(dst_key)
                 obstore.rename(self._client(), src_key, dst_key)
             return
         except FileNotFoundError:
@@ -917,7 +918,11 @@ class ObjectStoreBackend:
                         "create it, or fix the URL"
                     )
                 else:
-                    self._store = LocalStore(self._root)
+                    # automatic_cleanup: a delete removes the directories it
+                    # empties, as a key prefix on an object store vanishes
+                    # with its last key; an empty directory left at a key's
+                    # name would refuse that key's writes.
+                    self._store = LocalStore(self._root, automatic_cleanup=True)
             return self._store
 
     def _open(self, key: str, path: str) -> Iterator[bytes]:
@@ -961,6 +966,7 @@ class ObjectStoreBackend:
     def _put(self, key: str, path: str, chunks: Iterable[bytes]) -> None:
         import obstore
 
+        self._clear_keyless_directory(key)
         # Up to chunk_size bytes go in one PUT; only a larger object pays for
         # the three requests of a multipart upload.
         iterator = iter(chunks)
@@ -1110,6 +1116,26 @@ class ObjectStoreBackend:
             return False
         return True
 
+    def _clear_keyless_directory(self, key: str) -> None:
+        """In a local directory, remove the empty directories at *key*'s
+        name (left by a store that does not prune them, or by another
+        program), which would refuse the object; a directory holding any
+        file holds a key, and stays."""
+        if self._kind != "local" or not self._root:
+            return
+        target = os.path.join(self._root, key)
+        if os.path.islink(target) or not os.path.isdir(target):
+            return
+        for directory, _, _ in sorted(
+            os.walk(target, followlinks=False), key=lambda entry: -len(entry[0])
+        ):
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return  # not empty: the write fails and says so
+
     def _copy(self, src: str, dst: str, size: int) -> None:
         import obstore
 
@@ -1119,6 +1145,7 @@ class ObjectStoreBackend:
             result = obstore.get(self._client(), src)
             self._put(dst, dst, self._chunks(result, src))
             return
+        self._clear_keyless_directory(dst)
         obstore.copy(self._client(), src, dst)
 
     def _delete_many(self, keys: builtins.list[str]) -> None:
