@@ -654,9 +654,28 @@ class StorageConformance:
         clean = getattr(storage, "cleanup", None)
         if clean is None:
             return  # it offers no cleanup, so it promises nothing about one
-        keys = ["a", "db/latest.dump", "db/2026/11/30.dump", "db.partial", "tmp/x.tmp"]
-        for index, key in enumerate(keys):
-            storage.write(key, io.BytesIO(_payload(index, key)))
+        # Keys shaped like the leftovers of the built-in backends, as far as
+        # the key rules let them: a temporary file's name without its DEL,
+        # rclone's partial copies without the backslash, obstore's staging
+        # files (refused by a storage that keeps such names for itself).
+        candidates = [
+            "a",
+            "db/latest.dump",
+            "db/2026/11/30.dump",
+            "db.partial",
+            "tmp/x.tmp",
+            ".snapshots-write-0123456789abcdef",
+            "db/k.0123abcd.partial",
+            "d#1/e",
+            "x#1",
+        ]
+        keys = []
+        for index, key in enumerate(candidates):
+            try:
+                storage.write(key, io.BytesIO(_payload(index, key)))
+            except SnapshotStoragePathError:
+                continue
+            keys.append(key)
         for bad in ("/abs", "a/../b", "a\x00"):
             _ensure_raises(
                 SnapshotStoragePathError,
@@ -677,8 +696,8 @@ class StorageConformance:
                 f"cleanup() reported {leftover!r}, which is a key or not a Leftover",
             )
         _ensure_listed(storage, "", sorted(keys))
-        for index, key in enumerate(keys):
-            _ensure_stored(storage, key, _payload(index, key))
+        for key in keys:
+            _ensure_stored(storage, key, _payload(candidates.index(key), key))
 
     def test_a_closed_stream_never_reads_as_complete(self, storage: SnapshotStorage) -> None:
         storage.write("k", io.BytesIO(_noise(10_000)))
