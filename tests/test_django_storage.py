@@ -1124,11 +1124,14 @@ def test_a_reader_that_failed_keeps_failing(seekable: bool) -> None:
     storage = FlakyFiles()
     storage.seekable = seekable
     backend = DjangoStorageBackend(storage)
-    backend.write("k", io.BytesIO(b"0123456789" * 3))
+    # More than the reader's buffer, so that its second read of the
+    # storage's file (which fails) comes within the object.
+    data = b"0123456789" * 10_000
+    backend.write("k", io.BytesIO(data))
     with backend.read("k") as file:
         assert file.read(10) == b"0123456789"
         with pytest.raises(SnapshotStorageError, match="Input/output error"):
-            file.read(10)
+            file.read(len(data))
         for again in (
             lambda: file.read(10),
             lambda: file.read(),
@@ -1856,3 +1859,26 @@ def test_cleanup_on_s3_reports_failures_without_credentials(s3_bucket: S3Bucket)
     assert raised.value.transient is False
     assert server.secret_access_key not in str(raised.value)
     assert server.access_key_id not in str(raised.value)
+
+
+def test_a_read_gives_a_long_line_in_few_reads_of_the_storage_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django_snapshots.storage.django_storage import _ObjectReader
+
+    backend = DjangoStorageBackend(InMemoryStorage())
+    line = b"x" * 5000 + b"\n"
+    backend.write("k", io.BytesIO(line + b"rest"))
+    calls = []
+    real_readinto = _ObjectReader.readinto
+
+    def counting_readinto(self: _ObjectReader, buffer: Any) -> int:
+        calls.append(len(buffer))
+        return real_readinto(self, buffer)
+
+    monkeypatch.setattr(_ObjectReader, "readinto", counting_readinto)
+    with backend.read("k") as stream:
+        assert stream.readline() == line
+        assert stream.read() == b"rest"
+    # One read a byte at a time would be 5001 reads of the storage's file.
+    assert len(calls) < 10, len(calls)

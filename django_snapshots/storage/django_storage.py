@@ -95,6 +95,7 @@ from django_snapshots.storage.streams import (
     CHUNK_SIZE,
     ReadableStream,
     _read_into,
+    buffered,
     check_binary_content,
     iter_chunks,
 )
@@ -277,7 +278,7 @@ class DjangoStorageBackend:
             except BaseException:
                 file.close()
                 raise
-        return cast("IO[bytes]", _ObjectReader(source, where=where))
+        return buffered(_ObjectReader(source, where=where))
 
     def write(self, path: str, content: IO[bytes]) -> None:
         """Store every byte of *content* from its current position to EOF at
