@@ -3,7 +3,11 @@ and readers that observe what passes through them."""
 
 from __future__ import annotations
 
+import copy
+import gc
 import io
+import itertools
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +18,7 @@ from hypothesis import strategies as st
 from django_snapshots.storage.streams import (
     CHUNK_SIZE,
     ChunkReader,
+    MeteredChunks,
     MeteredReader,
     ObservedReader,
     ReadableStream,
@@ -387,3 +392,109 @@ def test_a_metered_reader_completes_short_reads() -> None:
     assert reader.read(7) == b"789"
     assert reader.read(7) == b""
     assert report.calls == [(None, 10, True)]
+
+
+class _ReadsBytes(ReadableStream):
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._data.read(size)
+
+
+class _NoReadinto:
+    """A source with read() alone: a reader copies what it returns into the buffer."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(size)
+
+    def close(self) -> None:
+        self._data.close()
+
+
+READERS = {
+    "ReadableStream": lambda data, report: _ReadsBytes(data),
+    "ObservedReader": lambda data, report: ObservedReader(_NoReadinto(data)),  # type: ignore[arg-type]
+    "MeteredReader": lambda data, report: MeteredReader(_NoReadinto(data), report),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize("make", READERS.values(), ids=READERS.keys())
+@pytest.mark.parametrize("buffer", [b"xyz", memoryview(b"xyz")], ids=["bytes", "memoryview"])
+def test_readinto_a_read_only_buffer_is_refused_before_any_byte_is_taken(
+    make: Any, buffer: Any
+) -> None:
+    report = Report()
+    reader = make(b"abcdef", report)
+    with pytest.raises(TypeError, match="read-write"):
+        reader.readinto(buffer)
+    # The caller's mistake: neither bytes lost, nor a failed stream, nor an end.
+    assert reader.read() == b"abcdef"
+    reader.close()
+    assert report.calls in ([], [(None, 6, True)])
+
+
+@pytest.mark.parametrize("size", [2.5, "3"], ids=["float", "str"])
+def test_a_metered_reader_refuses_a_size_that_is_not_an_int_before_any_io(size: Any) -> None:
+    report = Report()
+    reader = MeteredReader(io.BytesIO(b"ab\ncd\n"), report)
+    for read in (reader.read, reader.readline):
+        with pytest.raises(TypeError):
+            read(size)
+    assert report.calls == []  # no failure reported: the stream reads on
+    assert reader.readline() == b"ab\n"
+    assert reader.read() == b"cd\n"
+    assert report.calls == [(None, 6, True)]
+
+
+@pytest.mark.parametrize("how", ["copy", "pickle"])
+def test_a_metered_reader_can_be_neither_copied_nor_pickled(how: str) -> None:
+    report = Report()
+    reader = MeteredReader(io.BytesIO(b"abc"), report)
+    with pytest.raises(TypeError, match="cannot pickle or copy a MeteredReader"):
+        copy.copy(reader) if how == "copy" else pickle.dumps(reader)
+    assert reader.read() == b"abc"
+    reader.close()
+    gc.collect()
+    # A copy, dropped, reported the same read a second time.
+    assert report.calls == [(None, 3, True)]
+
+
+class _Refusing:
+    """A report that fails, as a log processor that raises would."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, exc: BaseException | None, delivered: int, complete: bool) -> None:
+        self.calls += 1
+        raise RuntimeError("the report failed")
+
+
+@pytest.mark.parametrize("size", [-1, 100], ids=["read all", "read past the end"])
+def test_a_metered_reader_whose_report_failed_at_the_end_keeps_raising(size: int) -> None:
+    report = _Refusing()
+    reader = MeteredReader(ObservedReader(Trickle(b"abc", step=3)), report)
+    with pytest.raises(RuntimeError, match="report failed"):
+        reader.read(size)
+    # The bytes of that read never reached the caller: reading on must not
+    # find the end of the stream.
+    for read in (reader.read, reader.readline, lambda: reader.readinto(bytearray(3))):
+        with pytest.raises(RuntimeError, match="report failed"):
+            read()
+    reader.close()
+    assert report.calls == 1
+
+
+def test_metered_chunks_whose_report_failed_keep_raising() -> None:
+    report = _Refusing()
+    chunks = MeteredChunks(iter([b"ab", b"c"]), report)
+    assert list(itertools.islice(chunks, 2)) == [b"ab", b"c"]
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="report failed"):
+            next(chunks)
+    assert report.calls == 1

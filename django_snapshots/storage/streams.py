@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import io
+import operator
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, cast
 
@@ -139,7 +140,7 @@ class ReadableStream(io.RawIOBase):
         return self.read(-1)
 
     def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
+        view = _writable(buffer)
         data = self.read(len(view))
         view[: len(data)] = data
         return len(data)
@@ -170,10 +171,8 @@ class ObservedReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         if self._failure is not None:
             raise self._failure
-        if self._eof:
-            return 0
-        view = memoryview(buffer).cast("B")
-        if not view:
+        view = _writable(buffer)
+        if self._eof or not view:
             return 0
         try:
             n = _read_into(self._source, view)
@@ -197,6 +196,11 @@ class ObservedReader(io.RawIOBase):
             if not self._finished:
                 self._finished = True
                 self._on_close()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # A copy would read the same source and report it again, as two
+        # readers that each think they hold the stream.
+        raise TypeError(f"cannot pickle or copy a {type(self).__name__}: open the object again")
 
     def _on_data(self, chunk: memoryview) -> None:
         """Called with each chunk as it is delivered to the reader."""
@@ -255,9 +259,9 @@ class MeteredReader(ObservedReader):
         if self.closed:
             # Reporting the end here would make a stream cut short look complete.
             raise ValueError("I/O operation on closed file")
-        if self._eof or size == 0:
+        want = size if type(size) is int and size >= 0 else _size_of(size)
+        if self._eof or want == 0:
             return b""
-        want = -1 if size is None or size < 0 else size
         try:
             data = self._source.read(want)
             if data and len(data) < want:
@@ -284,10 +288,11 @@ class MeteredReader(ObservedReader):
             raise self._failure
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        if self._eof or size == 0:
+        limit = _size_of(size)
+        if self._eof or limit == 0:
             return b""
         try:
-            line = self._source.readline(-1 if size is None else size)
+            line = self._source.readline(limit)
         except BaseException as exc:
             self._failure = exc
             self._end_with(exc)
@@ -302,8 +307,9 @@ class MeteredReader(ObservedReader):
     def readinto(self, buffer: Any) -> int:
         if self._failure is None and self.closed:
             raise ValueError("I/O operation on closed file")
+        view = _writable(buffer)  # the caller's mistake, not the end of the stream
         try:
-            return super().readinto(buffer)
+            return super().readinto(view)
         except BaseException as exc:
             self._end_with(exc)
             raise
@@ -350,7 +356,15 @@ class MeteredReader(ObservedReader):
         if self._ended:
             return
         self._ended = True
-        self._finish(exc, self._bytes, self._eof and exc is None)
+        try:
+            self._finish(exc, self._bytes, self._eof and exc is None)
+        except BaseException as error:
+            # A report that failed (a log processor that raised, say) is the
+            # failure of the read that ended the stream, whose bytes the
+            # caller never got: later reads raise it too, never read as empty.
+            if self._failure is None:
+                self._failure = error
+            raise
 
 
 class MeteredChunks(Iterator[bytes]):
@@ -403,7 +417,13 @@ class MeteredChunks(Iterator[bytes]):
         if self._ended:
             return
         self._ended = True
-        self._finish(exc, self._bytes, self._exhausted)
+        try:
+            self._finish(exc, self._bytes, self._exhausted)
+        except BaseException as error:
+            # As MeteredReader does: once next() raised, it raises again.
+            if self._failure is None:
+                self._failure = error
+            raise
 
 
 class StickyChunks(Iterator[bytes]):
@@ -451,6 +471,29 @@ def _drain(stream: IO[bytes]) -> Iterator[bytes]:
     # (even unstarted: the stream's own finaliser closes it then).
     with stream:
         yield from iter_chunks(stream)
+
+
+def _writable(buffer: Any) -> memoryview:
+    """*buffer* as a writable view of bytes, or :class:`TypeError` before
+    anything is read: a read-only buffer found only when the bytes read are
+    copied into it would lose them, the stream having moved past them."""
+    view = memoryview(buffer).cast("B")
+    if view.readonly:
+        raise TypeError(
+            f"readinto() argument must be read-write bytes-like object, not {type(buffer).__name__}"
+        )
+    return view
+
+
+def _size_of(size: Any) -> int:
+    """The byte count of a ``read(size)`` or ``readline(size)``: -1 for None
+    or any negative size, else *size* as an int; :class:`TypeError` before
+    any I/O for anything else (2.5, "3"), as :mod:`io` streams do, rather
+    than a failure of the source that would leave the stream failed."""
+    if size is None:
+        return -1
+    size = operator.index(size)
+    return -1 if size < 0 else size
 
 
 def _read_into(source: IO[bytes], view: memoryview) -> int:
