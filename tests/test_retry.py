@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import hashlib
 import io
 import os
+import pickle
 import random
 import threading
 import time
@@ -1006,6 +1008,54 @@ def test_a_read_stream_dropped_unclosed_closes_the_storage_stream() -> None:
     assert stream.read(2) == b"da"
     del stream
     assert storage.opened[0].closed
+
+
+@pytest.mark.parametrize("buffer", [b"xyz", memoryview(b"xyz")], ids=["bytes", "memoryview"])
+def test_readinto_a_read_only_buffer_is_refused_before_any_byte_is_taken(buffer: Any) -> None:
+    with retry(handing(io.BytesIO, b"abcdef")).read("k") as stream:
+        with pytest.raises(TypeError, match="read-write"):
+            stream.readinto(buffer)
+        # Taken from the storage and then dropped, these bytes were lost.
+        assert stream.read() == b"abcdef"
+
+
+@pytest.mark.parametrize("size", [2.5, "3", 1.0], ids=["float", "str", "whole float"])
+def test_a_size_that_is_not_an_int_is_refused_and_the_stream_reads_on(size: Any) -> None:
+    storage = handing(CountingRaw, b"ab\ncd\n")
+    with retry(storage).read("k") as stream:
+        for read in (stream.read, stream.readline):
+            with pytest.raises(TypeError):
+                read(size)
+        # The caller's mistake, refused before any I/O, is no failure of the read.
+        assert storage.opened[0].reads == 0
+        assert stream.read(True) == b"a"  # an int, as io takes it
+        assert stream.readline(Index(5)) == b"b\n"
+        assert stream.read() == b"cd\n"
+
+
+class Index:
+    """An integer that is no int, as numpy's are: usable through __index__."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+@pytest.mark.parametrize("op", ["read", "stream_read"])
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_a_read_in_progress_can_be_neither_copied_nor_pickled(op: str, how: str) -> None:
+    storage = MemoryBackend()
+    storage.write("k", io.BytesIO(b"abcdef"))
+    reading = getattr(retry(storage), op)("k")
+    duplicate = {"copy": copy.copy, "deepcopy": copy.deepcopy, "pickle": pickle.dumps}[how]
+    with pytest.raises(TypeError, match="cannot pickle or copy a read of 'k'"):
+        duplicate(reading)
+    # A copy would have read on from the same storage stream with a record of
+    # its own, sharing the bytes this one delivered.
+    whole = reading.read() if op == "read" else b"".join(reading)
+    assert whole == b"abcdef"
 
 
 @pytest.mark.parametrize(

@@ -288,7 +288,7 @@ class MeteredReader(ObservedReader):
             raise self._failure
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        limit = _size_of(size)
+        limit = size if type(size) is int else _size_of(size)
         if self._eof or limit == 0:
             return b""
         try:

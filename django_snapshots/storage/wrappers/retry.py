@@ -95,7 +95,9 @@ from django_snapshots.storage.streams import (
     CHUNK_SIZE,
     ObservedReader,
     ReadableStream,
+    _size_of,
     _start_of,
+    _writable,
     buffered,
     check_binary_content,
     iter_chunks,
@@ -697,6 +699,11 @@ class _Delivered:
     def _reread_so_far(self) -> int:
         return self._reread
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # A copy would read on from the same storage stream with a record of
+        # its own of what was delivered, and resume at the wrong place.
+        raise TypeError(f"cannot pickle or copy a read of {_show(self._path)}: read it again")
+
     def _check_again(self, chunks: Iterator[bytes]) -> bytes:
         """Read the first ``_size`` bytes of *chunks*, the object opened
         again, and return the bytes that came after them in the same chunk.
@@ -786,8 +793,10 @@ class _ResumingReader(io.RawIOBase, _Delivered):
         if self.closed:
             raise ValueError("I/O operation on closed file")
         # Read to the end in one call for -1: a failure part-way delivers
-        # nothing, so resuming after the bytes delivered is still exact.
-        want = -1 if size is None or size < 0 else size
+        # nothing, so resuming after the bytes delivered is still exact.  A
+        # size that is no int is refused here: the storage stream refusing it
+        # would be a failure of the read, and the stream would stay failed.
+        want = size if type(size) is int and size >= 0 else _size_of(size)
         if want == 0:
             return b""
         # The usual read gets what it asked for at once, is the first 64 KiB
@@ -817,7 +826,7 @@ class _ResumingReader(io.RawIOBase, _Delivered):
         return self.read(-1)
 
     def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
+        view = _writable(buffer)  # before the read: its bytes would be lost
         data = self.read(len(view))
         view[: len(data)] = data
         return len(data)
@@ -827,7 +836,7 @@ class _ResumingReader(io.RawIOBase, _Delivered):
             raise self._failure
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        limit = -1 if size is None else size
+        limit = size if type(size) is int else _size_of(size)
         if limit == 0:
             return b""
         try:
