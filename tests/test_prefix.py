@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -332,6 +334,83 @@ def test_a_listed_key_that_is_not_a_str_is_an_error_not_passed_on(odd: object) -
     with pytest.raises(SnapshotStorageError, match="outside") as excinfo:
         Prefix(Odd(), "tenant-a").list("")
     assert repr(odd) in str(excinfo.value)
+
+
+class Listing(MemoryBackend):
+    """An advanced storage whose listings are what *listing* makes of the keys."""
+
+    def __init__(self, listing: Callable[[list[str]], Any], keys: list[str]) -> None:
+        super().__init__()
+        self.listing, self.keys = listing, keys
+
+    def list(self, prefix: str) -> list[str]:
+        return self.listing(self.keys)  # type: ignore[no-any-return]
+
+    def recursive_list(self, prefix: str) -> list[str]:
+        return self.listing(self.keys)  # type: ignore[no-any-return]
+
+
+ITERABLES: dict[str, Callable[[list[str]], Any]] = {
+    "generator": lambda keys: (key for key in keys),
+    "iterator": iter,
+    "tuple": tuple,
+}
+
+
+@pytest.mark.parametrize("listing", ITERABLES.values(), ids=ITERABLES.keys())
+def test_a_listing_that_is_another_iterable_is_checked_and_passed_on_whole(
+    listing: Callable[[list[str]], Any],
+) -> None:
+    tenant = Prefix(Listing(listing, ["tenant-a/db/a", "tenant-a/db/b"]), "tenant-a")
+    for list_keys in (tenant.list, tenant.recursive_list):
+        # A generator checked in one pass and cut in another came out empty.
+        assert list_keys("") == ["db/a", "db/b"]
+
+
+@pytest.mark.parametrize("listing", ITERABLES.values(), ids=ITERABLES.keys())
+def test_a_stray_key_in_another_iterable_is_an_error_never_stop_iteration(
+    listing: Callable[[list[str]], Any],
+) -> None:
+    tenant = Prefix(Listing(listing, ["tenant-a/own", "tenant-b/secret"]), "tenant-a")
+    with pytest.raises(SnapshotStorageError, match="tenant-b/secret"):
+        tenant.list("")
+    # StopIteration raised from list() would end a caller's own iteration
+    # early, as if the tenant's keys stopped there.
+    prefixes = ["", ""]
+    with pytest.raises(SnapshotStorageError):
+        list(itertools.chain.from_iterable(map(tenant.list, prefixes)))
+
+
+class StartsLying(str):
+    def startswith(self, *args: Any) -> bool:
+        return True
+
+
+class DiffersLying(str):
+    def __ne__(self, other: object) -> bool:
+        return True
+
+
+class SlicesLying(str):
+    def __getitem__(self, index: Any) -> str:
+        return ""
+
+
+@pytest.mark.parametrize(
+    "liar",
+    [StartsLying("tenant-b/secret"), DiffersLying("tenant-a/"), SlicesLying("tenant-a/x")],
+    ids=["startswith", "!=", "slicing"],
+)
+def test_a_listed_str_whose_own_methods_lie_is_an_error(liar: str) -> None:
+    tenant = Prefix(Listing(list, ["tenant-a/own", liar]), "tenant-a")
+    with pytest.raises(SnapshotStorageError, match=re.escape(str.__str__(liar))):
+        tenant.list("")
+
+
+def test_a_listing_that_is_no_iterable_is_an_error() -> None:
+    tenant = Prefix(Listing(lambda keys: None, []), "tenant-a")
+    with pytest.raises(SnapshotStorageError, match=r"listed NoneType .* not a list of keys"):
+        tenant.list("")
 
 
 # Isolation, whatever the tenant sends.

@@ -18,10 +18,10 @@ any I/O, so no string the tenant sends can name an object outside
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 from operator import itemgetter
-from typing import IO, TYPE_CHECKING, Any, overload
+from typing import IO, TYPE_CHECKING, Any, cast, overload
 
 from django_snapshots.exceptions import SnapshotStorageError, SnapshotStoragePathError
 from django_snapshots.storage.keys import (
@@ -124,6 +124,10 @@ class Prefix(StorageWrapper):
     ) -> builtins.list[str]:
         full = self._self_storage_prefix(prefix)
         keys = list_keys(full)
+        if type(keys) is not builtins.list:
+            # A generator, say: checked and then cut by two passes below, it
+            # would be exhausted by the first and come out empty.
+            keys = _as_list(keys, self.__wrapped__, full)
         # The inner storage is trusted with nothing: a key outside what was
         # asked for (a buggy backend, a lax server-side filter) would leak
         # another tenant's name, or map to a key the tenant cannot use.  The
@@ -142,11 +146,23 @@ class Prefix(StorageWrapper):
 
     def _self_listing_error(self, keys: builtins.list[str], full: str) -> SnapshotStorageError:
         """The error that names the first key of *keys* outside *full*."""
+        # str's own methods, as the checks above call them: a str subclass
+        # whose startswith or != lies is named too, and StopIteration, which
+        # would end a caller's iteration early, never gets out.
         stray = next(
-            key
-            for key in keys
-            if not (isinstance(key, str) and key.startswith(full) and key != self._self_dir)
+            (
+                key
+                for key in keys
+                if not (
+                    isinstance(key, str)
+                    and str.startswith(key, full)
+                    and str.__ne__(key, self._self_dir)
+                )
+            ),
+            None,
         )
+        if stray is None:  # a str subclass whose slicing lies
+            stray = next(key for key in keys if type(key) is not str)
         return SnapshotStorageError(
             f"{self.__wrapped__!r} listed {_show(stray)} for prefix {full!r}: "
             f"a key outside {self._self_dir!r} is never passed on"
@@ -183,6 +199,15 @@ class AdvancedPrefix(Prefix, tier="advanced"):
         full_src = validate_dir_prefix(self._self_dir + src)
         full_dst = validate_dir_prefix(self._self_dir + dst)
         self.__wrapped__.sync(full_src, full_dst)
+
+
+def _as_list(keys: object, storage: SnapshotStorage, full: str) -> builtins.list[str]:
+    """The keys a storage listed as some other iterable, in a list."""
+    if not isinstance(keys, Iterable):
+        raise SnapshotStorageError(
+            f"{storage!r} listed {type(keys).__name__} for prefix {full!r}, not a list of keys"
+        )
+    return builtins.list(cast("Iterable[str]", keys))
 
 
 def _tenant_directory(prefix: object) -> str:
