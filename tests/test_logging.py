@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -702,6 +703,47 @@ def test_a_configuration_changed_after_the_first_entry_takes_effect(
     with capture_logs() as captured:
         storage.exists("media/c.jpg")
     assert [entry["path"] for entry in captured] == ["media/c.jpg"]
+
+
+def test_a_configuration_made_by_another_thread_during_assembly_takes_effect_at_the_next_entry(
+    memory: MemoryBackend, restore_structlog: None
+) -> None:
+    assembling, configured = threading.Event(), threading.Event()
+
+    class Slow(structlog.BoundLogger):
+        """Holds the first assembly until another thread has configured structlog."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if not assembling.is_set():
+                assembling.set()
+                configured.wait(timeout=30)
+
+    before: list[dict[str, Any]] = []
+    after: list[dict[str, Any]] = []
+
+    def keep(entries: list[dict[str, Any]]) -> Any:
+        def processor(logger: Any, name: str, event: dict[str, Any]) -> Any:
+            entries.append(event)
+            raise structlog.DropEvent
+
+        return processor
+
+    structlog.configure(processors=[keep(before)], wrapper_class=Slow)
+    storage = Logging(memory)
+    first = threading.Thread(target=storage.exists, args=("db/a.dump",))
+    first.start()
+    assert assembling.wait(timeout=30)
+    structlog.configure(processors=[keep(after)])  # while the first entry assembles
+    configured.set()
+    first.join(timeout=30)
+    storage.exists("db/b.dump")
+    storage.exists("media/c.jpg")
+    # The first entry went by the configuration it was assembled under; the
+    # next ones by the new one, not by the older logger kept until the next
+    # structlog.configure().
+    assert [entry["path"] for entry in before] == ["db/a.dump"]
+    assert [entry["path"] for entry in after] == ["db/b.dump", "media/c.jpg"]
 
 
 def test_the_library_never_configures_structlog(tmp_path: Path) -> None:

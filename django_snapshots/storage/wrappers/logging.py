@@ -263,14 +263,20 @@ def _bound(wrapper: Logging) -> Any:
     logger = wrapper._self_logger
     if config is None:
         return logger
+    # The configuration is read before the logger is assembled from it: a
+    # structlog.configure() in another thread while bind() runs then leaves
+    # an older configuration on record, which the next entry finds changed,
+    # where one read afterwards would pin the older logger until the next
+    # configure().
+    seen = (
+        config.default_processors, config.default_wrapper_class,
+        config.default_context_class, config.logger_factory,
+    )  # fmt: skip
     if type(logger) is _LAZY_PROXY:
         logger = logger.bind()
     # One tuple, replaced whole: threads that race here each keep a logger
     # that is right for the configuration they read.
-    assembled.kept = (
-        config.default_processors, config.default_wrapper_class,
-        config.default_context_class, config.logger_factory, logger,
-    )  # fmt: skip
+    assembled.kept = (*seen, logger)
     return logger
 
 
