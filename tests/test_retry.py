@@ -969,6 +969,70 @@ def test_read_waits_for_a_storage_stream_with_nothing_ready_and_returns_bytes() 
     assert all(type(part) is bytes for part in parts)
 
 
+class HesitantRaw(io.RawIOBase):
+    """A non-blocking raw stream: every other read finds nothing ready (None),
+    the others get at most 7 bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self._data = io.BytesIO(data)
+        self.calls = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self.calls += 1
+        if self.calls % 2:
+            return None
+        return self._data.readinto(memoryview(buffer).cast("B")[:7])
+
+
+NON_BLOCKING: dict[str, Callable[[bytes], Any]] = {
+    "raw": HesitantRaw,
+    "buffered": lambda data: io.BufferedReader(HesitantRaw(data)),
+}
+LINES = [b"line %02d " % i + b"x" * (i * 5) + b"\n" for i in range(12)] + [b"no newline"]
+
+
+@pytest.mark.parametrize("make", NON_BLOCKING.values(), ids=NON_BLOCKING.keys())
+def test_lines_of_a_non_blocking_storage_stream_are_whole_lines(make: Any) -> None:
+    storage = handing(make, b"".join(LINES))
+    with retry(storage).read("k") as stream:
+        # A readline that met "nothing ready yet" gave b"", and iterating
+        # ended there, as if the object were empty.
+        assert list(stream) == LINES
+    with retry(storage).read("k") as stream:
+        assert stream.readline(4) == b"line"
+        assert stream.readline() == LINES[0][4:]
+        assert stream.readlines() == LINES[1:]
+        assert stream.readline() == b""
+
+
+@pytest.mark.parametrize("make", NON_BLOCKING.values(), ids=NON_BLOCKING.keys())
+def test_lines_of_a_non_blocking_storage_stream_resume_whole(make: Any) -> None:
+    class Dropping(Handing):
+        def read(self, path: str) -> IO[bytes]:
+            stream = super().read(path)
+            if len(self.opened) > 1:
+                return stream  # type: ignore[no-any-return]
+            fault = Fault(ConnectionResetError("dropped"), after=30)
+            return FailingReader(stream, fault, seekable=False)  # type: ignore[return-value]
+
+    storage = Dropping(make)
+    storage.write("k", io.BytesIO(b"".join(LINES)))
+    with retry(storage).read("k") as stream:
+        assert list(stream) == LINES
+    assert len(storage.opened) == 2
+
+
+def test_read_of_a_raw_non_blocking_storage_stream_reads_to_the_end() -> None:
+    data = b"".join(LINES)
+    with retry(handing(HesitantRaw, data)).read("k") as stream:
+        # The raw stream's readall() stops at the first "nothing ready yet".
+        assert stream.read() == data
+
+
 def test_lines_of_a_raw_storage_stream_are_read_through_one_buffer() -> None:
     lines = [b"x" * 999 + b"\n"] * 3
     storage = handing(CountingRaw, b"".join(lines))

@@ -23,6 +23,7 @@ from django_snapshots.storage.streams import (
     ObservedReader,
     ReadableStream,
     StickyChunks,
+    _read_line,
     iter_chunks,
 )
 
@@ -498,3 +499,44 @@ def test_metered_chunks_whose_report_failed_keep_raising() -> None:
         with pytest.raises(RuntimeError, match="report failed"):
             next(chunks)
     assert report.calls == 1
+
+
+class _Hesitant(io.RawIOBase):
+    """A non-blocking raw stream: every other read finds nothing ready (None)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self._data = io.BytesIO(data)
+        self._calls = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._calls += 1
+        if self._calls % 2:
+            return None
+        return self._data.readinto(memoryview(buffer).cast("B")[:5])
+
+
+def test_a_metered_reader_reads_whole_lines_of_a_buffered_non_blocking_source() -> None:
+    lines = [b"first line\n", b"\n", b"third, and the longest line\n", b"last"]
+    report = Report()
+    reader = MeteredReader(io.BufferedReader(_Hesitant(b"".join(lines))), report)
+    # The buffer's readline gave b"" where nothing was ready yet: the lines
+    # ended there, and the read was reported complete.
+    assert list(reader) == lines
+    reader.close()
+    assert report.calls == [(None, sum(map(len, lines)), True)]
+
+
+@pytest.mark.parametrize("limit", [-1, 1, 3, 100])
+def test_read_line_stops_at_the_newline_the_limit_or_the_end(limit: int) -> None:
+    data = b"ab\ncdefg\n\nhij"
+    expected = io.BytesIO(data)
+    stream = io.BufferedReader(_Hesitant(data))
+    while True:
+        line = _read_line(stream, limit)
+        assert line == expected.readline(limit)
+        if not line:
+            break

@@ -292,7 +292,7 @@ class MeteredReader(ObservedReader):
         if self._eof or limit == 0:
             return b""
         try:
-            line = self._source.readline(limit)
+            line = _read_line(self._source, limit)
         except BaseException as exc:
             self._failure = exc
             self._end_with(exc)
@@ -494,6 +494,41 @@ def _size_of(size: Any) -> int:
         return -1
     size = operator.index(size)
     return -1 if size < 0 else size
+
+
+def _read_line(stream: IO[bytes], limit: int) -> bytes:
+    """A line of *stream*, of at most *limit* bytes (-1: no limit), as bytes.
+
+    A buffered stream over a non-blocking one ends its ``readline`` where
+    nothing more is ready yet: part of a line, or ``b""``, which looks like
+    the end of the stream.  A line that stops short of both its newline and
+    *limit* is therefore continued after a ``read(1)``, which waits through
+    "nothing ready" (None) and finds ``b""`` only at the end: one more call,
+    at the end of a blocking stream.
+    """
+    line = stream.readline(limit)
+    if type(line) is not bytes:
+        line = bytes(line)
+    if line[-1:] == b"\n" or len(line) == limit:
+        return line
+    pieces = [line]
+    taken = len(line)
+    while True:
+        more = stream.read(1)
+        while more is None:  # a non-blocking stream with nothing ready yet
+            more = stream.read(1)
+        if not more:
+            break
+        pieces.append(bytes(more))
+        taken += len(more)
+        if more == b"\n" or taken == limit:
+            break
+        rest = stream.readline(limit - taken if limit >= 0 else -1)
+        pieces.append(bytes(rest))
+        taken += len(rest)
+        if rest[-1:] == b"\n" or taken == limit:
+            break
+    return b"".join(pieces)
 
 
 def _read_into(source: IO[bytes], view: memoryview) -> int:

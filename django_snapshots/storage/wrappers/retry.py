@@ -95,6 +95,7 @@ from django_snapshots.storage.streams import (
     CHUNK_SIZE,
     ObservedReader,
     ReadableStream,
+    _read_line,
     _size_of,
     _start_of,
     _writable,
@@ -910,7 +911,7 @@ class _ResumingReader(io.RawIOBase, _Delivered):
         stream = self._stream
         assert stream is not None  # reopened by _resume before it reads
         if line:
-            data = stream.readline(size)
+            data = _read_line(stream, size)
         else:
             data = stream.read(size)
             while data is None:  # a non-blocking stream with nothing ready yet
@@ -945,11 +946,13 @@ class _ResumingReader(io.RawIOBase, _Delivered):
 def _fast_lines(stream: IO[bytes]) -> IO[bytes]:
     """*stream* itself when its ``readline`` is fast (a buffered stream, or
     one with a ``readline`` of its own); else *stream* buffered, as its
-    ``readline`` would read it a byte at a time."""
+    ``readline`` would read it a byte at a time.  The buffer reads it through
+    an ObservedReader, which waits while a non-blocking stream has nothing
+    ready: a buffer over such a stream returns what it has then, which
+    ``readline`` and ``read()`` would hand out as the end of a line or of
+    the object."""
     if getattr(type(stream), "readline", _GENERIC_READLINE) is not _GENERIC_READLINE:
         return stream
-    if isinstance(stream, io.RawIOBase):
-        return buffered(stream)
     return buffered(ObservedReader(stream))
 
 
