@@ -1,6 +1,7 @@
 """The fast paths of the read streams, read every way a caller can, through a
 stack: Logging over Retry over a storage whose reads fail where the test
-says and whose object may be replaced meanwhile.
+says, may find nothing ready yet (a non-blocking stream), and whose object
+may be replaced meanwhile.
 
 Whatever the reads, the caller gets every byte of one version of the object
 exactly once, or a SnapshotObjectChangedError after a part of the version it
@@ -29,17 +30,23 @@ UNHASHED = 64 * 1024
 
 class Dropping(io.RawIOBase):
     """*data*, read in pieces of at most *step* bytes, that raises
-    ConnectionResetError once *drop_at* bytes went through (never, for None)."""
+    ConnectionResetError once *drop_at* bytes went through (never, for None).
+    A *hesitant* one is non-blocking: every other read finds nothing ready."""
 
-    def __init__(self, data: bytes, drop_at: int | None, step: int) -> None:
+    def __init__(self, data: bytes, drop_at: int | None, step: int, *, hesitant: bool) -> None:
         super().__init__()
         self._data, self._drop_at, self._step = data, drop_at, step
         self._position = 0
+        self._hesitant = hesitant
+        self._calls = 0
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: Any) -> int | None:
+        self._calls += 1
+        if self._hesitant and self._calls % 2:
+            return None
         view = memoryview(buffer).cast("B")
         if self._drop_at is not None and self._position >= self._drop_at:
             raise ConnectionResetError("dropped")
@@ -57,10 +64,18 @@ class Flaky:
     ``drops[n]``, and from the read after ``replace_at`` on, it is *replacement*."""
 
     def __init__(
-        self, data: bytes, drops: list[int], step: int, replacement: bytes | None, replace_at: int
+        self,
+        data: bytes,
+        drops: list[int],
+        step: int,
+        replacement: bytes | None,
+        replace_at: int,
+        *,
+        hesitant: bool,
     ) -> None:
         self.versions = [data] if replacement is None else [data, replacement]
         self.drops, self.step, self.replace_at = drops, step, replace_at
+        self.hesitant = hesitant
         self.opened = 0
 
     def __repr__(self) -> str:
@@ -70,7 +85,8 @@ class Flaky:
         version = self.versions[-1] if self.opened > self.replace_at else self.versions[0]
         drop = self.drops[self.opened] if self.opened < len(self.drops) else None
         self.opened += 1
-        return Dropping(version, drop, self.step)  # type: ignore[return-value]
+        stream = Dropping(version, drop, self.step, hesitant=self.hesitant)
+        return stream  # type: ignore[return-value]
 
     def write(self, path: str, content: IO[bytes]) -> None:
         raise NotImplementedError
@@ -130,6 +146,7 @@ offsets = st.one_of(
     step=st.sampled_from([3, 1000, UNHASHED, 1 << 20]),
     change=st.sampled_from(["none", "same start", "flipped byte", "shorter", "longer"]),
     replace_at=st.integers(min_value=0, max_value=3),
+    hesitant=st.booleans(),
     how=reads,
     seed=st.integers(min_value=0, max_value=1 << 16),
 )
@@ -139,6 +156,7 @@ def test_every_way_of_reading_gets_one_version_whole_and_one_report(
     step: int,
     change: str,
     replace_at: int,
+    hesitant: bool,
     how: list[tuple[str, int]],
     seed: int,
 ) -> None:
@@ -155,7 +173,7 @@ def test_every_way_of_reading_gets_one_version_whole_and_one_report(
         "shorter": data[: size // 2],
         "longer": rng.randbytes(size + 10),
     }[change]
-    storage = Flaky(data, drops, step, replacement, replace_at)
+    storage = Flaky(data, drops, step, replacement, replace_at, hesitant=hesitant)
     stack = Logging(Retry(storage, attempts=10, wait_initial=0, wait_max=0, wait_jitter=0))
     got: list[bytes] = []
     with capture_logs() as entries:
