@@ -23,7 +23,6 @@ from django_snapshots.storage.streams import (
     ObservedReader,
     ReadableStream,
     StickyChunks,
-    _read_line,
     iter_chunks,
 )
 
@@ -531,12 +530,12 @@ def test_a_metered_reader_reads_whole_lines_of_a_buffered_non_blocking_source() 
 
 
 @pytest.mark.parametrize("limit", [-1, 1, 3, 100])
-def test_read_line_stops_at_the_newline_the_limit_or_the_end(limit: int) -> None:
+def test_a_metered_reader_s_lines_stop_at_the_newline_the_limit_or_the_end(limit: int) -> None:
     data = b"ab\ncdefg\n\nhij"
     expected = io.BytesIO(data)
-    stream = io.BufferedReader(_Hesitant(data))
+    reader = MeteredReader(io.BufferedReader(_Hesitant(data)), Report())
     while True:
-        line = _read_line(stream, limit)
+        line = reader.readline(limit)
         assert line == expected.readline(limit)
         if not line:
             break

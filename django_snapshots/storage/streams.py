@@ -292,15 +292,18 @@ class MeteredReader(ObservedReader):
         if self._eof or limit == 0:
             return b""
         try:
-            line = _read_line(self._source, limit)
+            line = self._source.readline(limit)
+            if line[-1:] != b"\n" and len(line) != limit:  # short: see _line_on
+                line = _line_on(self._source, line, limit)
+                # Still short: the source ended, which a line read next would
+                # only find again.
+                self._eof = line[-1:] != b"\n" and len(line) != limit
         except BaseException as exc:
             self._failure = exc
             self._end_with(exc)
             raise
-        if line:
-            self._bytes += len(line)
-        else:
-            self._eof = True
+        self._bytes += len(line)
+        if self._eof:
             self._end_with(None)
         return line
 
@@ -496,22 +499,19 @@ def _size_of(size: Any) -> int:
     return -1 if size < 0 else size
 
 
-def _read_line(stream: IO[bytes], limit: int) -> bytes:
-    """A line of *stream*, of at most *limit* bytes (-1: no limit), as bytes.
+def _line_on(stream: IO[bytes], line: bytes, limit: int) -> bytes:
+    """*line*, which *stream*'s ``readline`` ended short of its newline and
+    of *limit* (-1: no limit), continued to its newline, *limit* or the end
+    of *stream*, as bytes.
 
     A buffered stream over a non-blocking one ends its ``readline`` where
     nothing more is ready yet: part of a line, or ``b""``, which looks like
-    the end of the stream.  A line that stops short of both its newline and
-    *limit* is therefore continued after a ``read(1)``, which waits through
-    "nothing ready" (None) and finds ``b""`` only at the end: one more call,
-    at the end of a blocking stream.
+    the end of the stream.  A ``read(1)`` tells: it waits through "nothing
+    ready" (None), and finds ``b""`` only at the end, so a blocking stream
+    pays this one call at its end.  The readers check for a short line
+    themselves, which saves a call per line.
     """
-    line = stream.readline(limit)
-    if type(line) is not bytes:
-        line = bytes(line)
-    if line[-1:] == b"\n" or len(line) == limit:
-        return line
-    pieces = [line]
+    pieces = [bytes(line)]
     taken = len(line)
     while True:
         more = stream.read(1)

@@ -95,7 +95,7 @@ from django_snapshots.storage.streams import (
     CHUNK_SIZE,
     ObservedReader,
     ReadableStream,
-    _read_line,
+    _line_on,
     _size_of,
     _start_of,
     _writable,
@@ -762,8 +762,8 @@ class _ResumingReader(io.RawIOBase, _Delivered):
     # other io.IOBase method, the finaliser that closes a stream dropped
     # unclosed included, reads the ``closed`` attribute, this slot.)
     __slots__ = (
-        "_failure", "_hash", "_held", "_path", "_reread", "_size", "_stream", "_wrapper",
-        "closed",
+        "_ended", "_failure", "_hash", "_held", "_path", "_reread", "_size", "_stream",
+        "_wrapper", "closed",
     )  # fmt: skip
     closed: bool
 
@@ -780,6 +780,7 @@ class _ResumingReader(io.RawIOBase, _Delivered):
         self._hash = None
         self._held = []
         self._reread = 0
+        self._ended = False  # a line found the end of the object
         # Last: until it is set, the finaliser leaves a half-made reader alone.
         self.closed = False
 
@@ -838,7 +839,7 @@ class _ResumingReader(io.RawIOBase, _Delivered):
         if self.closed:
             raise ValueError("I/O operation on closed file")
         limit = size if type(size) is int else _size_of(size)
-        if limit == 0:
+        if limit == 0 or self._ended:
             return b""
         try:
             return self._take(limit, True)
@@ -911,7 +912,12 @@ class _ResumingReader(io.RawIOBase, _Delivered):
         stream = self._stream
         assert stream is not None  # reopened by _resume before it reads
         if line:
-            data = _read_line(stream, size)
+            data = stream.readline(size)
+            if data[-1:] != b"\n" and len(data) != size:  # short: see _line_on
+                data = _line_on(stream, data, size)
+                # Still short: the object ended, which the next line would
+                # only find again, at the cost of another read.
+                self._ended = data[-1:] != b"\n" and len(data) != size
         else:
             data = stream.read(size)
             while data is None:  # a non-blocking stream with nothing ready yet
