@@ -621,6 +621,24 @@ def test_a_bound_logger_adds_its_context_to_every_entry(memory: MemoryBackend) -
         assert entry["request_id"] == "r-1"
 
 
+def test_a_logger_given_context_lazily_follows_a_configuration_made_later(
+    memory: MemoryBackend, restore_structlog: None
+) -> None:
+    structlog.reset_defaults()  # a project that has not configured structlog yet
+    lazy = Logging(memory, logger=structlog.get_logger("audit", tenant="acme"))
+    eager = Logging(memory, logger=structlog.get_logger("audit").bind(tenant="acme"))
+    seen: list[tuple[str, str]] = []
+
+    def keep(logger: Any, name: str, event: dict[str, Any]) -> Any:
+        seen.append((event["path"], event["tenant"]))
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[keep])  # the project configures structlog now
+    lazy.exists("db/a.dump")
+    eager.exists("db/b.dump")  # assembled by bind() under the defaults: never seen
+    assert seen == [("db/a.dump", "acme")]
+
+
 def test_the_logger_is_keyword_only(memory: MemoryBackend) -> None:
     with pytest.raises(TypeError):
         Logging(memory, structlog.get_logger())  # type: ignore[call-overload]

@@ -78,9 +78,14 @@ _EVENTS = {
 class Logging(StorageWrapper):
     """Log every operation on *storage* as one structured audit entry.
 
-    *logger* is any structlog logger, e.g. one with bound context
-    (``structlog.get_logger("django_snapshots.storage").bind(tenant="acme")``),
-    whose context then appears in every entry.  By default the entries go to
+    *logger* is any structlog logger, e.g. one with context
+    (``structlog.get_logger("django_snapshots.storage", tenant="acme")``),
+    which then appears in every entry.  Give the context that way rather than
+    with ``.bind()``: ``bind`` assembles the logger there and then, so one
+    bound before the project configures structlog keeps the configuration of
+    that moment (structlog's defaults, printing to standard output) for good,
+    where a lazy logger follows every later ``structlog.configure``.  By
+    default the entries go to
     ``structlog.get_logger("django_snapshots.storage")``; the library never
     configures structlog, so they end up wherever the project sends its logs.
     A lazy logger (what ``structlog.get_logger`` and ``structlog.wrap_logger``
