@@ -98,7 +98,6 @@ from django_snapshots.storage.streams import (
     _line_on,
     _size_of,
     _start_of,
-    _writable,
     buffered,
     check_binary_content,
     iter_chunks,
@@ -742,7 +741,7 @@ class _Delivered:
         )
 
 
-class _ResumingReader(io.RawIOBase, _Delivered):
+class _ResumingReader(ReadableStream, _Delivered):
     """The stream ``Retry.read`` hands out.
 
     It reads straight from the storage's stream (made buffered by
@@ -768,7 +767,7 @@ class _ResumingReader(io.RawIOBase, _Delivered):
     closed: bool
 
     def __init__(self, wrapper: Retry, path: str, stream: IO[bytes]) -> None:
-        # io.RawIOBase.__init__ sets nothing, so it is not called.
+        # io.RawIOBase.__init__ sets nothing, so no base's __init__ is called.
         self._wrapper = wrapper
         # As _fast_lines does, without a call unless the stream needs a buffer.
         if getattr(type(stream), "readline", _GENERIC_READLINE) is _GENERIC_READLINE:
@@ -783,9 +782,6 @@ class _ResumingReader(io.RawIOBase, _Delivered):
         self._ended = False  # a line found the end of the object
         # Last: until it is set, the finaliser leaves a half-made reader alone.
         self.closed = False
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int | None = -1) -> bytes:
         if self._failure is not None:
@@ -823,15 +819,6 @@ class _ResumingReader(io.RawIOBase, _Delivered):
             return self._complete(data, want)
         # Resumed outside the handler, so that later failures do not chain to this one.
         return self._recover(error, want)
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        view = _writable(buffer)  # before the read: its bytes would be lost
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def readline(self, size: int | None = -1) -> bytes:
         if self._failure is not None:
