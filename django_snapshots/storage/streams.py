@@ -294,10 +294,7 @@ class MeteredReader(ObservedReader):
         try:
             line = self._source.readline(limit)
             if line[-1:] != b"\n" and len(line) != limit:  # short: see _line_on
-                line = _line_on(self._source, line, limit)
-                # Still short: the source ended, which a line read next would
-                # only find again.
-                self._eof = line[-1:] != b"\n" and len(line) != limit
+                line, self._eof = _line_on(self._source, line, limit)
         except BaseException as exc:
             self._failure = exc
             self._end_with(exc)
@@ -499,10 +496,11 @@ def _size_of(size: Any) -> int:
     return -1 if size < 0 else size
 
 
-def _line_on(stream: IO[bytes], line: bytes, limit: int) -> bytes:
+def _line_on(stream: IO[bytes], line: bytes, limit: int) -> tuple[bytes, bool]:
     """*line*, which *stream*'s ``readline`` ended short of its newline and
     of *limit* (-1: no limit), continued to its newline, *limit* or the end
-    of *stream*, as bytes.
+    of *stream*, as bytes; and whether it found the end, which a line read
+    next would only find again.
 
     A buffered stream over a non-blocking one ends its ``readline`` where
     nothing more is ready yet: part of a line, or ``b""``, which looks like
@@ -518,7 +516,7 @@ def _line_on(stream: IO[bytes], line: bytes, limit: int) -> bytes:
         while more is None:  # a non-blocking stream with nothing ready yet
             more = stream.read(1)
         if not more:
-            break
+            return b"".join(pieces), True
         pieces.append(bytes(more))
         taken += len(more)
         if more == b"\n" or taken == limit:
@@ -528,7 +526,7 @@ def _line_on(stream: IO[bytes], line: bytes, limit: int) -> bytes:
         taken += len(rest)
         if rest[-1:] == b"\n" or taken == limit:
             break
-    return b"".join(pieces)
+    return b"".join(pieces), False
 
 
 def _read_into(source: IO[bytes], view: memoryview) -> int:

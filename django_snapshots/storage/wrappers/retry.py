@@ -901,10 +901,7 @@ class _ResumingReader(ReadableStream, _Delivered):
         if line:
             data = stream.readline(size)
             if data[-1:] != b"\n" and len(data) != size:  # short: see _line_on
-                data = _line_on(stream, data, size)
-                # Still short: the object ended, which the next line would
-                # only find again, at the cost of another read.
-                self._ended = data[-1:] != b"\n" and len(data) != size
+                data, self._ended = _line_on(stream, data, size)
         else:
             data = stream.read(size)
             while data is None:  # a non-blocking stream with nothing ready yet
