@@ -587,7 +587,7 @@ class RcloneBackend:
             if (
                 leftover is not None
                 and leftover.name.startswith(prefix)
-                and now - leftover.modified >= limit
+                and leftover.age(now) >= limit
             ):
                 found.append(leftover)
         return found
@@ -628,7 +628,7 @@ class RcloneBackend:
         if not isinstance(entry, dict):
             return None
         current = self._as_leftover(_to_rclone(leftover.name), entry)
-        if current is None or datetime.now(timezone.utc) - current.modified < limit:
+        if current is None or current.age() < limit:
             return None
         result = self._run("deletefile", location)
         if result.returncode in _NOT_FOUND:
