@@ -56,7 +56,6 @@ STANDARD_STREAM = "-"
 # A write can go quiet for a while (a slow link, a paused database dump)
 # without having crashed: ``cleanup`` never takes a shorter age from an operator.
 _MIN_CLEANUP_AGE = datetime.timedelta(minutes=1)
-_MIN_CLEANUP_AGE_TEXT = "1m"
 
 
 class CommandFailed(Exception):
@@ -221,7 +220,7 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     cleanup.add_argument("--older-than", default="24h", metavar="DURATION",
                          help="how long a leftover must have been left alone, as a whole number "
                          "and a unit: 90s, 30m, 24h, 7d or 2w (default: 24h; at least "
-                         f"{_MIN_CLEANUP_AGE_TEXT})")  # fmt: skip
+                         f"{_age(_MIN_CLEANUP_AGE)})")  # fmt: skip
     cleanup.add_argument("-n", "--dry-run", action="store_true",
                          help="only print what would be removed")  # fmt: skip
     keygen = add("keygen", "Make a new age identity for Encrypt",
@@ -398,7 +397,7 @@ def _cleanup(options: dict[str, Any], console: Console) -> None:
     if older_than < _MIN_CLEANUP_AGE:
         raise CommandFailed(
             f"--older-than {text} would remove the pieces of writes that are "
-            f"still running; give at least {_MIN_CLEANUP_AGE_TEXT}"
+            f"still running; give at least {_age(_MIN_CLEANUP_AGE)}"
         )
     dry_run = bool(options.get("dry_run", False))
     storage = get_storage()
