@@ -1144,7 +1144,8 @@ def test_cleanup_refuses_an_age_that_would_catch_running_writes(
     assert young.exists()
 
 
-def test_cleanup_of_a_storage_without_cleanup_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "logged"])
+def test_cleanup_of_a_storage_without_cleanup_says_so(wrapped: bool) -> None:
     class Minimal:
         """A third-party backend with the five methods and nothing more."""
 
@@ -1166,6 +1167,7 @@ def test_cleanup_of_a_storage_without_cleanup_says_so(tmp_path: Path) -> None:
         def exists(self, path: str) -> bool:
             return self._inner.exists(path)
 
-    with override_settings(SNAPSHOTS={"STORAGE": Logging(Minimal())}):
+    storage = Logging(Minimal()) if wrapped else Minimal()
+    with override_settings(SNAPSHOTS={"STORAGE": storage}):
         message = fails("cleanup")
     assert "Minimal has no cleanup()" in message
