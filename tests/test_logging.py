@@ -698,17 +698,10 @@ def test_a_configuration_changed_after_the_first_entry_takes_effect(
     first: list[dict[str, Any]] = []
     second: list[dict[str, Any]] = []
 
-    def keep(entries: list[dict[str, Any]]) -> Any:
-        def processor(logger: Any, name: str, event: dict[str, Any]) -> Any:
-            entries.append(event)
-            raise structlog.DropEvent
-
-        return processor
-
     storage = Logging(memory)
-    structlog.configure(processors=[keep(first)], wrapper_class=structlog.BoundLogger)
+    structlog.configure(processors=[_keeping(first)], wrapper_class=structlog.BoundLogger)
     storage.exists("db/a.dump")
-    structlog.configure(processors=[keep(second)])
+    structlog.configure(processors=[_keeping(second)])
     storage.exists("db/b.dump")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     storage.exists("db/c.jpg")  # now dropped by level
@@ -740,19 +733,12 @@ def test_a_configuration_made_by_another_thread_during_assembly_takes_effect_at_
     before: list[dict[str, Any]] = []
     after: list[dict[str, Any]] = []
 
-    def keep(entries: list[dict[str, Any]]) -> Any:
-        def processor(logger: Any, name: str, event: dict[str, Any]) -> Any:
-            entries.append(event)
-            raise structlog.DropEvent
-
-        return processor
-
-    structlog.configure(processors=[keep(before)], wrapper_class=Slow)
+    structlog.configure(processors=[_keeping(before)], wrapper_class=Slow)
     storage = Logging(memory)
     first = threading.Thread(target=storage.exists, args=("db/a.dump",))
     first.start()
     assert assembling.wait(timeout=30)
-    structlog.configure(processors=[keep(after)])  # while the first entry assembles
+    structlog.configure(processors=[_keeping(after)])  # while the first entry assembles
     configured.set()
     first.join(timeout=30)
     storage.exists("db/b.dump")
@@ -808,6 +794,16 @@ class TestLoggingOverLocalFileSystemBackend(StorageConformance):
 
 def _silent() -> Any:
     return structlog.wrap_logger(structlog.ReturnLogger())
+
+
+def _keeping(entries: list[dict[str, Any]]) -> Any:
+    """A structlog processor that adds each entry to *entries* and drops it."""
+
+    def processor(logger: Any, name: str, event: dict[str, Any]) -> Any:
+        entries.append(event)
+        raise structlog.DropEvent
+
+    return processor
 
 
 def test_exists_entries_say_whether_the_key_was_found() -> None:
