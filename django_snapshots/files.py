@@ -279,7 +279,9 @@ class SnapshotFileStorage(Storage):
         if built is None:
             with self._lock:
                 if self._built is None:
-                    self._built = _build(self._data)
+                    self._built = build_storage(
+                        self._data, setting="SnapshotFileStorage(storage=...)"
+                    )
                 built = self._built
         return built
 
@@ -614,10 +616,6 @@ def _stack_data(
 
 def _describe(value: object) -> str:
     return f"the class {value.__name__}" if isinstance(value, type) else type(value).__name__
-
-
-def _build(data: Mapping[str, Any]) -> SnapshotStorage:
-    return build_storage(data, setting="SnapshotFileStorage(storage=...)")
 
 
 def _count(source: IO[bytes]) -> int:
