@@ -39,6 +39,7 @@ from django_snapshots.storage.streams import CHUNK_SIZE
 from django_snapshots.testing import Chaos
 from tests.conftest import S3Bucket
 from tests.test_conf import fresh_storage_cache
+from tests.test_retry import BasicMemory
 
 pytestmark = pytest.mark.usefixtures(fresh_storage_cache.__name__)
 
@@ -1146,28 +1147,8 @@ def test_cleanup_refuses_an_age_that_would_catch_running_writes(
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "logged"])
 def test_cleanup_of_a_storage_without_cleanup_says_so(wrapped: bool) -> None:
-    class Minimal:
-        """A third-party backend with the five methods and nothing more."""
-
-        def __init__(self) -> None:
-            self._inner = MemoryBackend()
-
-        def read(self, path: str) -> Any:
-            return self._inner.read(path)
-
-        def write(self, path: str, content: Any) -> None:
-            self._inner.write(path, content)
-
-        def list(self, prefix: str) -> list[str]:
-            return self._inner.list(prefix)
-
-        def delete(self, path: str) -> None:
-            self._inner.delete(path)
-
-        def exists(self, path: str) -> bool:
-            return self._inner.exists(path)
-
-    storage = Logging(Minimal()) if wrapped else Minimal()
+    # A third-party backend with the five methods and nothing more.
+    storage = Logging(BasicMemory()) if wrapped else BasicMemory()
     with override_settings(SNAPSHOTS={"STORAGE": storage}):
         message = fails("cleanup")
-    assert "Minimal has no cleanup()" in message
+    assert "BasicMemory has no cleanup()" in message
