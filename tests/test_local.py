@@ -1053,20 +1053,57 @@ def test_a_sync_copy_whose_times_cannot_be_set_is_in_place_and_copied_again_next
 DAY = 24 * 3600
 LEFTOVER = ".snapshots-write-0123456789abcdef\x7f"
 
-# Streams two MiB into a key, says so, then blocks until it is killed.
-KILLED_WRITER = """
-import sys, time
+# Streams two MiB into a key, says so, then blocks until a line comes on its
+# standard input (or it is killed), writes one more MiB and says it stored.
+WRITER = """
+import sys
 from django_snapshots.storage.local import LocalFileSystemBackend
 
 def chunks():
     yield b"x" * (1 << 20)
     yield b"y" * (1 << 20)
     print("writing", flush=True)  # both chunks are in the temporary file now
-    time.sleep(600)
-    yield b"never written"
+    sys.stdin.readline()
+    yield b"z" * (1 << 20)
 
 LocalFileSystemBackend(sys.argv[1]).stream_write(sys.argv[2], chunks())
+print("stored", flush=True)
 """
+
+
+@contextlib.contextmanager
+def _writer(root: Path, key: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run WRITER on *key* in a child process until its source blocks, let
+    the caller look at it, then kill it with SIGKILL (if it is still
+    running)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root), key],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stderr is not None
+        assert child.stdout.readline() == b"writing\n", child.stderr.read()
+        yield child
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        for stream in (child.stdin, child.stdout, child.stderr):
+            stream.close()  # type: ignore[union-attr]
+
+
+def _resume(child: subprocess.Popen[bytes]) -> None:
+    """Let WRITER's source go on, and wait until the write is done."""
+    assert child.stdin is not None
+    assert child.stdout is not None
+    assert child.stderr is not None
+    child.stdin.write(b"go\n")
+    child.stdin.flush()
+    assert child.stdout.readline() == b"stored\n", child.stderr.read()
+    assert child.wait() == 0
 
 
 def _leave(path: Path, *, age: float = 2 * DAY, data: bytes = b"left by a crash") -> Path:
@@ -1097,20 +1134,8 @@ def test_cleanup_removes_the_temporary_file_of_a_writer_killed_mid_write(
     """The leftover is real: a child process streams an object through
     stream_write from a generator that blocks, and is killed with SIGKILL."""
     storage.write("db/kept.dump", io.BytesIO(b"kept"))
-    child = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITER, str(root), key],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stderr is not None
-        assert child.stdout.readline() == b"writing\n", child.stderr.read()
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        child.stdout.close()  # type: ignore[union-attr]
-        child.stderr.close()  # type: ignore[union-attr]
+    with _writer(root, key) as child:
+        pass
     assert child.returncode == -signal.SIGKILL
     directory = key.rpartition("/")[0]
     [name] = _temporary_files(root / directory)
@@ -1125,6 +1150,92 @@ def test_cleanup_removes_the_temporary_file_of_a_writer_killed_mid_write(
     assert storage.cleanup() == expected
     assert _tree(root) == after
     assert storage.cleanup(older_than=0) == []
+
+
+def test_cleanup_keeps_the_temporary_file_a_writer_holds_open_however_old_it_looks(
+    storage: LocalFileSystemBackend, root: Path
+) -> None:
+    """A child process streams an object from a generator that blocks, so
+    that its temporary file is open and idle; aged by two days, the file is
+    kept and not reported, and the write then stores its own bytes.  A
+    second writer, killed with SIGKILL, leaves a file that cleanup
+    removes."""
+    with _writer(root, "db/big.dump") as child:
+        [name] = _temporary_files(root / "db")
+        when = time.time() - 2 * DAY  # as if its source had stalled for two days
+        os.utime(root / "db" / name, (when, when))
+        assert storage.cleanup(dry_run=True) == []
+        assert storage.cleanup() == []
+        assert storage.cleanup(older_than=0) == []
+        assert (root / "db" / name).exists()
+        _resume(child)
+    assert _tree(root) == {
+        "db": None,
+        "db/big.dump": b"x" * (1 << 20) + b"y" * (1 << 20) + b"z" * (1 << 20),
+    }
+
+    with _writer(root, "db/big.dump") as child:
+        pass
+    assert child.returncode == -signal.SIGKILL
+    [name] = _temporary_files(root / "db")
+    os.utime(root / "db" / name, (when, when))
+    assert [leftover.name for leftover in storage.cleanup()] == [f"db/{name}"]
+    assert _temporary_files(root) == []
+    assert list(_tree(root)) == ["db", "db/big.dump"]  # the first writer's object, kept
+
+
+# Cleans up a location holding one old temporary file; at the moment cleanup
+# is about to remove it, another process opens it.  The opener waits until
+# cleanup lets go of the file, and the kernel tells cleanup with a signal
+# (SIGURG, blocked here so that the moment it arrives is known).
+OPENED_DURING_CLEANUP = """
+import os, signal, subprocess, sys
+root, name = sys.argv[1], sys.argv[2]
+if sys.argv[3] == "local":
+    from django_snapshots.storage import LocalFileSystemBackend
+    storage = LocalFileSystemBackend(root)
+else:
+    from django.core.files.storage import FileSystemStorage
+    from django_snapshots.storage import DjangoStorageBackend
+    storage = DjangoStorageBackend(FileSystemStorage(location=root))
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGURG})
+unlink, openers = os.unlink, []
+def unlink_once_opened(path, *, dir_fd=None):
+    reader = "import sys; open(sys.argv[1], 'rb').close()"
+    openers.append(subprocess.Popen([sys.executable, "-c", reader, os.path.join(root, name)]))
+    assert signal.sigtimedwait({signal.SIGURG}, 60) is not None, "the opener never tried"
+    unlink(path, dir_fd=dir_fd)
+os.unlink = unlink_once_opened
+removed = storage.cleanup(older_than=3600)
+print([leftover.name for leftover in removed], openers[0].wait(60), flush=True)
+"""
+
+
+def opened_during_cleanup(root: Path, name: str, kind: str) -> subprocess.CompletedProcess[bytes]:
+    """Run OPENED_DURING_CLEANUP on the *kind* of backend (``local`` or
+    ``django``, over a FileSystemStorage) at *root*."""
+    return subprocess.run(
+        [sys.executable, "-c", OPENED_DURING_CLEANUP, str(root), name, kind],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        cwd=Path(__file__).parent.parent,
+    )
+
+
+def test_a_temporary_file_opened_while_cleanup_removes_it_never_kills_the_cleanup(
+    root: Path,
+) -> None:
+    """Cleanup holds a lease on the file it removes; whoever opens the file
+    meanwhile makes the kernel signal the holder, with SIGIO unless told
+    otherwise, whose default action ends the process (a web or task worker
+    running cleanup).  The opener is not harmed: its open waits until the
+    lease ends, then succeeds."""
+    _leave(root / "db" / LEFTOVER)
+    child = opened_during_cleanup(root, f"db/{LEFTOVER}", "local")
+    assert child.returncode == 0, child.stderr.decode(errors="replace")
+    assert child.stdout == f"[{f'db/{LEFTOVER}'!r}] 0\n".encode()
+    assert _tree(root) == {}
 
 
 def test_cleanup_keeps_the_temporary_file_of_a_write_in_progress(
@@ -1143,24 +1254,54 @@ def test_cleanup_keeps_the_temporary_file_of_a_write_in_progress(
     assert _tree(root) == {"db": None, "db/latest.dump": b"firstsecond"}
 
 
-def test_a_write_idle_for_longer_than_the_limit_loses_its_file_and_fails_cleanly(
+def test_a_write_idle_for_longer_than_the_limit_keeps_its_file_and_stores_its_data(
     storage: LocalFileSystemBackend, root: Path
 ) -> None:
+    """A writer of this very process holds its temporary file open too."""
     storage.write("db/latest.dump", io.BytesIO(b"old"))
-    removed: list[list[str]] = []
+    found: list[object] = []
 
     def chunks() -> Iterator[bytes]:
         yield b"first"
         [name] = _temporary_files(root / "db")
         when = time.time() - 2 * 3600  # as if its source stalled for two hours
         os.utime(root / "db" / name, (when, when))
+        found.append(storage.cleanup(older_than=3600, dry_run=True))
+        found.append(storage.cleanup(older_than=3600))
+        yield b"second"
+
+    storage.stream_write("db/latest.dump", chunks())
+    assert found == [[], []]
+    assert _tree(root) == {"db": None, "db/latest.dump": b"firstsecond"}
+
+
+def _unreadable_idle_write_scenario(location: Path) -> None:
+    storage = LocalFileSystemBackend(location)
+    storage.write("db/latest.dump", io.BytesIO(b"old"))
+    removed: list[list[str]] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield b"first"
+        [name] = _temporary_files(location / "db")
+        when = time.time() - 2 * 3600  # as if its source stalled for two hours
+        os.utime(location / "db" / name, (when, when))
+        # Cleanup can neither open it nor, so, take a lease on it.
+        (location / "db" / name).chmod(0)
         removed.append([leftover.name for leftover in storage.cleanup(older_than=3600)])
         yield b"second"
 
     with pytest.raises(SnapshotStorageError, match="a cleanup removed its temporary file"):
         storage.stream_write("db/latest.dump", chunks())
     assert len(removed[0]) == 1
-    assert _tree(root) == {"db": None, "db/latest.dump": b"old"}
+    assert _tree(location) == {"db": None, "db/latest.dump": b"old"}
+
+
+def test_a_write_idle_for_longer_than_the_limit_whose_file_cannot_be_leased_fails_cleanly() -> None:
+    """Where cleanup cannot tell whether the file is open (here it cannot
+    open it; elsewhere: another system, a network file system), the age
+    alone decides: the idle write loses its file, fails at its rename and
+    leaves the old object as it was."""
+    _run_as_nobody(_unreadable_idle_write_scenario)
 
 
 def test_cleanup_never_takes_the_copy_a_sync_is_about_to_put_in_place(

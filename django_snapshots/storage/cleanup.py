@@ -15,9 +15,12 @@ It removes each leftover under *prefix* that nobody has written to for at
 least *older_than* (a :class:`~datetime.timedelta`, or seconds), and returns
 what it removed; with ``dry_run=True`` it removes nothing and returns what
 it would remove.  It never touches a key, nor a write younger than the
-limit: a write in progress keeps its leftover fresh.  Every wrapper passes
-``cleanup`` on with its prefix mapped, so ``Prefix`` confines it to the
-tenant's leftovers and names them relative to the tenant:
+limit: a write in progress keeps its leftover fresh.  Where the storage can
+tell (a local directory, on Linux), a leftover that a process of this host
+holds open is kept too, however old: its write is only waiting for its
+source.  Every wrapper passes ``cleanup`` on with its prefix mapped, so
+``Prefix`` confines it to the tenant's leftovers and names them relative to
+the tenant:
 
 .. code-block:: python
 
@@ -36,11 +39,20 @@ On the command line: ``snapshots cleanup [PREFIX] [--older-than 24h] [--dry-run]
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import re
+import signal
+import sys
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
 from django_snapshots.storage.keys import validate_prefix
+
+if sys.platform == "linux":
+    import fcntl
 
 __all__ = [
     "DEFAULT_OLDER_THAN",
@@ -60,6 +72,16 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # reads, so a duration could print as something other than what it is.
 _DURATION = re.compile(r"(?:([0-9]+)([smhdw]))+")
 _PART = re.compile(r"([0-9]+)([smhdw])")
+
+# How a leftover is opened to be leased: never through a link, never
+# waiting (on a FIFO swapped in, or on another process's lease), never
+# inherited by a child.
+_PEEK_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
 
 
 class Leftover(NamedTuple):
@@ -163,3 +185,69 @@ def _seconds(seconds: float, *, shown: str) -> timedelta:
         raise ValueError(
             f"duration {shown} is too long: at most {timedelta.max.days} days"
         ) from None
+
+
+@contextlib.contextmanager
+def _unless_open(file: str, directory: int, info: os.stat_result) -> Iterator[bool]:
+    """Tell whether the file *file* of the open *directory* (the file *info*
+    describes, as ``os.stat`` saw it) is open in no process of this host,
+    and keep anyone from opening it until the block ends.
+
+    A write lease (Linux) is granted only on a file no other open file
+    description refers to, in this process or any other: a writer holding
+    its temporary file open keeps it, however long it has been idle.  The
+    lease holds off new openers (their ``open`` waits, or fails with
+    ``EWOULDBLOCK`` if non-blocking) until it ends, when the descriptor is
+    closed at the end of the block; unlinking the file meanwhile is fine (an
+    unlink breaks NFS delegations, never leases).  So the block must only
+    remove the file, never do slow work.
+
+    Where no lease can be had (another system, a network file system, a file
+    of another user without ``CAP_LEASE``, an unreadable file) this cannot
+    be told, and the file's age alone decides: the block sees True."""
+    fd = None
+    unused = True
+    if sys.platform == "linux":
+        try:
+            fd = os.open(file, _PEEK_FLAGS, dir_fd=directory)
+        except FileNotFoundError:
+            unused = False  # gone meanwhile
+        except OSError as exc:
+            # ELOOP: swapped for a link meanwhile.  EWOULDBLOCK: someone holds
+            # a lease on it (a client's oplock through Samba, or another
+            # cleanup about to remove it), so it is in use, or as good as
+            # gone.  Anything else (unreadable): age decides.
+            unused = exc.errno not in (errno.ELOOP, errno.EWOULDBLOCK)
+    try:
+        if fd is not None:
+            unused = _leased(fd, info)
+        yield unused
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _leased(fd: int, info: os.stat_result) -> bool:
+    """Take a write lease on the open file *fd*; False if someone else has
+    it open, or it is no longer the file *info* describes (replaced, or
+    written to since it was looked at)."""
+    try:
+        # Whoever opens the file while the lease is held makes the kernel
+        # signal this process, with SIGIO unless told otherwise: its default
+        # action ends the process.  SIGURG's is to ignore it.
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+    except OSError as exc:
+        if exc.errno == errno.EAGAIN:
+            return False  # open elsewhere
+        # No lease to be had here: age decides, if it is still that file.
+    # Looked at once the lease is held, so that a write that ended just
+    # before it (its writer has closed the file) still counts; none can
+    # start now without breaking the lease.
+    current = os.fstat(fd)
+    return (current.st_dev, current.st_ino, current.st_size, current.st_mtime_ns) == (
+        info.st_dev,
+        info.st_ino,
+        info.st_size,
+        info.st_mtime_ns,
+    )

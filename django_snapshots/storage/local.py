@@ -80,7 +80,12 @@ from django_snapshots.exceptions import (
     SnapshotStorageError,
     SnapshotStoragePathError,
 )
-from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_cleanup_arguments
+from django_snapshots.storage.cleanup import (
+    DEFAULT_OLDER_THAN,
+    Leftover,
+    _unless_open,
+    check_cleanup_arguments,
+)
 from django_snapshots.storage.keys import (
     _is_key,
     _parents,
@@ -335,11 +340,16 @@ class LocalFileSystemBackend:
         name no key can spell), in a directory a key could be in; its name is its
         path relative to the location.  Its age is its modification time,
         looked at again right before it is unlinked: a write that resumed
-        meanwhile keeps its file.  (A write idle for longer than
-        *older_than* that resumes after the unlink fails, leaving the old
-        object as it was.)  Keys, files of any other name, links and
-        anything outside the location are never touched, and links are
-        never followed.  A directory left empty by the removal is removed
+        meanwhile keeps its file.  A temporary file that a process of this
+        host holds open is a write in progress, however long its source has
+        been quiet: it is kept, and not reported (in a dry run either).  On
+        Linux a write lease tells, granted only on a file nobody else has
+        open; where none can be had (another system, a network file system,
+        a file of another user) the age alone decides, and a write idle for
+        longer than *older_than* that resumes after the unlink fails,
+        leaving the old object as it was.  Keys, files of any other name,
+        links and anything outside the location are never touched, and links
+        are never followed.  A directory left empty by the removal is removed
         too, as ``delete`` removes the directories it empties.
 
         A missing location holds nothing to clean; a directory that cannot
@@ -447,7 +457,8 @@ class LocalFileSystemBackend:
                         # Only a write or move that cleared a directory of no
                         # keys out of its way removes temporary files (or
                         # their directory), or a cleanup that found this one
-                        # idle for longer than its limit: the data is gone, so
+                        # idle for longer than its limit and could not tell it
+                        # was open (no lease to be had): the data is gone, so
                         # say so rather than retry.
                         raise SnapshotStorageError(
                             f"cannot write {path!r} in {self._location!r}: a concurrent write "
@@ -790,17 +801,21 @@ class _Sweep:
         if not stat.S_ISREG(status.st_mode) or time.time_ns() - status.st_mtime_ns < self._limit_ns:
             return False
         leftover = Leftover(path, "temporary file", _utc(status.st_mtime_ns), status.st_size)
-        if dry_run:
-            self.found.append(leftover)
-            return False
-        try:
-            os.unlink(name, dir_fd=directory)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise self._backend._failure("remove the leftover", path, exc) from exc
+        # A write whose source went quiet for longer than the limit still
+        # holds its file open: removed, the write would fail at its rename.
+        # The lease keeps anyone from opening the file until it is unlinked.
+        with _unless_open(name, directory, status) as unused:
+            if not unused:
+                return False
+            if not dry_run:
+                try:
+                    os.unlink(name, dir_fd=directory)
+                except FileNotFoundError:
+                    return False
+                except OSError as exc:
+                    raise self._backend._failure("remove the leftover", path, exc) from exc
         self.found.append(leftover)
-        return True
+        return not dry_run
 
     def _unreadable(self, directory: str, exc: OSError) -> SnapshotStorageError:
         return self._backend._unlisted(self._prefix, directory, exc, action="clean up")

@@ -55,14 +55,11 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime
-import errno
 import inspect
 import json
 import os
 import re
-import signal
 import stat
-import sys
 import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
@@ -73,7 +70,12 @@ from django_snapshots.exceptions import (
     SnapshotStorageError,
     SnapshotStoragePathError,
 )
-from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_cleanup_arguments
+from django_snapshots.storage.cleanup import (
+    DEFAULT_OLDER_THAN,
+    Leftover,
+    _unless_open,
+    check_cleanup_arguments,
+)
 from django_snapshots.storage.keys import (
     MAX_KEY_BYTES,
     _is_key,
@@ -90,9 +92,6 @@ from django_snapshots.storage.streams import (
     check_binary_content,
     iter_chunks,
 )
-
-if sys.platform == "linux":
-    import fcntl
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -175,14 +174,6 @@ _LOCAL_REFUSED_NAME = re.compile(r"#[0-9]+\Z|[:|]\Z")
 # backslash, which no key may contain, keeps it out of every listing.
 _SYNC_STATE = "\\snapshots-sync-state.json"
 
-# How cleanup opens a staging file to ask whether anyone else has it open:
-# never through a link, and without hanging on a FIFO planted there.
-_PEEK_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-)
 # The staging file obstore's local store writes an object through, next to
 # it: "<name>#<n>", n counting up from 1 past the names already taken.
 _STAGING_NAME = re.compile(r"(.+)#[0-9]+\Z", re.DOTALL)
@@ -1369,52 +1360,6 @@ def _remove_staging_file(
             except FileNotFoundError:
                 return None
     return Leftover(name, "temporary file", modified, info.st_size)
-
-
-@contextlib.contextmanager
-def _unless_open(file: str, directory: int, info: os.stat_result) -> Iterator[bool]:
-    """Tell whether the file *file* of *directory* (the file *info*
-    describes) is open in no process of this host, and keep anyone from
-    opening it until the block ends.
-
-    A write lease (Linux) is granted only on a file nobody else has open,
-    holds off new openers while held, and ends when its descriptor is
-    closed.  Where none can be taken (another system, a network file
-    system, a file of another user) this cannot be told, and the file's age
-    alone decides, as documented."""
-    fd = None
-    unused = True
-    if sys.platform == "linux":
-        try:
-            fd = os.open(file, _PEEK_FLAGS, dir_fd=directory)
-        except FileNotFoundError:
-            unused = False  # gone meanwhile
-        except OSError as exc:
-            unused = exc.errno != errno.ELOOP  # swapped for a link meanwhile, or unreadable
-    try:
-        if fd is not None:
-            unused = _leased(fd, info)
-        yield unused
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
-def _leased(fd: int, info: os.stat_result) -> bool:
-    """Take a write lease on the open file *fd*; False if it is no longer
-    the file *info* describes, or someone else has it open."""
-    current = os.fstat(fd)
-    if (current.st_dev, current.st_ino) != (info.st_dev, info.st_ino):
-        return False  # replaced since it was looked at
-    try:
-        # Whoever opens the file while the lease is held makes the kernel
-        # signal this process, with SIGIO unless told otherwise: its default
-        # action ends the process.  SIGURG's is to ignore it.
-        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
-    except OSError as exc:
-        return exc.errno != errno.EAGAIN  # open elsewhere, or no lease to be had here
-    return True
 
 
 def _stale_upload(
