@@ -53,6 +53,7 @@ from django_snapshots.storage.django_storage import InvalidDjangoStorageError
 from django_snapshots.storage.streams import CHUNK_SIZE
 from django_snapshots.testing import StorageConformance
 from tests.conftest import S3Bucket
+from tests.test_local import opened_during_cleanup
 
 KINDS = ["filesystem", "memory", "s3"]
 
@@ -1525,10 +1526,11 @@ DAY = 24 * 3600
 LEFTOVER = ".snapshots-write-0123456789abcdef\x7f"
 
 # Writes a key through DjangoStorageBackend from a source that gives *size*
-# bytes, says so, then blocks until the process is killed.  Credentials come
-# from the environment, never from the command line.
+# bytes, says so, then blocks until a line comes on its standard input (or
+# the process is killed), ends and says it stored.  Credentials come from
+# the environment, never from the command line.
 KILLED_WRITE = """
-import io, sys, time
+import io, sys
 from django_snapshots.storage import DjangoStorageBackend
 
 class Blocking(io.RawIOBase):
@@ -1538,9 +1540,12 @@ class Blocking(io.RawIOBase):
     def readable(self):
         return True
     def readinto(self, buffer):
-        if not self.left:
+        if self.left == 0:
             print("blocked", flush=True)
-            time.sleep(600)
+            sys.stdin.readline()
+            self.left = -1
+        if self.left < 0:
+            return 0
         n = min(len(buffer), self.left)
         buffer[:n] = b"x" * n
         self.left -= n
@@ -1562,6 +1567,7 @@ else:
         transfer_config=TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20),
     )
 DjangoStorageBackend(storage).write(key, Blocking(int(size)))
+print("stored", flush=True)
 """
 
 
@@ -1570,9 +1576,11 @@ def killed_write(
     kind: str, where: str, key: str, size: int, *, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a child writing *key* until its source blocks, let the caller
-    look at it, then kill it with SIGKILL."""
+    look at it (or :func:`resume` it), then kill it with SIGKILL if it is
+    still running."""
     child = subprocess.Popen(
         [sys.executable, "-c", KILLED_WRITE, kind, where, key, str(size)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **(env or {})},
@@ -1584,11 +1592,23 @@ def killed_write(
         assert child.stdout.readline() == b"blocked\n", child.stderr.read()
         yield child
     finally:
-        os.kill(child.pid, signal.SIGKILL)
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
         child.wait()
-        child.stdout.close()  # type: ignore[union-attr]
-        child.stderr.close()  # type: ignore[union-attr]
-    assert child.returncode == -signal.SIGKILL
+        for stream in (child.stdin, child.stdout, child.stderr):
+            stream.close()  # type: ignore[union-attr]
+
+
+def resume(child: subprocess.Popen[bytes]) -> None:
+    """Let the source of a :func:`killed_write` child end, and wait until
+    its write is done."""
+    assert child.stdin is not None
+    assert child.stdout is not None
+    assert child.stderr is not None
+    child.stdin.write(b"go\n")
+    child.stdin.flush()
+    assert child.stdout.readline() == b"stored\n", child.stderr.read()
+    assert child.wait() == 0
 
 
 def leave(path: Path, *, age: float = 2 * DAY, data: bytes = b"left by a crash") -> Path:
@@ -1612,8 +1632,9 @@ def test_cleanup_on_a_filesystem_storage_removes_the_file_of_a_killed_write(
     media = tmp_path / "media"
     backend = DjangoStorageBackend(FileSystemStorage(location=media))
     backend.write("acme/db/kept.dump", io.BytesIO(b"kept"))
-    with killed_write("filesystem", str(media), "acme/db/big.dump", 3 << 20):
+    with killed_write("filesystem", str(media), "acme/db/big.dump", 3 << 20) as child:
         pass
+    assert child.returncode == -signal.SIGKILL
     [name] = [path.name for path in (media / "acme" / "db").iterdir() if "\x7f" in path.name]
     leftover = media / "acme" / "db" / name
     assert backend.cleanup() == []  # younger than a day: maybe a slow write
@@ -1628,6 +1649,75 @@ def test_cleanup_on_a_filesystem_storage_removes_the_file_of_a_killed_write(
     assert not leftover.exists()
     assert backend.list("") == ["acme/db/kept.dump"]
     assert read_all(backend, "acme/db/kept.dump") == b"kept"
+
+
+def test_cleanup_on_a_filesystem_storage_keeps_the_file_a_writer_holds_open_however_old(
+    tmp_path: Path,
+) -> None:
+    """A child process writes through the backend from a source that
+    blocks, so that its temporary file is open and idle; aged by two days,
+    the file is kept and not reported, and the write then stores its own
+    bytes.  A second writer, killed with SIGKILL, leaves a file that cleanup
+    removes."""
+    media = tmp_path / "media"
+    backend = DjangoStorageBackend(FileSystemStorage(location=media))
+    when = time.time() - 2 * DAY  # as if its source had stalled for two days
+    with killed_write("filesystem", str(media), "acme/db/big.dump", 3 << 20) as child:
+        [name] = [path.name for path in (media / "acme" / "db").iterdir() if "\x7f" in path.name]
+        os.utime(media / "acme" / "db" / name, (when, when))
+        assert backend.cleanup(dry_run=True) == []
+        assert backend.cleanup() == []
+        assert backend.cleanup(older_than=0) == []
+        assert (media / "acme" / "db" / name).exists()
+        resume(child)
+    assert backend.list("") == ["acme/db/big.dump"]
+    assert read_all(backend, "acme/db/big.dump") == b"x" * (3 << 20)
+    assert [path.name for path in (media / "acme" / "db").iterdir()] == ["big.dump"]
+
+    with killed_write("filesystem", str(media), "acme/db/big.dump", 1 << 20) as child:
+        pass
+    assert child.returncode == -signal.SIGKILL
+    [name] = [path.name for path in (media / "acme" / "db").iterdir() if "\x7f" in path.name]
+    os.utime(media / "acme" / "db" / name, (when, when))
+    assert names(backend.cleanup()) == [f"acme/db/{name}"]
+    assert [path.name for path in (media / "acme" / "db").iterdir()] == ["big.dump"]
+    assert read_all(backend, "acme/db/big.dump") == b"x" * (3 << 20)
+
+
+def test_a_filesystem_write_holds_its_file_open_until_it_is_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source that went quiet for longer than the limit and then ended
+    adds nothing to the file, which looks as old as its last byte; a cleanup
+    running right before the rename keeps it only if it is still open.  The
+    cleanup runs at the last moment: in the rename itself."""
+    media = tmp_path / "media"
+    backend = DjangoStorageBackend(FileSystemStorage(location=media))
+    replace = os.replace
+    removed: list[object] = []
+
+    def cleanup_then_replace(src: str, dst: str) -> None:
+        when = time.time() - 2 * DAY
+        os.utime(src, (when, when))
+        removed.extend(backend.cleanup(older_than=DAY))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", cleanup_then_replace)
+    backend.write("db/latest.dump", io.BytesIO(b"dump"))
+    monkeypatch.undo()
+    assert removed == []
+    assert read_all(backend, "db/latest.dump") == b"dump"
+
+
+def test_a_temporary_file_opened_while_cleanup_removes_it_never_kills_the_cleanup(
+    tmp_path: Path,
+) -> None:
+    """As for LocalFileSystemBackend, whose cleanup this storage's runs."""
+    leave(tmp_path / "db" / LEFTOVER)
+    child = opened_during_cleanup(tmp_path, f"db/{LEFTOVER}", "django")
+    assert child.returncode == 0, child.stderr.decode(errors="replace")
+    assert child.stdout == f"[{f'db/{LEFTOVER}'!r}] 0\n".encode()
+    assert list(tmp_path.iterdir()) == []
 
 
 class KeepsItsOwnSave(FileSystemStorage):
@@ -1776,6 +1866,7 @@ def test_cleanup_on_s3_aborts_the_upload_of_a_killed_write(s3_bucket: S3Bucket) 
                 parts = client.list_parts(
                     Bucket=s3_bucket.name, Key=upload["Key"], UploadId=upload["UploadId"]
                 ).get("Parts", [])
+    assert child.returncode == -signal.SIGKILL
     assert uploads(s3_bucket) == ["backups/acme/big.dump"]
     assert backend.cleanup() == []  # younger than a day: maybe a slow upload
     [removed] = backend.cleanup("acme/", older_than=0)

@@ -346,8 +346,11 @@ class DjangoStorageBackend:
           :meth:`LocalFileSystemBackend.cleanup
           <django_snapshots.storage.LocalFileSystemBackend.cleanup>` finds
           and removes them below the storage's location (age by modification
-          time, looked at again right before the unlink; links never
-          followed; emptied directories removed).
+          time, looked at again right before the unlink; a file that a
+          process of this host holds open, a write in progress however long
+          idle, is kept where Linux can tell, and not reported; links never
+          followed; emptied directories removed).  A write holds its
+          temporary file open until it is renamed over the key.
         - ``S3Storage``: the incomplete multipart uploads of keys under the
           storage's ``location`` and *prefix*, aborted through the storage's
           own client.  An upload's age runs from its newest part, or from its
@@ -465,7 +468,9 @@ class DjangoStorageBackend:
                     file.write(chunk)
                 file.flush()
                 os.fsync(file.fileno())
-            os.replace(temp, final)
+                # Renamed while still open: a cleanup keeps a temporary file
+                # that a process holds open, however long its source was idle.
+                os.replace(temp, final)
         except BaseException:
             with suppress(OSError):
                 os.unlink(temp)
