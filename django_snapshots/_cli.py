@@ -42,7 +42,7 @@ from django_snapshots._inspect import (
 )
 from django_snapshots.conf import InvalidStorageSettingError, get_storage
 from django_snapshots.exceptions import SnapshotError
-from django_snapshots.storage.cleanup import parse_duration
+from django_snapshots.storage.cleanup import _cleanup_of, parse_duration
 from django_snapshots.storage.keys import validate_key, validate_prefix, validate_sync_prefixes
 from django_snapshots.storage.protocols import requires_advanced_storage
 from django_snapshots.storage.streams import ObservedReader, iter_chunks
@@ -401,12 +401,7 @@ def _cleanup(options: dict[str, Any], console: Console) -> None:
         )
     dry_run = bool(options.get("dry_run", False))
     storage = get_storage()
-    clean = getattr(storage, "cleanup", None)
-    if not callable(clean):
-        raise CommandFailed(
-            f"cannot clean up {storage!r}: {type(storage).__name__} has no cleanup(), so "
-            "nothing tells what a crashed write leaves in it"
-        )
+    clean = _cleanup_of(storage, storage)
     now = datetime.datetime.now(datetime.timezone.utc)
     leftovers = clean(prefix, older_than=older_than, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"

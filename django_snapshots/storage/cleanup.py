@@ -45,10 +45,11 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
+from django_snapshots.exceptions import SnapshotStorageCapabilityError
 from django_snapshots.storage.keys import validate_prefix
 
 if sys.platform == "linux":
@@ -156,6 +157,19 @@ def check_older_than(older_than: object) -> timedelta:
     if older_than < timedelta(0):
         raise ValueError(f"older_than must not be negative, got {older_than}")
     return older_than
+
+
+def _cleanup_of(storage: object, stack: object) -> Callable[..., list[Leftover]]:
+    """Return *storage*'s ``cleanup``, or raise
+    :class:`~django_snapshots.SnapshotStorageCapabilityError` (naming
+    *stack*, the stack it sits in) before any I/O when it has none."""
+    clean = getattr(storage, "cleanup", None)
+    if not callable(clean):
+        raise SnapshotStorageCapabilityError(
+            f"cannot clean up {stack!r}: {type(storage).__name__} has no cleanup(), so "
+            "nothing tells what a crashed write leaves in it"
+        )
+    return cast("Callable[..., list[Leftover]]", clean)
 
 
 def check_cleanup_arguments(

@@ -60,7 +60,12 @@ from django_snapshots.exceptions import (
     SnapshotStorageError,
     SnapshotStoragePathError,
 )
-from django_snapshots.storage.cleanup import DEFAULT_OLDER_THAN, Leftover, check_cleanup_arguments
+from django_snapshots.storage.cleanup import (
+    DEFAULT_OLDER_THAN,
+    Leftover,
+    _cleanup_of,
+    check_cleanup_arguments,
+)
 from django_snapshots.storage.keys import _show, validate_key, validate_prefix
 from django_snapshots.storage.protocols import AdvancedSnapshotStorage, SnapshotStorage
 from django_snapshots.storage.streams import iter_chunks
@@ -381,13 +386,7 @@ class StorageWrapper(_Proxy):
         below = self._self_storage_prefix(prefix)
         root = self._self_storage_prefix("")
         storage = self.__wrapped__
-        clean = getattr(storage, "cleanup", None)
-        if not callable(clean):
-            raise SnapshotStorageCapabilityError(
-                f"cannot clean up {self!r}: {type(storage).__name__} has no cleanup(), so "
-                "nothing tells what a crashed write leaves in it"
-            )
-        leftovers = clean(below, older_than=older_than, dry_run=dry_run)
+        leftovers = _cleanup_of(storage, self)(below, older_than=older_than, dry_run=dry_run)
         for leftover in leftovers:
             # The storage below is trusted with nothing: a name outside what
             # was asked for would tell a tenant of another tenant's uploads.
