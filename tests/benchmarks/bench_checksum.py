@@ -33,7 +33,7 @@ from pathlib import Path
 from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.storage.streams import CHUNK_SIZE
 from django_snapshots.storage.wrappers.checksum import Checksum
-from tests.benchmarks.common import Row, interleaved, peak_rss_delta
+from tests.benchmarks.common import Row, interleaved, peak_rss_delta, remove_and_sync
 
 GIB = 1024 * 1024 * 1024
 #: Distinct chunks the artifact cycles through (generating 1 GiB of random
@@ -64,6 +64,13 @@ def measure(*, scale: float = 1.0) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-checksum-") as root:
         bare = LocalFileSystemBackend(Path(root) / "bare")
         checksum = Checksum(LocalFileSystemBackend(Path(root) / "checksum"))
+        # What each write leaves, removed before the next (remove_and_sync).
+        written = {
+            "bare": [Path(root) / "bare" / "artifact"],
+            "checksum": [
+                Path(root) / "checksum" / name for name in ("artifact", "artifact.sha256")
+            ],
+        }
 
         def drain(read: Callable[[str], Iterator[bytes]]) -> Callable[[], None]:
             def run() -> None:
@@ -79,6 +86,7 @@ def measure(*, scale: float = 1.0) -> list[Row]:
                 "checksum": lambda: checksum.stream_write("artifact", chunks()),
             },
             rounds=rounds,
+            before=lambda name: remove_and_sync(*written.get(name, ())),
         )
         reads = interleaved(
             {

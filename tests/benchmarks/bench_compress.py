@@ -45,7 +45,7 @@ from django_snapshots.storage.wrappers.compress import (
     ZstdCompressor,
     ZstdDecompressor,
 )
-from tests.benchmarks.common import Row, interleaved, peak_rss_delta
+from tests.benchmarks.common import Row, interleaved, peak_rss_delta, remove_and_sync
 
 GIB = 1024 * 1024 * 1024
 #: Distinct chunks the artifact cycles through, each a different part of a
@@ -80,6 +80,11 @@ def measure(*, scale: float = 1.0) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-compress-") as root:
         compress = Compress(LocalFileSystemBackend(Path(root) / "single"))
         threaded = Compress(LocalFileSystemBackend(Path(root) / "threads"), threads=2)
+        # What each write leaves, removed before the next (remove_and_sync).
+        written = {
+            "compress": [Path(root) / "single" / "artifact"],
+            "compress threads=2": [Path(root) / "threads" / "artifact"],
+        }
         writes = interleaved(
             {
                 "zstd": codec_alone(0),
@@ -88,6 +93,7 @@ def measure(*, scale: float = 1.0) -> list[Row]:
                 "compress threads=2": lambda: threaded.stream_write("artifact", chunks()),
             },
             rounds=rounds,
+            before=lambda name: remove_and_sync(*written.get(name, ())),
         )
         stored = Path(root) / "single" / "artifact"
         frame = stored.read_bytes()

@@ -34,7 +34,7 @@ import pyrage
 from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.storage.streams import CHUNK_SIZE
 from django_snapshots.storage.wrappers.encrypt import Encrypt
-from tests.benchmarks.common import Row, interleaved, peak_rss_delta
+from tests.benchmarks.common import Row, interleaved, peak_rss_delta, remove_and_sync
 
 GIB = 1024 * 1024 * 1024
 #: Distinct chunks the artifact cycles through (generating 1 GiB of random
@@ -84,6 +84,8 @@ def measure(*, scale: float = 1.0) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-encrypt-") as root:
         alone = Path(root) / "alone.age"
+        # What each write leaves, removed before the next (remove_and_sync).
+        written = {"pyrage": alone, "encrypt": Path(root) / "encrypt" / "artifact"}
         encrypt = Encrypt(
             LocalFileSystemBackend(Path(root) / "encrypt"),
             recipients=[str(recipient)],
@@ -110,6 +112,7 @@ def measure(*, scale: float = 1.0) -> list[Row]:
                 "encrypt": lambda: encrypt.stream_write("artifact", chunks()),
             },
             rounds=rounds,
+            before=lambda name: remove_and_sync(written[name]),
         )
         reads = interleaved({"pyrage": pyrage_read, "encrypt": encrypt_read}, rounds=rounds)
         for op, times in (("stream_write", writes), ("stream_read", reads)):

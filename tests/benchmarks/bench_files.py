@@ -30,7 +30,13 @@ from django_snapshots.storage.local import LocalFileSystemBackend
 from django_snapshots.storage.protocols import SnapshotStorage
 from django_snapshots.storage.streams import CHUNK_SIZE
 from django_snapshots.storage.wrappers.checksum import Checksum
-from tests.benchmarks.common import Row, artifact, paired_ratios, peak_rss_delta
+from tests.benchmarks.common import (
+    Row,
+    artifact,
+    paired_ratios,
+    peak_rss_delta,
+    remove_and_sync,
+)
 
 GIB = 1024**3
 MIB = 1024**2
@@ -83,10 +89,16 @@ def measure(*, scale: float = 1.0) -> list[Row]:
         stack = Checksum(LocalFileSystemBackend(root / "store"))
         delta = peak_rss_delta(lambda: _through_files(stack, source, size))
         direct_delta = peak_rss_delta(lambda: _direct(stack, source, size))
+        # What each round trip leaves, removed before the next (remove_and_sync).
+        written = {
+            "": [root / "store" / name for name in ("direct.bin", "direct.bin.sha256")],
+            "files": [root / "store" / name for name in ("files.bin", "files.bin.sha256")],
+        }
         _, ratios = paired_ratios(
             lambda: _direct(stack, source, size),
             {"files": lambda: _through_files(stack, source, size)},
             rounds=5 if scale >= 1 else 9,
+            before=lambda name: remove_and_sync(*written[name]),
         )
         throughput = 1 / statistics.median(ratios["files"])
     finally:

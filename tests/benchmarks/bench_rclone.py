@@ -34,7 +34,7 @@ from pathlib import Path
 
 from django_snapshots.storage.rclone import _COMMON_FLAGS, RcloneBackend, _find_rclone
 from django_snapshots.storage.streams import CHUNK_SIZE
-from tests.benchmarks.common import Row, artifact, interleaved, peak_rss_delta
+from tests.benchmarks.common import Row, artifact, interleaved, peak_rss_delta, remove_and_sync
 
 GIB = 1024**3
 MIB = 1024**2
@@ -200,6 +200,9 @@ def streaming(
         for chunk in artifact(size):
             file.write(chunk)
     rounds = 3
+    remote = Path(direct.root)
+    written = {name: f"big-{name}" for name in ("copyto", "rcat", "unverified")}
+    written["backend"] = "big"
     # rclone checks a streamed upload against a hash of the stream; this
     # variant turns that off, as a user of the Checksum wrapper may.
     unverified = RcloneBackend(storage.remote, flags=("--ignore-checksum",))
@@ -211,6 +214,8 @@ def streaming(
             "unverified": lambda: unverified.stream_write("big-unverified", artifact(size)),
         },
         rounds=rounds,
+        # Each write finds no copy of its own to replace (remove_and_sync).
+        before=lambda name: remove_and_sync(remote / written[name]),
     )
 
     def drain() -> None:

@@ -16,6 +16,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -95,13 +96,22 @@ def best_of(fn: Callable[[], object], *, repeat: int = 5, number: int = 1) -> fl
 
 
 def interleaved(
-    fns: dict[str, Callable[[], object]], *, rounds: int = 7, number: int = 1
+    fns: dict[str, Callable[[], object]],
+    *,
+    rounds: int = 7,
+    number: int = 1,
+    before: Callable[[str], object] | None = None,
 ) -> dict[str, float]:
     """Time several variants in alternation (ABCABC...) and return each one's median,
-    so that drift of the machine affects all variants alike."""
+    so that drift of the machine affects all variants alike.
+
+    *before*, when given, is called untimed with a variant's name before
+    each of its batches of *number* calls (see :func:`remove_and_sync`)."""
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            if before is not None:
+                before(name)
             start = time.perf_counter()
             for _ in range(number):
                 fn()
@@ -115,6 +125,7 @@ def paired_ratios(
     *,
     rounds: int = 21,
     seed: int = 0,
+    before: Callable[[str], object] | None = None,
 ) -> tuple[float, dict[str, list[float]]]:
     """Time *baseline* and every variant once per round, in a shuffled order.
 
@@ -122,9 +133,11 @@ def paired_ratios(
     the baseline's time in the same round, one ratio per round, sorted (take
     the median, and the quartiles for the spread).  Pairing each variant
     with a baseline measured moments apart cancels slow drifts of the
-    machine; shuffling the order cancels position effects.
+    machine; shuffling the order cancels position effects.  *before*, when
+    given, is called untimed before each timed call, with the variant's name
+    (``""`` for the baseline).
     """
-    base_times, times = paired_times(baseline, variants, rounds=rounds, seed=seed)
+    base_times, times = paired_times(baseline, variants, rounds=rounds, seed=seed, before=before)
     ratios = {
         name: sorted(t / b for t, b in zip(own, base_times, strict=True))
         for name, own in times.items()
@@ -138,10 +151,11 @@ def paired_times(
     *,
     rounds: int = 21,
     seed: int = 0,
+    before: Callable[[str], object] | None = None,
 ) -> tuple[list[float], dict[str, list[float]]]:
     """Time *baseline* and every variant once per round, in a shuffled order,
     and return the times of each round: the baseline's, and each variant's
-    (as :func:`paired_ratios` measures them)."""
+    (as :func:`paired_ratios` measures them, *before* included)."""
     rng = random.Random(seed)
     everything = {"": baseline, **variants}
     base_times: list[float] = []
@@ -151,6 +165,8 @@ def paired_times(
         rng.shuffle(order)
         took = {}
         for name in order:
+            if before is not None:
+                before(name)
             start = time.perf_counter()
             everything[name]()
             took[name] = time.perf_counter() - start
@@ -158,6 +174,24 @@ def paired_times(
         for name in variants:
             times[name].append(took[name])
     return base_times, times
+
+
+def remove_and_sync(*paths: Path) -> None:
+    """Remove the files at *paths* (those that exist), then flush every file
+    system's pending writes with :func:`os.sync`.
+
+    Call it untimed before a timed write of a large artifact (the *before*
+    of :func:`interleaved` and :func:`paired_ratios`).  Replacing a 1 GiB
+    file frees its blocks, and on a file system mounted with ``discard``
+    (this machine's ext4) the next journal commit trims them: a 1 GiB round
+    trip through ``Checksum(LocalFileSystemBackend)`` that replaced the last
+    round's copy took 1.8 to 4.6 s at random, one that found no copy 1.7 to
+    1.9 s.  Writing where no copy is, with no other write
+    pending, leaves only the variant's own work in its time.
+    """
+    for path in paths:
+        path.unlink(missing_ok=True)
+    os.sync()
 
 
 def own_cost_us(base_times: list[float], times: list[float], *, operations: int) -> float:
