@@ -125,7 +125,6 @@ def paired_ratios(
     *,
     rounds: int = 21,
     seed: int = 0,
-    before: Callable[[str], object] | None = None,
 ) -> tuple[float, dict[str, list[float]]]:
     """Time *baseline* and every variant once per round, in a shuffled order.
 
@@ -133,16 +132,50 @@ def paired_ratios(
     the baseline's time in the same round, one ratio per round, sorted (take
     the median, and the quartiles for the spread).  Pairing each variant
     with a baseline measured moments apart cancels slow drifts of the
-    machine; shuffling the order cancels position effects.  *before*, when
-    given, is called untimed before each timed call, with the variant's name
-    (``""`` for the baseline).
+    machine; shuffling the order cancels position effects.
     """
-    base_times, times = paired_times(baseline, variants, rounds=rounds, seed=seed, before=before)
+    base_times, times = paired_times(baseline, variants, rounds=rounds, seed=seed)
     ratios = {
         name: sorted(t / b for t, b in zip(own, base_times, strict=True))
         for name, own in times.items()
     }
     return statistics.median(base_times), ratios
+
+
+def balanced_ratios(
+    baseline: Callable[[], object],
+    variant: Callable[[], object],
+    *,
+    pairs: int,
+    before: Callable[[str], object] | None = None,
+) -> list[float]:
+    """Time *baseline* and *variant* in pairs of rounds, the baseline first
+    in one round of a pair and second in the other, and return per pair the
+    geometric mean of the two rounds' ratios (the variant's time over the
+    baseline's), sorted.
+
+    A cost that falls on whichever call runs second (a virtual disk still
+    writing back the first call's gigabyte) multiplies one round's ratio by
+    as much as it divides the other's, so it cancels in the pair; in a
+    shuffled order it would decide the median.  *before*, when given, is
+    called untimed before each timed call, with ``"baseline"`` or
+    ``"variant"``.
+    """
+    fns = {"baseline": baseline, "variant": variant}
+    ratios = []
+    for _ in range(pairs):
+        product = 1.0
+        for order in (("baseline", "variant"), ("variant", "baseline")):
+            took = {}
+            for name in order:
+                if before is not None:
+                    before(name)
+                start = time.perf_counter()
+                fns[name]()
+                took[name] = time.perf_counter() - start
+            product *= took["variant"] / took["baseline"]
+        ratios.append(product**0.5)
+    return sorted(ratios)
 
 
 def paired_times(
@@ -151,11 +184,10 @@ def paired_times(
     *,
     rounds: int = 21,
     seed: int = 0,
-    before: Callable[[str], object] | None = None,
 ) -> tuple[list[float], dict[str, list[float]]]:
     """Time *baseline* and every variant once per round, in a shuffled order,
     and return the times of each round: the baseline's, and each variant's
-    (as :func:`paired_ratios` measures them, *before* included)."""
+    (as :func:`paired_ratios` measures them)."""
     rng = random.Random(seed)
     everything = {"": baseline, **variants}
     base_times: list[float] = []
@@ -165,8 +197,6 @@ def paired_times(
         rng.shuffle(order)
         took = {}
         for name in order:
-            if before is not None:
-                before(name)
             start = time.perf_counter()
             everything[name]()
             took[name] = time.perf_counter() - start
