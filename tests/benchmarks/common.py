@@ -7,6 +7,8 @@ machine's speed and its drifts cancel out.  Nothing here asserts on timings.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 import pickle
@@ -235,12 +237,19 @@ def own_cost_us(base_times: list[float], times: list[float], *, operations: int)
 
 def peak_rss_delta(fn: Callable[[], object]) -> int:
     """Run *fn* in a forked child and return its peak resident memory above
-    the child's baseline, in bytes (Linux: ``/proc/self/status`` ``VmHWM``)."""
+    the child's baseline, in bytes (Linux: ``/proc/self/status`` ``VmHWM``).
+
+    The child first hands the memory its allocator holds free back to the
+    system (glibc's ``malloc_trim``): memory the process touched and freed
+    earlier stays resident, and *fn* would reuse it without its resident
+    set growing, so the figure would depend on what ran before.
+    """
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
         os.close(read_end)
         try:
+            _release_free_memory()
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset the peak (VmHWM) to the current RSS
             baseline = _status_kib("VmRSS")
@@ -276,6 +285,17 @@ def null_json_logger(level: int = logging.INFO) -> Any:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
     )
+
+
+def _release_free_memory() -> None:
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
 
 
 def _status_kib(field: str) -> int:
